@@ -1,0 +1,199 @@
+"""Pascal VOC XML exactly as LabelImg reads and writes it.
+
+Element order, text values and layout follow LabelImg's ``pascal_voc_io.py``:
+``annotation[@verified]`` then ``folder, filename, path, source/database,
+size/(width, height, depth), segmented``, then per box ``object/(name, pose,
+truncated, difficult, bndbox/(xmin, ymin, xmax, ymax))``; integer
+coordinates; pretty-printed by lxml with the two-space indent replaced by a
+tab; UTF-8 without an XML declaration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..io import atomic_write_bytes
+
+
+@dataclass
+class VocObject:
+    """One labelled box. Coordinates are LabelImg's integer pixel values."""
+
+    name: str
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+    difficult: bool = False
+    truncated: bool = False
+    pose: str = "Unspecified"
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.xmin + self.xmax) / 2.0, (self.ymin + self.ymax) / 2.0)
+
+    @property
+    def is_degenerate(self) -> bool:
+        return self.xmax <= self.xmin or self.ymax <= self.ymin
+
+
+@dataclass
+class VocAnnotation:
+    """The content of one LabelImg XML file."""
+
+    filename: str
+    width: int
+    height: int
+    depth: int = 3
+    folder: str = ""
+    path: str | None = None
+    database: str = "Unknown"
+    segmented: int = 0
+    verified: bool = False
+    objects: list[VocObject] = field(default_factory=list)
+
+    def boxes(self, name: str | None = None, *, skip_degenerate: bool = True) -> list[VocObject]:
+        """Objects of class ``name`` (all when None), without degenerate boxes."""
+        return [
+            o for o in self.objects
+            if (name is None or o.name == name) and not (skip_degenerate and o.is_degenerate)
+        ]
+
+    def class_names(self) -> list[str]:
+        return sorted({o.name for o in self.objects})
+
+
+def read_voc(path: str | os.PathLike) -> VocAnnotation:
+    """Read a Pascal VOC XML file (LabelImg or any VOC writer).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, is not XML, or lacks the VOC elements
+        LabelImg needs (``filename``; per object ``name`` and ``bndbox``).
+    """
+    from lxml import etree
+
+    path = Path(path)
+    try:
+        root = etree.parse(str(path), etree.XMLParser(encoding="utf-8", resolve_entities=False)).getroot()
+    except OSError:
+        raise InputError(path, "no such file or not readable") from None
+    except etree.XMLSyntaxError as exc:
+        raise InputError(path, f"not valid XML ({exc.msg})") from None
+    if root.tag != "annotation":
+        raise InputError(path, f"not a Pascal VOC file (root element <{root.tag}>, expected <annotation>)")
+
+    def text(elem, tag, default=None):
+        child = elem.find(tag)
+        return child.text.strip() if child is not None and child.text is not None else default
+
+    def number(elem, tag, default=None):
+        value = text(elem, tag)
+        if value is None:
+            if default is None:
+                raise InputError(path, f"missing <{tag}> in <{elem.tag}>")
+            return default
+        try:
+            return int(float(value))
+        except ValueError:
+            raise InputError(path, f"<{tag}> is not a number: {value!r}") from None
+
+    filename = text(root, "filename")
+    if filename is None:
+        raise InputError(path, "not a Pascal VOC file (no <filename>)")
+    size = root.find("size")
+    width = number(size, "width", 0) if size is not None else 0
+    height = number(size, "height", 0) if size is not None else 0
+    depth = number(size, "depth", 3) if size is not None else 3
+    objects = []
+    for obj in root.findall("object"):
+        name = text(obj, "name")
+        box = obj.find("bndbox")
+        if name is None or box is None:
+            raise InputError(path, "an <object> lacks <name> or <bndbox>")
+        objects.append(
+            VocObject(
+                name=name,
+                xmin=number(box, "xmin"),
+                ymin=number(box, "ymin"),
+                xmax=number(box, "xmax"),
+                ymax=number(box, "ymax"),
+                difficult=bool(number(obj, "difficult", 0)),
+                truncated=bool(number(obj, "truncated", 0)),
+                pose=text(obj, "pose", "Unspecified"),
+            )
+        )
+    source = root.find("source")
+    return VocAnnotation(
+        filename=filename,
+        width=width,
+        height=height,
+        depth=depth,
+        folder=text(root, "folder", ""),
+        path=text(root, "path"),
+        database=text(source, "database", "Unknown") if source is not None else "Unknown",
+        segmented=number(root, "segmented", 0),
+        verified=root.get("verified") == "yes",
+        objects=objects,
+    )
+
+
+def voc_bytes(ann: VocAnnotation) -> bytes:
+    """Serialise an annotation byte for byte as LabelImg's ``PascalVocWriter`` does."""
+    from lxml import etree
+
+    top = etree.Element("annotation")
+    if ann.verified:
+        top.set("verified", "yes")
+    etree.SubElement(top, "folder").text = ann.folder
+    etree.SubElement(top, "filename").text = ann.filename
+    if ann.path is not None:
+        etree.SubElement(top, "path").text = ann.path
+    source = etree.SubElement(top, "source")
+    etree.SubElement(source, "database").text = ann.database
+    size = etree.SubElement(top, "size")
+    etree.SubElement(size, "width").text = str(int(ann.width))
+    etree.SubElement(size, "height").text = str(int(ann.height))
+    etree.SubElement(size, "depth").text = str(int(ann.depth))
+    etree.SubElement(top, "segmented").text = str(int(ann.segmented))
+    for o in ann.objects:
+        obj = etree.SubElement(top, "object")
+        etree.SubElement(obj, "name").text = o.name
+        etree.SubElement(obj, "pose").text = o.pose
+        etree.SubElement(obj, "truncated").text = "1" if _labelimg_truncated(o, ann) else "0"
+        etree.SubElement(obj, "difficult").text = "1" if o.difficult else "0"
+        box = etree.SubElement(obj, "bndbox")
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            etree.SubElement(box, tag).text = str(int(getattr(o, tag)))
+    pretty = etree.tostring(top, pretty_print=True, encoding="utf-8")
+    return pretty.replace(b"  ", b"\t")
+
+
+def _labelimg_truncated(o: VocObject, ann: VocAnnotation) -> bool:
+    """LabelImg's own rule: a box touching the image edge is truncated."""
+    return (
+        o.truncated
+        or int(o.ymax) == int(ann.height)
+        or int(o.ymin) == 1
+        or int(o.xmax) == int(ann.width)
+        or int(o.xmin) == 1
+    )
+
+
+def write_voc(path: str | os.PathLike, ann: VocAnnotation) -> Path:
+    """Write ``ann`` to ``path`` atomically, as LabelImg would."""
+    return atomic_write_bytes(path, voc_bytes(ann))
+
+
+def box_to_voc(xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Convert a box in pixel-edge coordinates (``xmax`` exclusive) to VOC's
+    1-based inclusive integers, clipped to the image."""
+    x0 = int(min(max(round(xmin) + 1, 1), width))
+    y0 = int(min(max(round(ymin) + 1, 1), height))
+    x1 = int(min(max(round(xmax), x0), width))
+    y1 = int(min(max(round(ymax), y0), height))
+    return x0, y0, x1, y1

@@ -1,0 +1,140 @@
+"""Evaluate a model on labelled images, and fit its thresholds on validation data.
+
+Ground truth per image is a set of true cells: centres, and optionally boxes
+or an instance label image. A detection matches a true cell when it lies
+inside the cell's box / mask, or within ``radius_px`` of its centre
+(one-to-one, see :mod:`eosdetect.metrics`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import MatchResult, match_points, summarize
+from .models.config import Thresholds
+from .postprocess import detections_from_labels, segment
+from .predict import predict_probability, thresholds_in_pixels
+from .dataset import resize
+from .models.helper_cnn import extract_crops
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalItem:
+    """One labelled image for evaluation (input-image pixels throughout)."""
+
+    name: str
+    image: np.ndarray
+    true_xy: np.ndarray
+    true_boxes: np.ndarray | None = None
+    true_labels: np.ndarray | None = None
+    radius_px: float = 0.0
+
+    def match(self, pred_xy) -> MatchResult:
+        return match_points(
+            pred_xy, self.true_xy, radius=self.radius_px,
+            true_boxes=self.true_boxes, true_labels=self.true_labels,
+        )
+
+
+class _Cache:
+    """Probability maps (model scale) and helper inputs, computed once per image."""
+
+    def __init__(self, model, items, pixel_size_um=None):
+        self.model = model
+        self.items = items
+        cfg = model.config
+        self.scale = cfg.scale_for(pixel_size_um)
+        self.probs = []
+        self.factors = []
+        self.helper_images = []
+        for it in items:
+            im = resize(it.image, self.scale)
+            self.probs.append(predict_probability(model.predict_fn, im, cfg))
+            self.factors.append(it.image.shape[1] / im.shape[1])
+            if cfg.helper_enabled:
+                hs = self.scale * cfg.pixel_size_um / cfg.helper_pixel_size_um
+                self.helper_images.append(im if abs(hs - self.scale) < 1e-9 else resize(it.image, hs))
+
+    def candidates(self, i, thr: Thresholds):
+        cfg = self.model.config
+        labels = segment(self.probs[i], **thresholds_in_pixels(thr, cfg.pixel_size_um))
+        cands = detections_from_labels(labels, self.probs[i]).rescaled(self.factors[i])
+        if cfg.helper_enabled and len(cands):
+            him = self.helper_images[i]
+            hf = self.items[i].image.shape[1] / him.shape[1]
+            crops = extract_crops(him, (cands.xy + 0.5) / hf - 0.5, cfg.helper_crop_size)
+            cands = cands.with_score(self.model.classify_fn(crops.astype(np.float32) / 255.0))
+        return cands
+
+
+def evaluate_model(model, items: list[EvalItem], *, thresholds: Thresholds | None = None,
+                   pixel_size_um: float | None = None, cache: _Cache | None = None) -> dict:
+    """Detection metrics of ``model`` on ``items``.
+
+    Returns
+    -------
+    dict
+        ``summary`` (pooled precision, recall, F1, count errors), ``per_image``
+        (list of dicts) and the ``thresholds`` used.
+    """
+    thr = thresholds or model.thresholds
+    cache = cache or _Cache(model, items, pixel_size_um)
+    results, per_image = [], []
+    for i, it in enumerate(items):
+        cands = cache.candidates(i, thr)
+        dets = cands.subset(cands.score >= thr.helper_threshold) if model.config.helper_enabled else cands
+        r = it.match(dets.xy)
+        results.append(r)
+        per_image.append({
+            "image": it.name, "true": r.n_true, "pred": r.n_pred, "tp": r.tp, "fp": r.fp, "fn": r.fn,
+            "precision": round(r.precision, 4), "recall": round(r.recall, 4), "f1": round(r.f1, 4),
+        })
+    return {"summary": summarize(results), "per_image": per_image, "thresholds": thr.to_dict()}
+
+
+def fit_thresholds(model, items: list[EvalItem], grid: dict[str, list[float]], *,
+                   base: Thresholds | None = None, pixel_size_um: float | None = None) -> tuple[Thresholds, dict]:
+    """Choose post-processing thresholds maximising pooled F1 on ``items``.
+
+    Parameters
+    ----------
+    grid : dict
+        Field name of :class:`Thresholds` -> candidate values. ``helper_threshold``
+        is swept without re-segmenting.
+
+    Returns
+    -------
+    (Thresholds, dict)
+        The best thresholds and their evaluation (see :func:`evaluate_model`).
+    """
+    base = base or model.thresholds
+    cache = _Cache(model, items, pixel_size_um)
+    seg_keys = [k for k in grid if k != "helper_threshold"]
+    helper_values = grid.get("helper_threshold", [base.helper_threshold])
+    best, best_f1, best_key = base, -1.0, None
+    for values in itertools.product(*[grid[k] for k in seg_keys]):
+        try:
+            thr = base.replace(**dict(zip(seg_keys, values)))
+        except Exception as exc:  # an impossible combination (e.g. min > max)
+            log.debug("skipping %s: %s", values, exc)
+            continue
+        cands = [cache.candidates(i, thr) for i in range(len(items))]
+        for h in helper_values if model.config.helper_enabled else [thr.helper_threshold]:
+            results = []
+            for it, c in zip(items, cands):
+                dets = c.subset(c.score >= h) if model.config.helper_enabled else c
+                results.append(it.match(dets.xy))
+            s = summarize(results)
+            # prefer higher F1, then smaller count error
+            key = (s["f1"], -s["count_mae"])
+            if best_key is None or key > best_key:
+                best_key, best_f1 = key, s["f1"]
+                best = thr.replace(helper_threshold=h)
+    log.info("fitted thresholds: F1 %.4f with %s", best_f1, best.to_dict())
+    return best, evaluate_model(model, items, thresholds=best, cache=cache)

@@ -1,0 +1,369 @@
+"""Reading and writing files: images, CSV, JSON, all writes atomic.
+
+Everything read becomes an RGB ``uint8`` array of shape ``(rows, cols, 3)``
+here and nowhere else. OpenCV's BGR order never leaves this module.
+
+Supported inputs: PNG, JPEG, TIFF (8 and 16 bit, planar or interleaved,
+first series and full resolution of pyramidal files), BMP, GIF (first
+frame), WebP; grayscale, grayscale + alpha, RGB, RGBA, palette. EXIF
+orientation is applied. 16-bit data is scaled by its bit depth: values up to
+255 are taken as 8-bit, up to 4095 as 12-bit, anything else as 16-bit.
+Transparent pixels are composited onto white (the colour of an empty slide).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: File name suffixes taken as images when a folder is searched.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif")
+
+#: Largest image (in pixels) read whole into memory; bigger ones need block-wise reading.
+MAX_IMAGE_PIXELS = 400_000_000
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True) -> list[Path]:
+    """List the image files named by ``inputs`` (files, or folders searched recursively).
+
+    Files given explicitly are kept whatever their suffix (so that a bad file is
+    reported rather than silently ignored); folders contribute the files whose
+    suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
+
+    Raises
+    ------
+    InputError
+        If a path does not exist, or a folder holds no image file.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(path, "no such file or folder")
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(
+                p
+                for p in path.glob(pattern)
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                raise InputError(
+                    path, f"folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            found.extend(files)
+        else:
+            found.append(path)
+    # keep order, drop duplicates (same file named twice)
+    unique: dict[Path, None] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), None)
+    return list(unique)
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Convert an image array of any common depth and channel layout to RGB uint8.
+
+    Parameters
+    ----------
+    array : (M, N) or (M, N, C) ndarray
+        ``C`` in 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). Bool, unsigned
+        and signed integers, and floats (taken as 0..1 when their maximum is at
+        most 1, else as 0..255) are accepted.
+
+    Returns
+    -------
+    rgb : (M, N, 3) ndarray of uint8
+        A new array; the input is not modified.
+
+    Examples
+    --------
+    >>> to_rgb_uint8(np.array([[0, 4095]], dtype=np.uint16))[0, :, 0]
+    array([  0, 255], dtype=uint8)
+    """
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (1, 2, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # planar (C, M, N) -> (M, N, C)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an image of shape (M, N) or (M, N, 1..4), got {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"image has no pixels (shape {a.shape})")
+
+    f = _to_unit_float(a)
+    channels = f.shape[2]
+    if channels in (2, 4):
+        alpha = f[:, :, -1:]
+        colour = f[:, :, :-1]
+        f = colour * alpha + (1.0 - alpha)  # composite over white
+    if f.shape[2] == 1:
+        f = np.repeat(f, 3, axis=2)
+    return np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
+
+
+def _to_unit_float(a: np.ndarray) -> np.ndarray:
+    """Scale to float32 in [0, 1] according to dtype and bit depth."""
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if np.issubdtype(a.dtype, np.integer):
+        top = int(a.max()) if a.size else 0
+        if top <= 255:
+            scale = 255.0
+        elif top <= 4095:
+            scale = 4095.0
+        elif top <= 65535:
+            scale = 65535.0
+        else:
+            scale = float(np.iinfo(a.dtype).max)
+        return np.clip(a.astype(np.float32), 0, None) / scale
+    if np.issubdtype(a.dtype, np.floating):
+        f = a.astype(np.float32)
+        f = np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0)
+        return f if f.max(initial=0.0) <= 1.0 else f / 255.0
+    raise ValueError(f"unsupported pixel type {a.dtype}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8.
+
+    Returns
+    -------
+    rgb : (M, N, 3) ndarray of uint8
+
+    Raises
+    ------
+    InputError
+        With a message ``path: problem`` for a missing, empty, truncated,
+        non-image or too large file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            raw = _read_tiff(path)
+        else:
+            raw = _read_pillow(path)
+        return to_rgb_uint8(raw)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on a user's file is bad input
+        raise InputError(path, _describe_read_error(exc)) from None
+
+
+def _describe_read_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if "truncated" in low or "premature" in low:
+        return f"image file is truncated or damaged ({text})"
+    if "cannot identify" in low or "not a tiff" in low or "invalid tiff" in low:
+        return "not an image file (or an unsupported format)"
+    return f"cannot read image ({text})"
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clearer message
+    with Image.open(path) as im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise InputError(
+                path, f"image of {im.width}x{im.height} is too large to read whole"
+            )
+        im.load()  # decode now: truncated files raise here
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I", "F"):
+            arr = np.array(im)
+        elif im.mode == "P" and "transparency" in im.info:
+            arr = np.array(im.convert("RGBA"))
+        else:  # palette, CMYK, YCbCr, LAB, HSV ...
+            arr = np.array(im.convert("RGB"))
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise InputError(path, "TIFF file holds no image")
+        series = tif.series[0]
+        level = series.levels[0] if series.levels else series
+        axes = level.axes
+        shape = dict(zip(axes, level.shape))
+        n_pixels = shape.get("Y", 0) * shape.get("X", 0)
+        if n_pixels > MAX_IMAGE_PIXELS:
+            raise InputError(path, f"image of {shape.get('X')}x{shape.get('Y')} is too large to read whole")
+        arr = level.asarray()
+    # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
+    for ax in [a for a in axes if a not in "YXS"]:
+        arr = arr.take(0, axis=axes.index(ax))
+        axes = axes.replace(ax, "", 1)
+    if "S" in axes and axes.index("S") < axes.index("Y"):
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+    return arr
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Return ``(width, height)`` of an image file without decoding its pixels."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
+            return int(im.width), int(im.height)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, _describe_read_error(exc)) from None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    A reader never sees a half-written file, and an interrupted run leaves the
+    previous version (or nothing) in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file; a missing or malformed file raises :class:`InputError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """Format rows as CSV text (floats with up to 4 decimals)."""
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_fmt(v) for v in row])
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a CSV file atomically."""
+    return atomic_write_text(path, csv_text(header, rows))
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a CSV file with a header row into a list of dicts."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a readable CSV file ({exc})") from None
+
+
+def _fmt(value):
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        return f"{float(value):.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    if value is None:
+        return ""
+    return value
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Encode an RGB uint8 image as PNG bytes."""
+    import cv2
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (M, N, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 image atomically (format from the suffix; PNG or JPEG)."""
+    import cv2
+
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        return atomic_write_bytes(path, encode_png(rgb))
+    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: cannot encode image as {path.suffix}")
+    return atomic_write_bytes(path, buf.tobytes())

@@ -1,0 +1,208 @@
+"""Model folders: find, load and save them.
+
+A model is a folder::
+
+    config.json          ModelConfig (architecture, pixel size, tiles, classes, version)
+    weights.weights.h5   U-Net weights
+    helper.weights.h5    helper CNN weights (two-stage models only)
+    thresholds.json      post-processing parameters fitted on validation data
+    metrics.json         what it scored, on what data, how measured
+    MODEL_CARD.md        training data, licence, intended use, limits
+
+Bundled models live in ``eosdetect/models/bundled/<name>/`` and ship with the
+package. A name that is neither a bundled model nor a folder is an error
+that lists the known names; there is no silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError, InputError, ModelError
+from ..io import atomic_write_text, read_json, write_json
+from .config import ModelConfig, Thresholds
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+DEFAULT_MODEL = "eosinophil-smear"
+UNET_WEIGHTS = "weights.weights.h5"
+HELPER_WEIGHTS = "helper.weights.h5"
+
+
+def bundled_names() -> list[str]:
+    """Names of the models shipped with the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
+    """Turn a bundled model name or a folder path into the model's folder.
+
+    Raises
+    ------
+    ModelError
+        For an unknown name (the message lists the bundled names) or a folder
+        without ``config.json``.
+    """
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.is_dir():
+        if not (candidate / "config.json").is_file():
+            raise ModelError(f"{candidate}: not a model folder (config.json is missing)")
+        return candidate
+    names = bundled_names()
+    if text in names:
+        return BUNDLED_DIR / text
+    looks_like_path = os.sep in text or "/" in text or text.startswith(".")
+    if looks_like_path or candidate.exists():
+        raise ModelError(f"{candidate}: no such model folder")
+    raise ModelError(
+        f"unknown model {text!r}; bundled models: {', '.join(names) or '(none)'} "
+        "(or give the path of a model folder)"
+    )
+
+
+class Model:
+    """A loaded model folder. Networks are built and their weights read on first use."""
+
+    def __init__(self, path: Path, config: ModelConfig, thresholds: Thresholds,
+                 metrics: dict | None = None, card: str = ""):
+        self.path = Path(path)
+        self.config = config
+        self.thresholds = thresholds
+        self.metrics = metrics or {}
+        self.card = card
+        self._unet = None
+        self._helper = None
+        self._predict_fn = None
+        self._classify_fn = None
+
+    @classmethod
+    def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> "Model":
+        """A model around networks that are already built (e.g. just trained)."""
+        model = cls(Path("<in memory>"), config, thresholds)
+        model._unet = unet
+        model._helper = helper
+        return model
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"Model({self.config.name!r} v{self.config.version}, {self.path})"
+
+    # ------------------------------------------------------------------ networks
+    @property
+    def unet(self):
+        if self._unet is None:
+            from .unet import build_unet
+
+            self._unet = build_unet(self.config)
+            _load_weights(self._unet, self.path / UNET_WEIGHTS)
+        return self._unet
+
+    @property
+    def helper(self):
+        if not self.config.helper_enabled:
+            return None
+        if self._helper is None:
+            from .helper_cnn import build_helper
+
+            self._helper = build_helper(self.config)
+            _load_weights(self._helper, self.path / HELPER_WEIGHTS)
+        return self._helper
+
+    @property
+    def predict_fn(self):
+        """``(n, M, N, 3) float32 -> (n, M, N)`` U-Net probabilities."""
+        if self._predict_fn is None:
+            from .unet import make_predict_fn
+
+            self._predict_fn = make_predict_fn(self.unet)
+        return self._predict_fn
+
+    @property
+    def classify_fn(self):
+        """``(n, S, S, 3) float32 -> (n,)`` helper probabilities, or None."""
+        if self._classify_fn is None and self.config.helper_enabled:
+            from .helper_cnn import make_classify_fn
+
+            self._classify_fn = make_classify_fn(self.helper)
+        return self._classify_fn
+
+    def summary(self) -> dict:
+        """Name, version, classes and headline metrics (for listings and summary.json)."""
+        return {
+            "name": self.config.name,
+            "version": self.config.version,
+            "class_name": self.config.class_name,
+            "path": str(self.path),
+            "pixel_size_um": self.config.pixel_size_um,
+            "input_pixel_size_um": self.config.input_pixel_size_um,
+            "two_stage": self.config.helper_enabled,
+        }
+
+
+def _load_weights(network, path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file is missing")
+    try:
+        network.load_weights(str(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
+
+
+def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
+    """Load a bundled model by name, or a model folder by path (default: the bundled default)."""
+    path = resolve_model_dir(name_or_path)
+    try:
+        config = ModelConfig.from_dict(read_json(path / "config.json"), source=str(path / "config.json"))
+        thr_path = path / "thresholds.json"
+        thresholds = (
+            Thresholds.from_dict(read_json(thr_path), source=str(thr_path)) if thr_path.is_file() else Thresholds()
+        )
+        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+    except (InputError, ConfigError) as exc:
+        raise ModelError(str(exc)) from None
+    card_path = path / "MODEL_CARD.md"
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    return Model(path, config, thresholds, metrics, card)
+
+
+def save_model(
+    path: str | os.PathLike,
+    config: ModelConfig,
+    thresholds: Thresholds,
+    unet,
+    helper=None,
+    *,
+    metrics: dict | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write a complete model folder. Weights go through a temporary file first."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    _save_weights(unet, path / UNET_WEIGHTS)
+    if helper is not None:
+        _save_weights(helper, path / HELPER_WEIGHTS)
+    write_json(path / "config.json", config.to_dict())
+    write_json(path / "thresholds.json", thresholds.to_dict())
+    if metrics is not None:
+        write_json(path / "metrics.json", metrics)
+    if card is not None:
+        atomic_write_text(path / "MODEL_CARD.md", card)
+    return path
+
+
+def _save_weights(network, target: Path) -> None:
+    tmp = target.with_name(f".{target.stem}.tmp.weights.h5")
+    network.save_weights(str(tmp))
+    shutil.move(str(tmp), str(target))

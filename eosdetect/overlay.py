@@ -1,0 +1,132 @@
+"""Overlay pictures: the image with every counted cell outlined and the count on it.
+
+Counted cells get a bright outline (with a dark rim so it stands out on pale
+and dark stains alike) and a number matching their row in
+``<stem>_detections.csv``; candidates the helper CNN rejected get a thin grey
+outline, so a reviewer sees what was considered and not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .postprocess import Detections
+
+COUNTED = (0, 230, 64)  # RGB
+REJECTED = (235, 235, 235)
+RIM = (0, 0, 0)
+LABEL_LIMIT = 300  # number the cells when there are at most this many
+
+
+def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[np.ndarray]]:
+    """Outline polygons (input-image x, y) of each detection's instance in ``labels``."""
+    import cv2
+
+    out = []
+    pad = 1
+    for k, x0, y0, x1, y1 in zip(det.label, det.xmin, det.ymin, det.xmax, det.ymax):
+        if k <= 0:
+            out.append([])
+            continue
+        # box in label-image pixels
+        r0 = max(int(np.floor(y0 / factor)) - pad, 0)
+        c0 = max(int(np.floor(x0 / factor)) - pad, 0)
+        r1 = min(int(np.ceil(y1 / factor)) + pad, labels.shape[0])
+        c1 = min(int(np.ceil(x1 / factor)) + pad, labels.shape[1])
+        mask = (labels[r0:r1, c0:c1] == k).astype(np.uint8)
+        cs, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        polys = []
+        for c in cs:
+            pts = c[:, 0, :].astype(np.float64)
+            # pixel-centre coordinates -> outer edge in input pixels
+            pts = (pts + [c0, r0] + 0.5) * factor - 0.5
+            polys.append(np.rint(pts).astype(np.int32))
+        out.append(polys)
+    return out
+
+
+def draw_overlay(
+    image: np.ndarray,
+    detections: Detections,
+    *,
+    labels: np.ndarray | None = None,
+    rejected: Detections | None = None,
+    title: str = "",
+    lines: list[str] | None = None,
+    highlight_box: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Draw detections on a copy of ``image``.
+
+    Parameters
+    ----------
+    image : (M, N, 3) ndarray of uint8
+    detections : Detections
+        Counted cells (input pixels); outlined from ``labels`` when given,
+        else circled.
+    labels : (m, n) ndarray of int, optional
+        Instance labels (any scale: the ratio to ``image`` is inferred).
+    rejected : Detections, optional
+        Candidates not counted (thin grey outlines).
+    title : str
+        First line of the caption, e.g. ``"eosinophil: 12"``.
+    lines : list of str
+        More caption lines.
+    highlight_box : (xmin, ymin, xmax, ymax), optional
+        A region to frame (e.g. the densest high-power field).
+
+    Returns
+    -------
+    (M, N, 3) ndarray of uint8
+    """
+    import cv2
+
+    canvas = np.ascontiguousarray(image.copy())
+    rows, cols = canvas.shape[:2]
+    ref = max(rows, cols)
+    thick = max(1, int(round(ref / 500)))
+    factor = (cols / labels.shape[1]) if labels is not None else 1.0
+
+    def outline(det: Detections, colour, width, rim: bool):
+        polys = _contours(labels, det, factor) if labels is not None else [[] for _ in range(len(det))]
+        for i in range(len(det)):
+            ps = polys[i]
+            if ps:
+                if rim:
+                    cv2.polylines(canvas, ps, True, RIM, width + 2, cv2.LINE_AA)
+                cv2.polylines(canvas, ps, True, colour, width, cv2.LINE_AA)
+            else:
+                r = max(3, int(round(np.sqrt(max(det.area[i], 1.0) / np.pi))))
+                centre = (int(round(det.x[i])), int(round(det.y[i])))
+                if rim:
+                    cv2.circle(canvas, centre, r, RIM, width + 2, cv2.LINE_AA)
+                cv2.circle(canvas, centre, r, colour, width, cv2.LINE_AA)
+
+    if rejected is not None and len(rejected):
+        outline(rejected, REJECTED, max(1, thick // 2), rim=False)
+    outline(detections, COUNTED, thick, rim=True)
+
+    if 0 < len(detections) <= LABEL_LIMIT:
+        scale = max(0.35, ref / 1600)
+        for i, (x, y, y0) in enumerate(zip(detections.x, detections.y, detections.ymin), start=1):
+            org = (int(round(x)) + 2, max(int(round(y0)) - 3, int(12 * scale) + 2))
+            cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, RIM, thick + 2, cv2.LINE_AA)
+            cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, COUNTED, thick, cv2.LINE_AA)
+
+    if highlight_box is not None:
+        x0, y0, x1, y1 = (int(v) for v in highlight_box)
+        cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), (255, 200, 0), thick + 1, cv2.LINE_AA)
+
+    caption = [t for t in [title, *(lines or [])] if t]
+    if caption:
+        scale = max(0.5, ref / 1000)
+        tw = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick + 1)[0][0] for t in caption)
+        lh = int(32 * scale)
+        box_w = min(cols, tw + int(16 * scale))
+        box_h = min(rows, lh * len(caption) + int(10 * scale))
+        region = canvas[:box_h, :box_w].astype(np.float32)
+        canvas[:box_h, :box_w] = (region * 0.35).astype(np.uint8)  # darken behind the text
+        for i, t in enumerate(caption):
+            org = (int(8 * scale), int(lh * (i + 1) - 6 * scale + 4))
+            colour = (255, 255, 255) if i else COUNTED
+            cv2.putText(canvas, t, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick + (1 if i == 0 else 0), cv2.LINE_AA)
+    return canvas

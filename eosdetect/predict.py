@@ -1,0 +1,156 @@
+"""Image -> detections: rescale, U-Net (whole or tiled), watershed, optional helper CNN.
+
+All array functions; no file I/O. Detections are returned in pixels of the
+input image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dataset import resize
+from .models.config import ModelConfig, Thresholds
+from .models.helper_cnn import extract_crops
+from .postprocess import Detections, detections_from_labels, segment
+from .tiling import predict_tiled, predict_whole
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    """What :func:`detect` found in one image.
+
+    Attributes
+    ----------
+    detections : Detections
+        The counted cells (input-image pixels).
+    candidates : Detections
+        Every object the U-Net segmented, counted or not; ``score`` is the
+        helper's probability in two-stage models, the U-Net's otherwise.
+    labels : (m, n) ndarray of int32
+        Instance labels at model scale; ``candidates.label`` indexes them.
+    scale : float
+        Model pixels per input pixel.
+    image_shape : (int, int)
+        Input rows, columns.
+    """
+
+    detections: Detections
+    candidates: Detections
+    labels: np.ndarray
+    scale: float
+    image_shape: tuple[int, int]
+    pixel_size_um: float
+    timings: dict = field(default_factory=dict)
+    prob: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.detections)
+
+
+def thresholds_in_pixels(thresholds: Thresholds, pixel_size_um: float) -> dict:
+    """Keyword arguments for :func:`eosdetect.postprocess.segment` at a pixel size."""
+    px = float(pixel_size_um)
+    return dict(
+        prob_threshold=thresholds.prob_threshold,
+        min_distance=thresholds.min_distance_um / px,
+        smooth=thresholds.smooth_um / px,
+        seed_h=thresholds.seed_h_um / px,
+        min_area=thresholds.min_area_um2 / px**2,
+        max_area=thresholds.max_area_um2 / px**2,
+    )
+
+
+def predict_probability(predict_fn, image_model: np.ndarray, config: ModelConfig, *, progress=None) -> np.ndarray:
+    """U-Net probability map of an image already at model scale.
+
+    Whole-image pass when the image has at most ``config.tile_whole_max_pixels``
+    pixels, tiled otherwise; both give the same map (see :mod:`eosdetect.tiling`).
+
+    Parameters
+    ----------
+    image_model : (M, N, 3) ndarray of uint8
+    """
+    x = image_model.astype(np.float32) / 255.0
+    margin = config.tile_margin()
+    if image_model.shape[0] * image_model.shape[1] <= config.tile_whole_max_pixels:
+        return predict_whole(x, predict_fn, margin=margin, align=config.align)
+    return predict_tiled(
+        x, predict_fn, tile_size=config.tile_size, margin=margin, align=config.align,
+        batch_size=config.tile_batch_size, progress=progress,
+    )
+
+
+def detect(
+    model,
+    image: np.ndarray,
+    *,
+    pixel_size_um: float | None = None,
+    thresholds: Thresholds | None = None,
+    keep_prob: bool = False,
+) -> Result:
+    """Find cells in one image.
+
+    Parameters
+    ----------
+    model : eosdetect.models.store.Model
+    image : (M, N, 3) ndarray of uint8
+        RGB image (see :func:`eosdetect.io.read_image`).
+    pixel_size_um : float, optional
+        Input pixel size; default the model's ``input_pixel_size_um``.
+    thresholds : Thresholds, optional
+        Overrides the model's fitted thresholds.
+    keep_prob : bool
+        Keep the probability map in the result.
+
+    Returns
+    -------
+    Result
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (M, N, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    cfg = model.config
+    thr = thresholds if thresholds is not None else model.thresholds
+    t0 = time.perf_counter()
+    scale = cfg.scale_for(pixel_size_um)
+    image_model = resize(image, scale)
+    t1 = time.perf_counter()
+    prob = predict_probability(model.predict_fn, image_model, cfg)
+    t2 = time.perf_counter()
+    labels = segment(prob, **thresholds_in_pixels(thr, cfg.pixel_size_um))
+    cands_model = detections_from_labels(labels, prob)
+    # back to input pixels, using the actual resize ratio per axis
+    factor = image.shape[1] / image_model.shape[1]
+    candidates = cands_model.rescaled(factor)
+    t3 = time.perf_counter()
+    if cfg.helper_enabled and len(candidates):
+        helper_scale = cfg.scale_for(pixel_size_um) * cfg.pixel_size_um / cfg.helper_pixel_size_um
+        image_helper = image_model if abs(helper_scale - scale) < 1e-9 else resize(image, helper_scale)
+        hf = image.shape[1] / image_helper.shape[1]
+        xy_h = (candidates.xy + 0.5) / hf - 0.5
+        crops = extract_crops(image_helper, xy_h, cfg.helper_crop_size).astype(np.float32) / 255.0
+        p = model.classify_fn(crops)
+        candidates = candidates.with_score(p)
+        detections = candidates.subset(p >= thr.helper_threshold)
+    else:
+        detections = candidates
+    t4 = time.perf_counter()
+    timings = {"resize": t1 - t0, "unet": t2 - t1, "watershed": t3 - t2, "helper": t4 - t3}
+    used_px = cfg.input_pixel_size_um if pixel_size_um is None else float(pixel_size_um)
+    return Result(
+        detections=detections,
+        candidates=candidates,
+        labels=labels,
+        scale=scale,
+        image_shape=image.shape[:2],
+        pixel_size_um=used_px,
+        timings=timings,
+        prob=prob if keep_prob else None,
+    )

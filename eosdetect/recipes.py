@@ -1,0 +1,284 @@
+"""How the bundled models are built from the shared public data (BCCD, MoNuSeg).
+
+``scripts/train_bundled.py`` calls these with a config from ``configs/``;
+the real-data tests and ``scripts/evaluate_bundled.py`` use the same
+validation items, so every number in a model's ``metrics.json`` can be
+reproduced.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .annotations.masks import centroids, instances_from_binary, separate_touching
+from .dataset import Sample, resize
+from .evaluation import EvalItem
+from .io import read_image
+from .models.config import ModelConfig
+from . import shared_data as sd
+
+log = logging.getLogger(__name__)
+
+#: Matching radius for nuclei: a detection within 2 um of a true centre (or on its mask) may match it.
+NUCLEI_MATCH_RADIUS_UM = 2.0
+
+
+# --------------------------------------------------------------------------- nuclei-he
+
+
+def nuclei_sample(item: sd.MonusegImage, config: ModelConfig) -> Sample:
+    """Training sample: instance images get a one-pixel gap between touching
+    nuclei; binary-only images keep their (merged) masks."""
+    scale = config.scale_for(sd.MONUSEG_PIXEL_SIZE_UM)
+    image = resize(read_image(item.path), scale)
+    inst = item.instances()
+    if inst is None:
+        inst = instances_from_binary(item.binary())
+        labels = resize(inst, scale, nearest=True)
+        target = labels > 0
+    else:
+        labels = resize(inst, scale, nearest=True)
+        target = separate_touching(labels)
+    return Sample(item.name, image, target.astype(np.float32), points=centroids(labels))
+
+
+def nuclei_eval_item(item: sd.MonusegImage) -> EvalItem:
+    return EvalItem(
+        name=item.name,
+        image=read_image(item.path),
+        true_xy=item.true_centroids(),
+        true_labels=item.instances(),
+        radius_px=NUCLEI_MATCH_RADIUS_UM / sd.MONUSEG_PIXEL_SIZE_UM,
+    )
+
+
+def nuclei_data(config: ModelConfig):
+    """Training samples, validation samples and validation eval items."""
+    train, val = sd.monuseg_split(sd.load_monuseg())
+    return (
+        [nuclei_sample(i, config) for i in train],
+        [nuclei_sample(i, config) for i in val],
+        [nuclei_eval_item(i) for i in val],
+    )
+
+
+# --------------------------------------------------------------------------- eosinophil-smear
+
+
+def ellipse_mask(shape: tuple[int, int], boxes: np.ndarray, shrink: float = 0.9) -> np.ndarray:
+    """Filled ellipses inscribed in boxes (xmin, ymin, xmax, ymax), scaled by ``shrink``.
+
+    >>> ellipse_mask((5, 5), np.array([[0, 0, 5, 5]]), 1.0).sum()
+    21
+    """
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+        cx, cy = (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
+        rx, ry = max((x1 - x0) / 2 * shrink, 0.5), max((y1 - y0) / 2 * shrink, 0.5)
+        mask |= ((cols - cx) / rx) ** 2 + ((rows - cy) / ry) ** 2 <= 1.0
+    return mask
+
+
+def smear_sample(item: sd.BccdImage, config: ModelConfig) -> Sample:
+    """U-Net sample: every white cell (ellipse in its box) is foreground."""
+    scale = config.scale_for(None)
+    image = read_image(item.path)
+    small = resize(image, scale)
+    f = small.shape[1] / image.shape[1]
+    boxes = item.wbc_boxes * f
+    target = ellipse_mask(small.shape[:2], boxes)
+    pts = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1) if len(boxes) else None
+    return Sample(item.name, small, target.astype(np.float32), points=pts if pts is not None else np.zeros((0, 2)))
+
+
+def smear_eval_item(item: sd.BccdImage, image: np.ndarray | None = None) -> EvalItem:
+    """Eosinophil ground truth: a detection inside the eosinophil's box matches it."""
+    boxes = sd.bccd_eosinophil_truth(item)
+    xy = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    return EvalItem(item.name, read_image(item.path) if image is None else image, xy, true_boxes=boxes)
+
+
+def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra: int = 16,
+                       negatives_per_image: int = 1, seed: int = 0):
+    """Crops for the helper CNN at its pixel size, ``extra`` pixels larger than
+    the crop size (room for shift augmentation).
+
+    Positives: eosinophil boxes. Negatives: the other labelled white cells
+    (neutrophils, lymphocytes, monocytes, basophils), every white cell of
+    images whose subtype is unknown is skipped, plus ``negatives_per_image``
+    red cells or platelets per image.
+    """
+    from .models.helper_cnn import extract_crops
+
+    rng = np.random.default_rng(seed)
+    size = config.helper_crop_size + extra
+    hs = config.scale_for(None) * config.pixel_size_um / config.helper_pixel_size_um
+    crops, labels = [], []
+    for item in items:
+        if item.subtype is None:
+            continue
+        image = read_image(item.path)
+        small = resize(image, hs)
+        f = small.shape[1] / image.shape[1]
+        b = item.subtype_box
+        pts = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)]
+        lab = [1 if item.subtype == "eosinophil" else 0]
+        if len(item.other_boxes) and negatives_per_image:
+            pick = rng.choice(len(item.other_boxes), size=min(negatives_per_image, len(item.other_boxes)), replace=False)
+            for ob in item.other_boxes[pick]:
+                pts.append(((ob[0] + ob[2]) / 2, (ob[1] + ob[3]) / 2))
+                lab.append(0)
+        xy = (np.array(pts) + 0.5) * f - 0.5
+        crops.append(extract_crops(small, xy, size))
+        labels.extend(lab)
+    return np.concatenate(crops), np.array(labels)
+
+
+def smear_data(config: ModelConfig, val_fold: int = 0):
+    """U-Net samples, helper crops and validation eval items for one BCCD fold."""
+    items = sd.load_bccd()
+    train, val = sd.bccd_split(items, val_fold)
+    return {
+        "unet_train": [smear_sample(i, config) for i in train],
+        "unet_val": [smear_sample(i, config) for i in val],
+        "helper_train": smear_helper_crops(train, config),
+        "helper_val": smear_helper_crops(val, config, negatives_per_image=0),
+        # only images with a subtype label can be scored (others may hide an unlabelled eosinophil)
+        "eval_val": [smear_eval_item(i) for i in val if i.subtype is not None],
+    }
+
+
+# --------------------------------------------------------------------------- descriptions, baselines, cards
+
+
+def nuclei_data_description() -> dict:
+    train, val = sd.monuseg_split(sd.load_monuseg())
+    return {
+        "dataset": "MoNuSeg 2018 training set (TCGA H&E, 40x, 1000x1000 tiles, 0.25 um/px), CC BY-NC-SA 4.0",
+        "train_images": [i.name for i in train],
+        "validation_images": [i.name for i in val],
+        "targets": "binary masks; on instance-annotated tiles touching nuclei are separated by a 1-px gap",
+    }
+
+
+def smear_data_description(fold: int) -> dict:
+    items = sd.load_bccd()
+    train, val = sd.bccd_split(items, fold)
+    scored = [i for i in val if i.subtype is not None]
+    return {
+        "dataset": "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence",
+        "split": f"5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py); "
+                 f"validation fold {fold}, training folds the rest",
+        "train_images": len(train),
+        "validation_images": [i.name for i in scored],
+        "validation_eosinophils": sum(i.subtype == "eosinophil" for i in scored),
+        "validation_other_white_cells": sum(i.subtype not in (None, "eosinophil") for i in scored),
+        "unet_targets": "every WBC box (ellipse inscribed, 90%) is foreground",
+        "helper_targets": "eosinophil WBC boxes positive; other labelled white cells and one red cell or "
+                          "platelet per image negative; images without a subtype label unused",
+    }
+
+
+def matching_description(recipe: str) -> str:
+    if recipe == "nuclei-he":
+        return (f"one-to-one Hungarian matching; a detection may match a true nucleus if it lies on its "
+                f"instance mask or within {NUCLEI_MATCH_RADIUS_UM} um of its centroid")
+    return ("one-to-one Hungarian matching; a detection may match the true eosinophil if its centre lies "
+            "inside the eosinophil's labelled box; every detection on an image without an eosinophil is a "
+            "false positive")
+
+
+def classical_nuclei_baseline(items: list[EvalItem], grid: dict | None = None) -> dict:
+    """Score the classical pipeline (:func:`eosdetect.candidates.classical_nuclei`)
+    with its parameters fitted on the same items by the same pooled F1."""
+    import itertools
+
+    from .candidates import classical_nuclei
+    from .metrics import summarize
+
+    grid = grid or {"threshold_offset": [-0.05, 0.0, 0.05], "min_distance_um": [2.0, 3.0], "seed_h_um": [0.25, 0.5]}
+    keys = list(grid)
+    best = None
+    for values in itertools.product(*[grid[k] for k in keys]):
+        params = dict(zip(keys, values))
+        results = []
+        for it in items:
+            _, det = classical_nuclei(it.image, pixel_size_um=sd.MONUSEG_PIXEL_SIZE_UM, **params)
+            results.append(it.match(det.xy))
+        s = summarize(results)
+        if best is None or s["f1"] > best["summary"]["f1"]:
+            best = {"summary": s, "params": params}
+    best["method"] = ("haematoxylin channel (rgb2hed), Gaussian smoothing, Otsu threshold, opening, distance "
+                      "transform, h-maxima seeds, watershed, area filter; parameters fitted on the validation tiles")
+    return best
+
+
+def baselines(recipe: str, items: list[EvalItem]) -> dict:
+    if recipe == "nuclei-he":
+        return {"baseline_classical": classical_nuclei_baseline(items)}
+    return {}
+
+
+def model_card(config: ModelConfig, metrics: dict) -> str:
+    v = metrics["validation"]
+    lines = [
+        f"# {config.name} {config.version}",
+        "",
+        config.description,
+        "",
+        "## What it does",
+        "",
+        f"Counts **{config.class_name}** objects. "
+        + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; a helper CNN "
+           f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
+           f"only those above `helper_threshold` are counted."
+           if config.helper_enabled else
+           f"A U-Net ({config.unet_depth} poolings, {config.unet_base_filters} base filters) predicts a "
+           f"probability map at {config.pixel_size_um} um/px; distance transform + watershed split it into objects."),
+        "",
+        f"Inputs are assumed to be {config.input_pixel_size_um} um/px unless `--pixel-size` says otherwise"
+        + ("" if config.pixel_size_measured else " (an estimate: the training images' pixel size is not published)")
+        + ".",
+        "",
+        "## Training data",
+        "",
+    ]
+    for k, val in metrics["data"].items():
+        if isinstance(val, list):
+            val = f"{len(val)} images" if len(val) > 8 else ", ".join(map(str, val))
+        lines.append(f"- {k.replace('_', ' ')}: {val}")
+    t = metrics["training"]
+    lines += [
+        "",
+        "## How it was trained",
+        "",
+        f"`python scripts/train_bundled.py configs/{_basename(t['config_file'])} -o <model folder>` "
+        f"(seed {t['train']['train_seed']}; {t['seconds']['unet'] + t['seconds']['helper']:.0f} s of training "
+        f"on {t['machine']}). Thresholds fitted on {metrics['thresholds_fitted_on']}.",
+        "",
+        "## Validation",
+        "",
+        f"Matching: {metrics['matching']}.",
+        "",
+        "| model | precision | recall | F1 | count MAE | count error (mean relative) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {config.name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['count_mae']:.2f} | "
+        + (f"{v['count_mape'] * 100:.1f}% |" if v.get("count_mape") is not None else "n/a |"),
+    ]
+    for key, b in metrics.items():
+        if key.startswith("baseline"):
+            s = b["summary"]
+            lines.append(
+                f"| {key.replace('baseline_', '')} baseline | {s['precision']:.3f} | {s['recall']:.3f} | "
+                f"{s['f1']:.3f} | {s['count_mae']:.2f} | "
+                + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
+            )
+    lines += ["", "## Limits", ""] + [f"- {x}" for x in metrics.get("limits", [])] + [""]
+    return "\n".join(lines)
+
+
+def _basename(p: str) -> str:
+    return p.replace("\\", "/").split("/")[-1]

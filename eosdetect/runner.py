@@ -1,0 +1,274 @@
+"""Counting a batch of images into an output folder, resumably.
+
+For every image: ``<name>_detections.csv``, ``<name>_overlay.png`` and a row in
+``counts.csv``; for the run: ``summary.json``. Every file is written
+atomically. A per-image record in ``OUT_DIR/.eosdetect/`` is written last and
+marks the image done; a re-run with the same settings skips done images
+(unless ``overwrite``), so an interrupted run resumes where it stopped. A bad
+image is recorded with its error and the others carry on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .clinical import DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, hpf_summary
+from .errors import EosdetectError, InputError
+from .io import read_image, read_json, write_csv, write_image, write_json
+from .models.config import Thresholds
+from .overlay import draw_overlay
+from .postprocess import DETECTION_COLUMNS
+from .predict import detect
+
+log = logging.getLogger(__name__)
+
+COUNT_COLUMNS = (
+    "image", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
+    "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
+)
+STATE_DIR = ".eosdetect"
+
+
+@dataclass
+class CountSettings:
+    pixel_size_um: float | None = None
+    hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2
+    threshold: float = DEFAULT_THRESHOLD
+    thresholds: Thresholds | None = None  # None: the model's own
+    overlay: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class ImageRecord:
+    image: str
+    name: str
+    status: str = "ok"
+    error: str = ""
+    row: dict = field(default_factory=dict)
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """File-name stems for outputs: the image stem, prefixed by parent folders when two
+    images share a stem (``a/x.png``, ``b/x.png`` -> ``a__x``, ``b__x``)."""
+    names = [p.stem for p in paths]
+    depth = 0
+    while len(set(names)) < len(names) and depth < 32:
+        depth += 1
+        counts: dict[str, int] = {}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        names = [
+            "__".join([*p.parent.parts[-depth:], p.stem]) if counts[n] > 1 else n
+            for p, n in zip(paths, names)
+        ]
+    # a stem that is still shared (same file name in identical folder names): number it
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}__{seen[n]}")
+    return [n.replace(os.sep, "_").replace(":", "_") for n in out]
+
+
+class CountRun:
+    """Count cells in many images with one model, writing results to ``out_dir``."""
+
+    def __init__(self, model, out_dir: str | os.PathLike, settings: CountSettings | None = None):
+        self.model = model
+        self.out_dir = Path(out_dir)
+        self.settings = settings or CountSettings()
+        self.thresholds = self.settings.thresholds or model.thresholds
+        self.records: list[ImageRecord] = []
+
+    # ------------------------------------------------------------------ settings
+    def settings_dict(self) -> dict:
+        s = self.settings
+        return {
+            "model": self.model.config.name,
+            "model_version": self.model.config.version,
+            "model_path": str(self.model.path),
+            "pixel_size_um": s.pixel_size_um,
+            "pixel_size_source": "--pixel-size" if s.pixel_size_um else
+            f"not given; images assumed to be {self.model.config.input_pixel_size_um} um/px (the model's training data)",
+            "hpf_area_mm2": s.hpf_area_mm2,
+            "threshold_per_hpf": s.threshold,
+            "thresholds": self.thresholds.to_dict(),
+        }
+
+    def _fingerprint(self) -> str:
+        d = self.settings_dict()
+        d.pop("model_path")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ paths
+    def _paths(self, name: str) -> dict[str, Path]:
+        return {
+            "detections": self.out_dir / f"{name}_detections.csv",
+            "overlay": self.out_dir / f"{name}_overlay.png",
+            "state": self.out_dir / STATE_DIR / f"{name}.json",
+        }
+
+    def _done(self, image: Path, name: str, fingerprint: str) -> dict | None:
+        p = self._paths(name)
+        if not p["state"].is_file() or not p["detections"].is_file():
+            return None
+        if self.settings.overlay and not p["overlay"].is_file():
+            return None
+        try:
+            state = read_json(p["state"])
+        except InputError:
+            return None
+        if state.get("fingerprint") != fingerprint or state.get("image") != str(image):
+            return None
+        try:
+            st = image.stat()
+        except OSError:
+            return None
+        if state.get("mtime") != st.st_mtime or state.get("size") != st.st_size:
+            return None
+        return state.get("row")
+
+    # ------------------------------------------------------------------ one image
+    def count_image(self, image_path: Path, name: str) -> dict:
+        """Process one image and write its files; returns its counts.csv row."""
+        t0 = time.perf_counter()
+        image = read_image(image_path)
+        rows, cols = image.shape[:2]
+        min_side = 8
+        if rows < min_side or cols < min_side:
+            raise InputError(image_path, f"image of {cols}x{rows} px is too small (at least {min_side}x{min_side})")
+        res = detect(self.model, image, pixel_size_um=self.settings.pixel_size_um, thresholds=self.thresholds)
+        det = res.detections
+        row = {
+            "image": str(image_path), "status": "ok", "count": len(det), "width": cols, "height": rows,
+            "pixel_size_um": self.settings.pixel_size_um, "area_mm2": None, "density_per_mm2": None,
+            "peak_hpf_count": None, "hpf_flag": None, "candidates": len(res.candidates), "error": "",
+        }
+        peak_box = None
+        caption = []
+        if self.settings.pixel_size_um:
+            hpf = hpf_summary(det.xy, (rows, cols), self.settings.pixel_size_um,
+                              hpf_area_mm2=self.settings.hpf_area_mm2, threshold=self.settings.threshold)
+            row.update(area_mm2=round(hpf.area_mm2, 5), density_per_mm2=round(hpf.density_per_mm2, 2),
+                       peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
+            caption.append(f"{hpf.density_per_mm2:.1f}/mm2, peak {hpf.peak_count}/HPF"
+                           + (f"  >= {self.settings.threshold:g}" if hpf.flag else ""))
+            if not hpf.whole_image_is_one_hpf:
+                peak_box = hpf.peak_box
+        p = self._paths(name)
+        write_csv(p["detections"], DETECTION_COLUMNS, det.rows())
+        if self.settings.overlay:
+            rejected = None
+            if self.model.config.helper_enabled:
+                rejected = res.candidates.subset(res.candidates.score < self.thresholds.helper_threshold)
+                caption.append(f"grey: {len(rejected)} other {self.model.config.unet_class_name} not counted")
+            over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
+                                title=f"{self.model.config.class_name}: {len(det)}", lines=caption,
+                                highlight_box=peak_box)
+            write_image(p["overlay"], over)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        return row
+
+    # ------------------------------------------------------------------ batch
+    def run(self, images: list[Path], *, progress: Callable[[ImageRecord], None] | None = None) -> list[ImageRecord]:
+        """Count every image; a failing image is recorded and skipped."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
+        fingerprint = self._fingerprint()
+        names = output_names(images)
+        self.records = []
+        started = time.time()
+        for image_path, name in zip(images, names):
+            rec = ImageRecord(image=str(image_path), name=name)
+            cached = None if self.settings.overwrite else self._done(image_path, name, fingerprint)
+            if cached is not None:
+                rec.row = cached
+                rec.status = "skipped"
+            else:
+                try:
+                    rec.row = self.count_image(image_path, name)
+                    st = image_path.stat()
+                    write_json(self._paths(name)["state"], {
+                        "image": str(image_path), "fingerprint": fingerprint, "mtime": st.st_mtime,
+                        "size": st.st_size, "row": rec.row,
+                    })
+                except EosdetectError as exc:
+                    rec.status, rec.error = "error", str(exc)
+                    rec.row = {"image": str(image_path), "status": "error", "error": _error_reason(exc, image_path)}
+                except MemoryError:
+                    rec.status, rec.error = "error", f"{image_path}: out of memory"
+                    rec.row = {"image": str(image_path), "status": "error", "error": "out of memory"}
+            self.records.append(rec)
+            self._write_tables(started, partial=True)
+            if progress is not None:
+                progress(rec)
+        self._write_tables(started, partial=False)
+        return self.records
+
+    def _write_tables(self, started: float, *, partial: bool) -> None:
+        rows = []
+        for r in self.records:
+            row = {k: r.row.get(k) for k in COUNT_COLUMNS}
+            row["status"] = r.row.get("status", r.status)
+            rows.append([_csv_value(row[k]) for k in COUNT_COLUMNS])
+        write_csv(self.out_dir / "counts.csv", COUNT_COLUMNS, rows)
+        ok = [r for r in self.records if r.row.get("status") == "ok"]
+        failed = [r for r in self.records if r.row.get("status") != "ok"]
+        counts = [int(r.row["count"]) for r in ok]
+        summary = {
+            "eosdetect_version": __version__,
+            "complete": not partial,
+            "model": self.model.summary(),
+            "settings": self.settings_dict(),
+            "images": len(self.records),
+            "images_ok": len(ok),
+            "images_skipped_as_done": sum(r.status == "skipped" for r in self.records),
+            "images_failed": len(failed),
+            "total_count": int(sum(counts)),
+            "mean_count": round(float(np.mean(counts)), 3) if counts else None,
+            "max_count": max(counts) if counts else None,
+            "failures": [{"image": r.image, "error": r.row.get("error", r.error)} for r in failed],
+            "seconds": round(time.time() - started, 2),
+        }
+        if self.settings.pixel_size_um and ok:
+            peaks = [(r.row["peak_hpf_count"], r.image) for r in ok if r.row.get("peak_hpf_count") is not None]
+            area = sum(float(r.row["area_mm2"]) for r in ok if r.row.get("area_mm2"))
+            if peaks:
+                best = max(peaks)
+                summary["clinical"] = {
+                    "total_area_mm2": round(area, 5),
+                    "density_per_mm2": round(sum(counts) / area, 2) if area else None,
+                    "peak_hpf_count": best[0],
+                    "peak_hpf_image": best[1],
+                    "hpf_area_mm2": self.settings.hpf_area_mm2,
+                    "threshold": self.settings.threshold,
+                    "flag": bool(best[0] >= self.settings.threshold),
+                }
+        else:
+            summary["clinical"] = None
+            summary["clinical_note"] = ("densities and per-HPF counts need the pixel size: "
+                                        "give --pixel-size (micrometres per pixel)")
+        write_json(self.out_dir / "summary.json", summary)
+
+
+def _error_reason(exc: Exception, path: Path) -> str:
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _csv_value(v):
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return "" if v is None else v

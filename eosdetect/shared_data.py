@@ -1,0 +1,156 @@
+"""Loaders for the public data sets the bundled models are trained and scored on.
+
+They expect the layout of the project's ``../shared/data`` folder (see its
+README): ``bccd/`` (BCCD blood smears, VOC boxes and white-cell subtypes) and
+``monuseg/`` (MoNuSeg H&E tissue, binary and instance masks). Splits are fixed
+and documented here so that training, evaluation and tests agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .annotations.masks import centroids, read_label_image
+from .annotations.voc import read_voc
+from .errors import InputError
+from .io import read_csv
+
+#: Where the shared data is looked for: ``$EOSDETECT_SHARED_DATA`` or ``../shared/data``
+#: relative to the project root.
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def shared_root() -> Path:
+    env = os.environ.get("EOSDETECT_SHARED_DATA")
+    return Path(env) if env else DEFAULT_ROOT
+
+
+def _stable_order(names: list[str], salt: str) -> list[str]:
+    """Deterministic shuffle that does not depend on library versions."""
+    return sorted(names, key=lambda n: hashlib.sha1(f"{salt}:{n}".encode()).hexdigest())
+
+
+# --------------------------------------------------------------------------- BCCD
+
+
+@dataclass
+class BccdImage:
+    name: str
+    path: Path
+    #: white-cell boxes (xmin, ymin, xmax, ymax), all subtypes, degenerate ones dropped
+    wbc_boxes: np.ndarray
+    #: red-cell and platelet boxes
+    other_boxes: np.ndarray
+    #: subtype of the single labelled white cell, or None (then unusable as a negative)
+    subtype: str | None
+    #: that white cell's box, when ``subtype`` is known
+    subtype_box: np.ndarray | None
+    fold: int = 0
+
+
+BCCD_FOLDS = 5
+
+
+def load_bccd(root: str | os.PathLike | None = None) -> list[BccdImage]:
+    """All BCCD images with boxes and subtypes, each assigned to one of 5 folds.
+
+    Folds are stratified by subtype (images without a subtype form their own
+    stratum) with a stable hash-based order, so fold 0 holds about a fifth of
+    the eosinophils. The bundled model validates on fold 0 and trains on 1-4.
+    """
+    root = Path(root) if root else shared_root() / "bccd"
+    if not (root / "images").is_dir():
+        raise InputError(root, "BCCD data not found (expected images/ and annotations/)")
+    subtypes = {r["filename"]: r for r in read_csv(root / "wbc_subtypes.csv")}
+    out = []
+    for img in sorted((root / "images").glob("*.jpg")):
+        ann = read_voc(root / "annotations" / f"{img.stem}.xml")
+        wbc = [(o.xmin, o.ymin, o.xmax, o.ymax) for o in ann.boxes("WBC")]
+        other = [(o.xmin, o.ymin, o.xmax, o.ymax) for o in ann.objects if o.name != "WBC" and not o.is_degenerate]
+        row = subtypes.get(img.name)
+        out.append(
+            BccdImage(
+                name=img.name, path=img,
+                wbc_boxes=np.array(wbc, dtype=float).reshape(-1, 4),
+                other_boxes=np.array(other, dtype=float).reshape(-1, 4),
+                subtype=row["subtype"] if row else None,
+                subtype_box=np.array([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]) if row else None,
+            )
+        )
+    strata: dict[str, list[BccdImage]] = {}
+    for item in out:
+        strata.setdefault(item.subtype or "none", []).append(item)
+    for key, items in strata.items():
+        order = _stable_order([i.name for i in items], f"bccd-{key}")
+        rank = {n: k for k, n in enumerate(order)}
+        for i in items:
+            i.fold = rank[i.name] % BCCD_FOLDS
+    return out
+
+
+def bccd_split(items: list[BccdImage], val_fold: int = 0) -> tuple[list[BccdImage], list[BccdImage]]:
+    """Training and validation images for one fold."""
+    return [i for i in items if i.fold != val_fold], [i for i in items if i.fold == val_fold]
+
+
+def bccd_eosinophil_truth(item: BccdImage) -> np.ndarray:
+    """True eosinophil boxes of an image (0 or 1 rows)."""
+    if item.subtype == "eosinophil":
+        return item.subtype_box.reshape(1, 4)
+    return np.zeros((0, 4))
+
+
+# --------------------------------------------------------------------------- MoNuSeg
+
+#: Instance-annotated MoNuSeg images held out for validation: one per organ
+#: group (lung, breast, kidney, prostate, colon).
+MONUSEG_VAL = (
+    "TCGA-21-5786-01Z-00-DX1",
+    "TCGA-AR-A1AS-01Z-00-DX1",
+    "TCGA-B0-5710-01Z-00-DX1",
+    "TCGA-G9-6362-01Z-00-DX1",
+    "TCGA-NH-A8F7-01A-01-TS1",
+)
+MONUSEG_PIXEL_SIZE_UM = 0.25
+
+
+@dataclass
+class MonusegImage:
+    name: str
+    path: Path
+    mask_path: Path
+    instance_path: Path | None
+
+    def instances(self) -> np.ndarray | None:
+        return read_label_image(self.instance_path) if self.instance_path else None
+
+    def binary(self) -> np.ndarray:
+        return read_label_image(self.mask_path) > 0
+
+    def true_centroids(self) -> np.ndarray:
+        """Nucleus centres (x, y) from the instance image."""
+        csv_path = self.instance_path.with_name(f"{self.name}_centroids.csv") if self.instance_path else None
+        if csv_path is not None and csv_path.is_file():
+            rows = read_csv(csv_path)
+            return np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2)
+        return centroids(self.instances())
+
+
+def load_monuseg(root: str | os.PathLike | None = None) -> list[MonusegImage]:
+    root = Path(root) if root else shared_root() / "monuseg"
+    if not (root / "images").is_dir():
+        raise InputError(root, "MoNuSeg data not found (expected images/ and masks_binary/)")
+    out = []
+    for img in sorted((root / "images").glob("*.png")):
+        inst = root / "instances" / f"{img.stem}.png"
+        out.append(MonusegImage(img.stem, img, root / "masks_binary" / img.name, inst if inst.is_file() else None))
+    return out
+
+
+def monuseg_split(items: list[MonusegImage]) -> tuple[list[MonusegImage], list[MonusegImage]]:
+    return [i for i in items if i.name not in MONUSEG_VAL], [i for i in items if i.name in MONUSEG_VAL]

@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Train a bundled model from the shared public data, reproducibly.
+
+    python scripts/train_bundled.py configs/nuclei-he.yaml -o eosdetect/models/bundled/nuclei-he
+    python scripts/train_bundled.py configs/eosinophil-smear.yaml -o eosdetect/models/bundled/eosinophil-smear
+
+Reads ``../shared/data`` (or ``$EOSDETECT_SHARED_DATA``), trains the U-Net
+(and the helper CNN for two-stage models), fits thresholds on the validation
+split, scores the model and the classical baseline on it, and writes a
+complete model folder: config, weights, thresholds, metrics.json, MODEL_CARD.md.
+Checkpoints and epoch logs go to ``--work-dir`` (default ``build/train/<name>``),
+never into the model folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from eosdetect import __version__  # noqa: E402
+from eosdetect.evaluation import fit_thresholds  # noqa: E402
+from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
+from eosdetect.models.store import Model, save_model  # noqa: E402
+from eosdetect.train import TrainConfig, load_config_file, train_helper, train_unet  # noqa: E402
+from eosdetect import recipes  # noqa: E402
+
+log = logging.getLogger("train_bundled")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="YAML config in configs/")
+    ap.add_argument("-o", "--out", required=True, help="model folder to write")
+    ap.add_argument("--work-dir", help="checkpoints and logs (default build/train/<name>)")
+    ap.add_argument("--epochs", type=int, help="override train_epochs")
+    ap.add_argument("--helper-epochs", type=int, help="override helper_epochs")
+    ap.add_argument("--val-fold", type=int, help="BCCD validation fold (default from config)")
+    ap.add_argument("--resume", action="store_true", help="resume an interrupted run from --work-dir")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    cfg = load_config_file(args.config)
+    mcfg = ModelConfig.from_dict(cfg["model"], source=f"{args.config}:model")
+    tcfg = TrainConfig.from_dict(cfg.get("train", {}), source=f"{args.config}:train")
+    if args.epochs:
+        tcfg.train_epochs = args.epochs
+    if args.helper_epochs:
+        tcfg.helper_epochs = args.helper_epochs
+    base_thr = Thresholds.from_dict(cfg.get("thresholds", {}))
+    grid = cfg.get("threshold_grid", {})
+    data_cfg = cfg.get("data", {})
+    recipe = data_cfg.get("recipe", mcfg.name)
+    work = Path(args.work_dir or HERE.parent / "build" / "train" / mcfg.name)
+
+    t0 = time.time()
+    helper = None
+    if recipe == "nuclei-he":
+        train_s, val_s, val_items = recipes.nuclei_data(mcfg)
+        data_desc = recipes.nuclei_data_description()
+    elif recipe == "eosinophil-smear":
+        fold = args.val_fold if args.val_fold is not None else int(data_cfg.get("val_fold", 0))
+        d = recipes.smear_data(mcfg, fold)
+        train_s, val_s, val_items = d["unet_train"], d["unet_val"], d["eval_val"]
+        data_desc = recipes.smear_data_description(fold)
+    else:
+        ap.error(f"unknown data recipe {recipe!r}")
+    t_data = time.time() - t0
+
+    unet = train_unet(mcfg, tcfg, train_s, val_s, work / "unet", resume=args.resume)
+    t_unet = time.time() - t0 - t_data
+    if mcfg.helper_enabled:
+        (hx, hy), (vx, vy) = d["helper_train"], d["helper_val"]
+        helper = train_helper(mcfg, tcfg, hx, hy, vx, vy, work / "helper", resume=args.resume)
+    t_helper = time.time() - t0 - t_data - t_unet
+
+    model = Model.in_memory(mcfg, base_thr, unet, helper)
+    thr, ev = fit_thresholds(model, val_items, grid, base=base_thr)
+    model.thresholds = thr
+    t_fit = time.time() - t0 - t_data - t_unet - t_helper
+
+    metrics = {
+        "model": mcfg.name,
+        "version": mcfg.version,
+        "validation": ev["summary"],
+        "validation_per_image": ev["per_image"],
+        "data": data_desc,
+        "matching": recipes.matching_description(recipe),
+        "thresholds_fitted_on": "the same validation images (pooled F1 over the grid in the config)",
+        "training": {
+            "config_file": str(Path(args.config).as_posix()),
+            "train": tcfg.to_dict(),
+            "threshold_grid": grid,
+            "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": round(t_helper, 1),
+                        "thresholds": round(t_fit, 1)},
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "eosdetect_version": __version__,
+        },
+    }
+    metrics.update(recipes.baselines(recipe, val_items))
+    mcfg.training = {"config_file": Path(args.config).name, "recipe": recipe, "seed": tcfg.train_seed}
+    card = recipes.model_card(mcfg, metrics)
+    save_model(args.out, mcfg, thr, unet, helper, metrics=metrics, card=card)
+    print(json.dumps({"out": args.out, "validation": ev["summary"],
+                      **{k: v.get("summary", v) for k, v in metrics.items() if k.startswith("baseline")}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

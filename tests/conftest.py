@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny models and synthetic images (fast), real data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(os.environ.get("EOSDETECT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SHARED_DATA.is_dir():
+        skip = pytest.mark.skip(reason=f"real data not found at {SHARED_DATA} (set EOSDETECT_SHARED_DATA)")
+        for item in items:
+            if "realdata" in item.keywords:
+                item.add_marker(skip)
+
+
+def disc_image(shape=(64, 80), centres=((20, 20), (40, 50)), radius=8, fg=(120, 40, 160), bg=(235, 225, 230)):
+    """RGB uint8 image with purple discs on a pale background; centres are (row, col)."""
+    img = np.empty((*shape, 3), dtype=np.uint8)
+    img[:] = bg
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for r, c in centres:
+        img[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = fg
+    return img
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A model folder with a tiny random-weight U-Net (depth 2, 4 filters)."""
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.store import save_model
+    from eosdetect.models.unet import build_unet
+
+    cfg = ModelConfig(name="tiny", class_name="cell", unet_depth=2, unet_base_filters=4, pixel_size_um=1.0,
+                      input_pixel_size_um=1.0, tile_size=64, cell_diameter_um=10)
+    unet = build_unet(cfg, seed=1)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(path, cfg, Thresholds(prob_threshold=0.5, min_area_um2=4), unet, metrics={"validation": {}}, card="# tiny\n")
+    return path

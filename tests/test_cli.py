@@ -1,0 +1,177 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import disc_image
+from eosdetect.cli import main
+from eosdetect.io import write_image
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    write_image(folder / "a.png", disc_image())
+    write_image(folder / "b.png", disc_image(centres=((30, 30),)))
+    return folder
+
+
+def _count(args, capsys):
+    code = main(["count", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_count_writes_all_outputs(images, tmp_path, tiny_model_dir, capsys):
+    out_dir = tmp_path / "res"
+    code, out, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0, err
+    rows = _rows(out_dir / "counts.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert list(rows[0])[:5] == ["image", "status", "count", "width", "height"]
+    assert rows[0]["width"] == "80" and rows[0]["height"] == "64"
+    for stem in ("a", "b"):
+        det = _rows(out_dir / f"{stem}_detections.csv")
+        with open(out_dir / f"{stem}_detections.csv") as fh:
+            assert fh.readline().strip() == "x,y,score,area,xmin,ymin,xmax,ymax"
+        assert len(det) == int(next(r for r in rows if r["image"].endswith(f"{stem}.png"))["count"])
+        assert (out_dir / f"{stem}_overlay.png").stat().st_size > 0
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["complete"] and summary["images_ok"] == 2 and summary["model"]["name"] == "tiny"
+    assert summary["clinical"] is None and "pixel-size" in summary["clinical_note"]
+    assert not list(out_dir.glob("*.tmp")) and not list(out_dir.glob(".*.tmp"))
+
+
+def test_rerun_skips_done_images_and_overwrite_redoes(images, tmp_path, tiny_model_dir, capsys):
+    out_dir = tmp_path / "res"
+    assert _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)[0] == 0
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0 and "2 already done" in out
+    assert json.loads((out_dir / "summary.json").read_text())["images_skipped_as_done"] == 2
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--overwrite"], capsys)
+    assert "already done" not in out
+    # changed settings are not "done"
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--prob-threshold", "0.9"], capsys)
+    assert "already done" not in out
+
+
+def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from eosdetect import runner
+
+    out_dir = tmp_path / "res"
+    real = runner.CountRun.count_image
+    calls = []
+
+    def flaky(self, path, name):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, path, name)
+
+    monkeypatch.setattr(runner.CountRun, "count_image", flaky)
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 130 and "re-run to resume" in err
+    rows = _rows(out_dir / "counts.csv")  # complete, well-formed CSV with the finished image
+    assert [r["status"] for r in rows] == ["ok"]
+    monkeypatch.setattr(runner.CountRun, "count_image", real)
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0 and "1 already done" in out
+
+
+def test_bad_images_are_reported_and_skipped(images, tmp_path, tiny_model_dir, capsys):
+    (images / "zero.png").write_bytes(b"")
+    (images / "text.jpg").write_bytes(b"hello")
+    good = (images / "a.png").read_bytes()
+    from PIL import Image
+
+    Image.fromarray(np.tile(disc_image(), (8, 8, 1))).save(images / "trunc.jpg", quality=90)
+    data = (images / "trunc.jpg").read_bytes()
+    (images / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    out_dir = tmp_path / "res"
+    code, out, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("eosdetect: error:")]
+    assert len(errors) == 3
+    assert any("zero.png: empty file" in e for e in errors)
+    assert any("text.jpg: not an image" in e for e in errors)
+    assert any("trunc.jpg" in e and "truncated" in e for e in errors)
+    assert "Traceback" not in err
+    rows = {r["image"].split("/")[-1]: r for r in _rows(out_dir / "counts.csv")}
+    assert rows["a.png"]["status"] == "ok" and rows["b.png"]["status"] == "ok"
+    assert rows["zero.png"]["status"] == "error" and rows["zero.png"]["error"]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["images_failed"] == 3 and len(summary["failures"]) == 3
+    assert (images / "a.png").read_bytes() == good  # inputs untouched
+
+
+def test_formats_and_tiny_images(tmp_path, tiny_model_dir, capsys):
+    import tifffile
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img = disc_image()
+    tifffile.imwrite(folder / "deep.tif", img.astype(np.uint16) * 257, photometric="rgb")
+    Image.fromarray(np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(img[..., 0]).save(folder / "gray.png")
+    Image.fromarray(disc_image(shape=(20, 20), centres=((10, 10),), radius=5)).save(folder / "small.png")
+    out_dir = tmp_path / "res"
+    code, _, err = _count([folder, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0, err
+    rows = {r["image"].split("/")[-1]: r for r in _rows(out_dir / "counts.csv")}
+    assert rows["small.png"]["width"] == "20" and rows["small.png"]["status"] == "ok"
+    assert all(r["status"] == "ok" for r in rows.values())
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["{tmp}/missing.png"], "missing.png: no such file or folder"),
+        (["{tmp}/emptydir"], "emptydir: folder holds no image files"),
+        (["{img}", "-m", "no-such-model"], "unknown model 'no-such-model'; bundled models:"),
+        (["{img}", "-m", "{tmp}/emptydir"], "emptydir: not a model folder (config.json is missing)"),
+        (["{img}", "-m", "{tmp}/newer"], "newer than this eosdetect"),
+    ],
+)
+def test_one_line_errors(tmp_path, images, capsys, args, message):
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "newer").mkdir()
+    (tmp_path / "newer" / "config.json").write_text('{"config_version": 99}')
+    args = [a.format(tmp=tmp_path, img=images / "a.png") for a in args]
+    code, out, err = _count([*args, "-o", tmp_path / "res"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eosdetect: error:") and message in lines[0]
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["count", "x.png", "--pixel-size", "-1"])
+    assert exc.value.code == 2
+    assert main([]) == 2
+
+
+def test_pixel_size_gives_densities(images, tmp_path, tiny_model_dir, capsys):
+    out_dir = tmp_path / "res"
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--pixel-size", "0.5"], capsys)
+    assert code == 0, err
+    row = _rows(out_dir / "counts.csv")[0]
+    assert float(row["area_mm2"]) == pytest.approx(80 * 64 * 0.0005**2, rel=1e-3)
+    assert row["hpf_flag"] in ("yes", "no")
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["clinical"]["hpf_area_mm2"] == 0.24
+
+
+def test_models_command(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "eosinophil-smear (default)" in out and "nuclei-he" in out
+    assert main(["models", "nuclei-he"]) == 0
+    assert "# nuclei-he" in capsys.readouterr().out

@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+
+from eosdetect.errors import InputError
+from eosdetect.io import (atomic_write_text, find_images, read_image, to_rgb_uint8, write_csv, write_image)
+
+
+def _save_pil(path, arr, **kw):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path, **kw)
+    return path
+
+
+@pytest.fixture
+def rgb():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(12, 17, 3), dtype=np.uint8)
+
+
+def test_png_jpeg_bmp_roundtrip(tmp_path, rgb):
+    p = write_image(tmp_path / "a.png", rgb)
+    np.testing.assert_array_equal(read_image(p), rgb)
+    q = _save_pil(tmp_path / "a.jpg", rgb, quality=95)
+    assert read_image(q).shape == (12, 17, 3)
+    b = _save_pil(tmp_path / "a.bmp", rgb)
+    np.testing.assert_array_equal(read_image(b), rgb)
+
+
+def test_grayscale_and_rgba(tmp_path):
+    gray = np.array([[0, 128], [255, 7]], dtype=np.uint8)
+    out = read_image(_save_pil(tmp_path / "g.png", gray))
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], gray)
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[0, 0, 3] = 255  # opaque red-ish
+    rgba[1, 1, 3] = 0  # transparent -> white
+    out = read_image(_save_pil(tmp_path / "a.png", rgba))
+    assert out[0, 0].tolist() == [200, 0, 0]
+    assert out[1, 1].tolist() == [255, 255, 255]
+
+
+def test_16bit_tiff_and_png(tmp_path):
+    import tifffile
+
+    a16 = np.array([[0, 65535], [32768, 257]], dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", a16)
+    out = read_image(tmp_path / "a.tif")
+    assert out[..., 0].tolist() == [[0, 255], [128, 1]]
+    rgb16 = np.stack([a16, a16 // 2, a16 // 4], axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tiff", rgb16, photometric="rgb")
+    out = read_image(tmp_path / "rgb.tiff")
+    assert out[0, 1].tolist() == [255, 127, 64]
+    # 12-bit data stored in 16 bits is scaled by 4095, not 65535
+    a12 = np.array([[0, 4095]], dtype=np.uint16)
+    _save_pil(tmp_path / "b.png", a12)
+    assert read_image(tmp_path / "b.png")[0, :, 0].tolist() == [0, 255]
+    tifffile.imwrite(tmp_path / "planar.tif", np.stack([a16, a16, a16]), photometric="rgb", planarconfig="separate")
+    assert read_image(tmp_path / "planar.tif").shape == (2, 2, 3)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    arr = np.zeros((10, 20, 3), dtype=np.uint8)
+    arr[:, :5] = 255  # white strip on the left
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW for display
+    im.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    out = read_image(tmp_path / "r.jpg")
+    assert out.shape == (20, 10, 3)
+    assert out[:5].mean() > 200  # the strip is now at the top
+
+
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("empty.png", b"", "empty file"),
+        ("notes.png", b"this is not an image at all", "not an image"),
+        ("data.tif", b"II*\x00garbage", "cannot read|not an image|holds no image"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path, name, content, match):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=match) as exc:
+        read_image(p)
+    msg = str(exc.value)
+    assert msg.startswith(str(p)) and "\n" not in msg
+
+
+def test_truncated_jpeg(tmp_path, rgb):
+    big = np.tile(rgb, (20, 20, 1))
+    p = _save_pil(tmp_path / "t.jpg", big, quality=90)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_image(p)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(InputError, match="no such file or folder"):
+        find_images([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(InputError, match="no image files"):
+        find_images([tmp_path / "empty"])
+
+
+def test_find_images_recursive_sorted_unique(tmp_path, rgb):
+    for rel in ["b.png", "a/c.JPG", "a/.hidden/d.png", "a/e.txt"]:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    found = find_images([tmp_path, tmp_path / "b.png"])
+    assert [p.name for p in found] == ["c.JPG", "b.png"]
+
+
+def test_to_rgb_uint8_variants():
+    assert to_rgb_uint8(np.array([[True, False]])).tolist() == [[[255] * 3, [0] * 3]]
+    assert to_rgb_uint8(np.array([[0.0, 1.0]]))[0, 1].tolist() == [255] * 3
+    assert to_rgb_uint8(np.array([[0.0, 255.0]]))[0, 1].tolist() == [255] * 3
+    la = np.array([[[100, 255], [100, 0]]], dtype=np.uint8)
+    assert to_rgb_uint8(la)[0].tolist() == [[100] * 3, [255] * 3]
+    with pytest.raises(ValueError, match="expected an image"):
+        to_rgb_uint8(np.zeros((2, 2, 5)))
+    a = np.array([[1, 2]], dtype=np.uint16)
+    to_rgb_uint8(a)
+    assert a.tolist() == [[1, 2]]  # input untouched
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    write_csv(tmp_path / "t.csv", ["a", "b"], [[1, 0.5], [2, None]])
+    assert (tmp_path / "t.csv").read_text() == "a,b\n1,0.5\n2,\n"
+    atomic_write_text(tmp_path / "t.csv", "new\n")
+    assert (tmp_path / "t.csv").read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]

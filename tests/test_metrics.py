@@ -1,0 +1,45 @@
+import numpy as np
+
+from eosdetect.metrics import match_points, summarize
+
+
+def test_one_to_one_by_radius():
+    r = match_points([[0, 0], [1, 0]], [[0.5, 0]], radius=1)
+    assert (r.tp, r.fp, r.fn) == (1, 1, 0)
+
+
+def test_hungarian_beats_greedy():
+    # greedy by distance would pair p0-t1 (0.9) and leave t0 unmatched
+    pred = [[0.0, 0.0], [2.0, 0.0]]
+    true = [[-1.0, 0.0], [0.9, 0.0]]
+    r = match_points(pred, true, radius=1.15)
+    assert (r.tp, r.fp, r.fn) == (2, 0, 0)
+
+
+def test_inside_box_and_mask():
+    boxes = [[0, 0, 10, 10], [20, 0, 30, 10]]
+    r = match_points([[5, 5], [6, 6], [25, 9]], [[5, 5], [25, 5]], true_boxes=boxes)
+    assert (r.tp, r.fp, r.fn) == (2, 1, 0)
+    labels = np.zeros((10, 10), dtype=int)
+    labels[2:5, 2:5] = 1
+    labels[6:9, 6:9] = 2
+    r = match_points([[3, 3], [8, 8], [0, 9]], [[3, 3], [7, 7]], true_labels=labels)
+    assert (r.tp, r.fp, r.fn) == (2, 1, 0)
+
+
+def test_empty_cases_and_scores():
+    assert match_points([], [[1, 1]]).fn == 1
+    r = match_points([[1, 1]], [])
+    assert (r.tp, r.fp, r.fn, r.precision, r.recall) == (0, 1, 0, 0.0, 1.0)
+    r = match_points([], [])
+    assert r.f1 == 1.0
+
+
+def test_summarize():
+    a = match_points([[0, 0], [5, 5]], [[0, 0]], radius=1)
+    b = match_points([[0, 0]], [[0, 0], [9, 9]], radius=1)
+    s = summarize([a, b])
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 1)
+    assert s["f1"] == round(4 / 6, 4)
+    assert s["count_mae"] == 1.0
+    assert s["count_mape"] == round((1 / 1 + 1 / 2) / 2, 4)
