@@ -25,27 +25,31 @@ def flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.n
 
 
 def hed_jitter(rgb: np.ndarray, rng: np.random.Generator, *, strength: float = 0.05, shift: float = 0.01) -> np.ndarray:
-    """Perturb stain concentrations in HED space.
+    """Perturb stain concentrations in HED space (Ruifrok-Johnston colour deconvolution).
+
+    Optical density ``-log(rgb)`` is split into haematoxylin, eosin and DAB
+    concentrations with skimage's stain matrix, each concentration ``c``
+    becomes ``c * (1 + U(-strength, strength)) + U(-shift, shift)``, and the
+    result is recombined. Unlike ``rgb2hed``/``hed2rgb`` nothing is clipped
+    in between, so zero jitter gives back the input exactly.
 
     Parameters
     ----------
     rgb : (M, N, 3) ndarray of float32 in [0, 1]
-    strength : float
-        Each stain channel is multiplied by ``1 + U(-strength, strength)``.
-    shift : float
-        and shifted by ``U(-shift, shift)``.
 
     Returns
     -------
     (M, N, 3) ndarray of float32 in [0, 1]
     """
-    from skimage.color import hed2rgb, rgb2hed
+    from skimage.color import hed_from_rgb, rgb_from_hed
 
-    hed = rgb2hed(np.clip(rgb, 1e-6, 1.0))
+    eps = 1.0 / 255.0
+    od = -np.log(np.clip(rgb, eps, 1.0))
+    conc = od @ hed_from_rgb
     alpha = 1.0 + rng.uniform(-strength, strength, size=3)
     beta = rng.uniform(-shift, shift, size=3)
-    out = hed2rgb(hed * alpha + beta)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    od2 = (conc * alpha + beta) @ rgb_from_hed
+    return np.clip(np.exp(-od2), 0.0, 1.0).astype(np.float32)
 
 
 def brightness_contrast(rgb: np.ndarray, rng: np.random.Generator, *, brightness: float = 0.05, contrast: float = 0.1) -> np.ndarray:

@@ -185,12 +185,9 @@ def seeds(dist: np.ndarray, mask: np.ndarray, *, min_distance: float = 3.0, h: f
     markers : (M, N) ndarray of int32
         Seed regions numbered 1..n.
     """
-    from skimage.morphology import local_maxima, reconstruction
+    from skimage.morphology import local_maxima
 
-    if h > 0:
-        top = reconstruction(dist - h, dist, method="dilation")
-    else:
-        top = dist
+    top = reconstruct_by_dilation(dist - h, dist) if h > 0 else dist
     plateaus = local_maxima(top, connectivity=2) & mask
     markers, n = ndi.label(plateaus, structure=np.ones((3, 3), dtype=bool))
     if n > 1 and min_distance > 1:
@@ -212,6 +209,29 @@ def seeds(dist: np.ndarray, mask: np.ndarray, *, min_distance: float = 3.0, h: f
         lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
         markers = lut[markers]
     return markers.astype(np.int32)
+
+
+def reconstruct_by_dilation(marker: np.ndarray, mask: np.ndarray, *, max_iter: int = 10_000) -> np.ndarray:
+    """Greyscale morphological reconstruction by dilation of ``marker`` under ``mask``.
+
+    Same result as ``skimage.morphology.reconstruction(marker, mask)`` (8-connected),
+    computed by repeated 3x3 dilations (OpenCV) until nothing changes; for
+    distance maps this converges in about as many steps as the widest object
+    is across, which is much faster than a full sort of the image.
+    """
+    import cv2
+
+    mask = np.asarray(mask, dtype=np.float32)
+    rec = np.minimum(np.asarray(marker, dtype=np.float32), mask)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(max_iter):
+        # several dilation steps between convergence checks
+        prev = rec
+        for _ in range(4):
+            rec = np.minimum(cv2.dilate(rec, kernel), mask)
+        if np.array_equal(rec, prev):
+            break
+    return rec
 
 
 def filter_by_area(labels: np.ndarray, min_area: float = 0.0, max_area: float = np.inf) -> np.ndarray:

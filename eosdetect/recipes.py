@@ -28,9 +28,10 @@ NUCLEI_MATCH_RADIUS_UM = 2.0
 # --------------------------------------------------------------------------- nuclei-he
 
 
-def nuclei_sample(item: sd.MonusegImage, config: ModelConfig) -> Sample:
+def nuclei_sample(item: sd.MonusegImage, config: ModelConfig, gap_weight: float = 1.0) -> Sample:
     """Training sample: instance images get a one-pixel gap between touching
-    nuclei; binary-only images keep their (merged) masks."""
+    nuclei (weighted ``gap_weight`` in the loss, so the network learns to
+    leave a valley there); binary-only images keep their (merged) masks."""
     scale = config.scale_for(sd.MONUSEG_PIXEL_SIZE_UM)
     image = resize(read_image(item.path), scale)
     inst = item.instances()
@@ -41,7 +42,9 @@ def nuclei_sample(item: sd.MonusegImage, config: ModelConfig) -> Sample:
     else:
         labels = resize(inst, scale, nearest=True)
         target = separate_touching(labels)
-    return Sample(item.name, image, target.astype(np.float32), points=centroids(labels))
+    weight = np.ones(target.shape, dtype=np.float32)
+    weight[(labels > 0) & ~target] = gap_weight
+    return Sample(item.name, image, target.astype(np.float32), weight, points=centroids(labels))
 
 
 def nuclei_eval_item(item: sd.MonusegImage) -> EvalItem:
@@ -54,11 +57,11 @@ def nuclei_eval_item(item: sd.MonusegImage) -> EvalItem:
     )
 
 
-def nuclei_data(config: ModelConfig):
+def nuclei_data(config: ModelConfig, gap_weight: float = 1.0):
     """Training samples, validation samples and validation eval items."""
     train, val = sd.monuseg_split(sd.load_monuseg())
     return (
-        [nuclei_sample(i, config) for i in train],
+        [nuclei_sample(i, config, gap_weight) for i in train],
         [nuclei_sample(i, config) for i in val],
         [nuclei_eval_item(i) for i in val],
     )

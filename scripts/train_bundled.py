@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from eosdetect import __version__  # noqa: E402
 from eosdetect.evaluation import fit_thresholds  # noqa: E402
 from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
-from eosdetect.models.store import Model, save_model  # noqa: E402
+from eosdetect.models.store import load_model, save_model  # noqa: E402
 from eosdetect.train import TrainConfig, load_config_file, train_helper, train_unet  # noqa: E402
 from eosdetect import recipes  # noqa: E402
 
@@ -63,7 +63,7 @@ def main(argv=None):
     t0 = time.time()
     helper = None
     if recipe == "nuclei-he":
-        train_s, val_s, val_items = recipes.nuclei_data(mcfg)
+        train_s, val_s, val_items = recipes.nuclei_data(mcfg, float(data_cfg.get("gap_weight", 1.0)))
         data_desc = recipes.nuclei_data_description()
     elif recipe == "eosinophil-smear":
         fold = args.val_fold if args.val_fold is not None else int(data_cfg.get("val_fold", 0))
@@ -81,9 +81,10 @@ def main(argv=None):
         helper = train_helper(mcfg, tcfg, hx, hy, vx, vy, work / "helper", resume=args.resume)
     t_helper = time.time() - t0 - t_data - t_unet
 
-    model = Model.in_memory(mcfg, base_thr, unet, helper)
+    # Fit thresholds and score the model as it is shipped: written, then loaded back.
+    save_model(args.out, mcfg, base_thr, unet, helper)
+    model = load_model(args.out)
     thr, ev = fit_thresholds(model, val_items, grid, base=base_thr)
-    model.thresholds = thr
     t_fit = time.time() - t0 - t_data - t_unet - t_helper
 
     metrics = {

@@ -187,12 +187,23 @@ def save_model(
     metrics: dict | None = None,
     card: str | None = None,
 ) -> Path:
-    """Write a complete model folder. Weights go through a temporary file first."""
+    """Write a complete model folder. Weights go through a temporary file first.
+
+    Only the networks' weights are stored (no optimizer state), in freshly
+    built networks, so the files stay small and load into :func:`load_model`.
+    """
+    from .helper_cnn import build_helper
+    from .unet import build_unet
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _save_weights(unet, path / UNET_WEIGHTS)
+    clean = build_unet(config)
+    clean.set_weights(unet.get_weights())
+    _save_weights(clean, path / UNET_WEIGHTS)
     if helper is not None:
-        _save_weights(helper, path / HELPER_WEIGHTS)
+        clean_helper = build_helper(config)
+        clean_helper.set_weights(helper.get_weights())
+        _save_weights(clean_helper, path / HELPER_WEIGHTS)
     write_json(path / "config.json", config.to_dict())
     write_json(path / "thresholds.json", thresholds.to_dict())
     if metrics is not None:

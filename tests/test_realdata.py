@@ -1,0 +1,68 @@
+"""The bundled models on real images (../shared/data; skipped when it is absent).
+
+The numbers asserted are the validation figures in each model's metrics.json
+(small tolerance for float differences between machines): a regression in
+any part of the pipeline (reading, scaling, tiling, network, watershed,
+helper) shows up here.
+"""
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def nuclei_items():
+    from eosdetect import recipes, shared_data
+
+    _, val = shared_data.monuseg_split(shared_data.load_monuseg())
+    return [recipes.nuclei_eval_item(i) for i in val]
+
+
+@pytest.fixture(scope="module")
+def smear_items():
+    from eosdetect import recipes, shared_data
+
+    _, val = shared_data.bccd_split(shared_data.load_bccd(), 0)
+    return [recipes.smear_eval_item(i) for i in val if i.subtype is not None]
+
+
+def test_nuclei_model_on_monuseg_validation(nuclei_items):
+    from eosdetect.evaluation import evaluate_model
+    from eosdetect.models.store import load_model
+
+    model = load_model("nuclei-he")
+    ev = evaluate_model(model, nuclei_items)["summary"]
+    expected = model.metrics["validation"]
+    assert ev["f1"] == pytest.approx(expected["f1"], abs=0.005)
+    assert ev["f1"] >= model.metrics["baseline_classical"]["summary"]["f1"]
+
+
+def test_eosinophil_model_on_bccd_validation(smear_items):
+    from eosdetect.evaluation import evaluate_model
+    from eosdetect.models.store import load_model
+
+    model = load_model("eosinophil-smear")
+    ev = evaluate_model(model, smear_items)["summary"]
+    expected = model.metrics["validation"]
+    assert ev["f1"] == pytest.approx(expected["f1"], abs=0.01)
+    assert ev["tp"] + ev["fn"] == sum(len(i.true_xy) for i in smear_items)
+
+
+def test_count_cli_on_real_smears(tmp_path, smear_items, capsys):
+    """The user's journey on real photos: counts.csv agrees with the evaluation."""
+    import csv
+
+    from eosdetect.cli import main
+    from eosdetect.io import write_image
+
+    folder = tmp_path / "smears"
+    picked = [i for i in smear_items if len(i.true_xy)][:3] + [i for i in smear_items if not len(i.true_xy)][:3]
+    for it in picked:
+        write_image(folder / it.name.replace(".jpg", ".png"), it.image)
+    assert main(["count", str(folder), "-o", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "counts.csv")))
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    counts = np.array([int(r["count"]) for r in rows])
+    assert counts.sum() >= 2  # most of the 3 true eosinophils are found
