@@ -184,6 +184,10 @@ def main(argv=None) -> int:
     except EosdetectError as exc:
         print(f"eosdetect: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # cannot write outputs: full disk, permissions, a file where a folder should be
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"eosdetect: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("eosdetect: interrupted; finished images are kept, re-run to resume", file=sys.stderr)
         return 130

@@ -309,7 +309,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """Format rows as CSV text (floats with up to 4 decimals)."""
+    """Format rows as CSV text (floats with up to 6 decimals, trailing zeros dropped)."""
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -339,7 +339,8 @@ def _fmt(value):
     if isinstance(value, (float, np.floating)):
         if not np.isfinite(value):
             return ""
-        return f"{float(value):.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+        text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+        return "0" if text in ("", "-0") else text
     if isinstance(value, np.integer):
         return int(value)
     if value is None:

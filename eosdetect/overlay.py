@@ -76,7 +76,9 @@ def draw_overlay(
 
     Returns
     -------
-    (M, N, 3) ndarray of uint8
+    (M + h, N, 3) ndarray of uint8
+        The picture, with a dark caption strip of height ``h`` on top (none
+        when there is no caption) so that no cell is hidden under the text.
     """
     import cv2
 
@@ -118,15 +120,24 @@ def draw_overlay(
 
     caption = [t for t in [title, *(lines or [])] if t]
     if caption:
-        scale = max(0.5, ref / 1000)
-        tw = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick + 1)[0][0] for t in caption)
-        lh = int(32 * scale)
-        box_w = min(cols, tw + int(16 * scale))
-        box_h = min(rows, lh * len(caption) + int(10 * scale))
-        region = canvas[:box_h, :box_w].astype(np.float32)
-        canvas[:box_h, :box_w] = (region * 0.35).astype(np.uint8)  # darken behind the text
-        for i, t in enumerate(caption):
-            org = (int(8 * scale), int(lh * (i + 1) - 6 * scale + 4))
-            colour = (255, 255, 255) if i else COUNTED
-            cv2.putText(canvas, t, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick + (1 if i == 0 else 0), cv2.LINE_AA)
+        canvas = _with_header(canvas, caption, thick)
     return canvas
+
+
+def _with_header(canvas: np.ndarray, caption: list[str], thick: int) -> np.ndarray:
+    """Stack a dark strip with the caption lines above the picture."""
+    import cv2
+
+    cols = canvas.shape[1]
+    scale = float(np.clip(cols / 1000, 0.45, 2.5))
+    line_h = int(round(30 * scale))
+    header = np.full((line_h * len(caption) + int(10 * scale), cols, 3), 30, dtype=np.uint8)
+    for i, text in enumerate(caption):
+        # shrink long lines to fit the width
+        s = scale
+        while s > 0.3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)[0][0] > cols - 10:
+            s *= 0.9
+        org = (int(6 * scale), int(line_h * (i + 1) - 6 * scale + 3))
+        colour = COUNTED if i == 0 else (235, 235, 235)
+        cv2.putText(header, text, org, cv2.FONT_HERSHEY_SIMPLEX, s, colour, thick + (1 if i == 0 else 0), cv2.LINE_AA)
+    return np.vstack([header, canvas])

@@ -85,6 +85,7 @@ def main(argv=None):
     save_model(args.out, mcfg, base_thr, unet, helper)
     model = load_model(args.out)
     thr, ev = fit_thresholds(model, val_items, grid, base=base_thr)
+    model.thresholds = thr
     t_fit = time.time() - t0 - t_data - t_unet - t_helper
 
     metrics = {
@@ -105,7 +106,7 @@ def main(argv=None):
             "eosdetect_version": __version__,
         },
     }
-    metrics.update(recipes.baselines(recipe, val_items))
+    metrics.update(recipes.baselines(recipe, val_items, model))
     mcfg.training = {"config_file": Path(args.config).name, "recipe": recipe, "seed": tcfg.train_seed}
     card = recipes.model_card(mcfg, metrics)
     save_model(args.out, mcfg, thr, unet, helper, metrics=metrics, card=card)

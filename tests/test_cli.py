@@ -175,3 +175,11 @@ def test_models_command(capsys):
     assert "eosinophil-smear (default)" in out and "nuclei-he" in out
     assert main(["models", "nuclei-he"]) == 0
     assert "# nuclei-he" in capsys.readouterr().out
+
+
+def test_output_folder_that_is_a_file(images, tmp_path, tiny_model_dir, capsys):
+    blocker = tmp_path / "res"
+    blocker.write_text("I am a file")
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", blocker], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "res" in err
+    assert blocker.read_text() == "I am a file"
