@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dataset import resize
 from .metrics import MatchResult, match_points, summarize
 from .models.config import Thresholds
+from .models.helper_cnn import extract_crops
 from .postprocess import detections_from_labels, segment
 from .predict import predict_probability, thresholds_in_pixels
-from .dataset import resize
-from .models.helper_cnn import extract_crops
 
 log = logging.getLogger(__name__)
 

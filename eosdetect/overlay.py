@@ -109,7 +109,7 @@ def draw_overlay(
 
     if 0 < len(detections) <= LABEL_LIMIT:
         scale = max(0.35, ref / 1600)
-        for i, (x, y, y0) in enumerate(zip(detections.x, detections.y, detections.ymin), start=1):
+        for i, (x, y0) in enumerate(zip(detections.x, detections.ymin), start=1):
             org = (int(round(x)) + 2, max(int(round(y0)) - 3, int(12 * scale) + 2))
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, RIM, thick + 2, cv2.LINE_AA)
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, COUNTED, thick, cv2.LINE_AA)

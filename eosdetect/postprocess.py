@@ -52,11 +52,11 @@ class Detections:
         return len(self.x)
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(*[np.zeros(0) for _ in fields(cls)])
 
     @classmethod
-    def from_points(cls, xy: np.ndarray, score=None, radius: float = 1.0) -> "Detections":
+    def from_points(cls, xy: np.ndarray, score=None, radius: float = 1.0) -> Detections:
         """Detections at points ``xy`` (shape ``(n, 2)``, columns x, y) with square boxes."""
         xy = np.asarray(xy, dtype=float).reshape(-1, 2)
         n = len(xy)
@@ -71,16 +71,16 @@ class Detections:
         """``(n, 2)`` array of ``x, y``."""
         return np.stack([self.x, self.y], axis=1)
 
-    def subset(self, keep) -> "Detections":
+    def subset(self, keep) -> Detections:
         """Entries selected by a boolean mask or index array."""
         return Detections(*[getattr(self, f.name)[keep] for f in fields(self)])
 
-    def with_score(self, score) -> "Detections":
+    def with_score(self, score) -> Detections:
         d = self.subset(slice(None))
         d.score = np.asarray(score, dtype=np.float64).reshape(len(self))
         return d
 
-    def rescaled(self, factor: float) -> "Detections":
+    def rescaled(self, factor: float) -> Detections:
         """Coordinates of the same cells in an image resized by ``1 / factor``.
 
         ``factor`` is the model-to-input ratio: a detection at model pixel

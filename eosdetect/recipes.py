@@ -12,12 +12,13 @@ import logging
 
 import numpy as np
 
+from . import shared_data as sd
 from .annotations.masks import centroids, instances_from_binary, separate_touching
 from .dataset import Sample, resize
 from .evaluation import EvalItem
 from .io import read_image
 from .models.config import ModelConfig
-from . import shared_data as sd
+from .postprocess import segment
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,29 @@ NUCLEI_MATCH_RADIUS_UM = 2.0
 # --------------------------------------------------------------------------- nuclei-he
 
 
-def nuclei_sample(item: sd.MonusegImage, config: ModelConfig, gap_weight: float = 1.0) -> Sample:
-    """Training sample: instance images get a one-pixel gap between touching
-    nuclei (weighted ``gap_weight`` in the loss, so the network learns to
-    leave a valley there); binary-only images keep their (merged) masks."""
+def nuclei_sample(item: sd.MonusegImage, config: ModelConfig, gap_weight: float = 1.0,
+                  split_binary: bool = True) -> Sample:
+    """Training sample for the nucleus U-Net.
+
+    Touching nuclei are separated by a one-pixel gap in the target (weighted
+    ``gap_weight`` in the loss), so the network learns to leave a valley
+    between them that the watershed can split. Instance-annotated tiles give
+    the gaps exactly; on binary-only tiles, where touching nuclei merge, the
+    merged blobs are first split by the distance-transform watershed
+    (``split_binary``) so that all targets follow the same convention.
+    """
     scale = config.scale_for(sd.MONUSEG_PIXEL_SIZE_UM)
     image = resize(read_image(item.path), scale)
     inst = item.instances()
     if inst is None:
-        inst = instances_from_binary(item.binary())
-        labels = resize(inst, scale, nearest=True)
-        target = labels > 0
-    else:
-        labels = resize(inst, scale, nearest=True)
-        target = separate_touching(labels)
+        binary = item.binary()
+        if split_binary:
+            px = sd.MONUSEG_PIXEL_SIZE_UM
+            inst = segment(binary.astype(np.float32), min_distance=2.5 / px, smooth=0.5 / px, seed_h=0.5 / px)
+        else:
+            inst = instances_from_binary(binary)
+    labels = resize(inst, scale, nearest=True)
+    target = separate_touching(labels)
     weight = np.ones(target.shape, dtype=np.float32)
     weight[(labels > 0) & ~target] = gap_weight
     return Sample(item.name, image, target.astype(np.float32), weight, points=centroids(labels))
@@ -73,7 +83,7 @@ def nuclei_data(config: ModelConfig, gap_weight: float = 1.0):
 def ellipse_mask(shape: tuple[int, int], boxes: np.ndarray, shrink: float = 0.9) -> np.ndarray:
     """Filled ellipses inscribed in boxes (xmin, ymin, xmax, ymax), scaled by ``shrink``.
 
-    >>> ellipse_mask((5, 5), np.array([[0, 0, 5, 5]]), 1.0).sum()
+    >>> int(ellipse_mask((5, 5), np.array([[0, 0, 5, 5]]), 1.0).sum())
     21
     """
     rows, cols = np.mgrid[: shape[0], : shape[1]]
@@ -95,6 +105,13 @@ def smear_sample(item: sd.BccdImage, config: ModelConfig) -> Sample:
     target = ellipse_mask(small.shape[:2], boxes)
     pts = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1) if len(boxes) else None
     return Sample(item.name, small, target.astype(np.float32), points=pts if pts is not None else np.zeros((0, 2)))
+
+
+def smear_wbc_eval_item(item: sd.BccdImage) -> EvalItem:
+    """White-cell ground truth (all subtypes): what the U-Net of the two-stage model finds."""
+    boxes = item.wbc_boxes
+    xy = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    return EvalItem(item.name, read_image(item.path), xy, true_boxes=boxes)
 
 
 def smear_eval_item(item: sd.BccdImage, image: np.ndarray | None = None) -> EvalItem:
@@ -151,6 +168,7 @@ def smear_data(config: ModelConfig, val_fold: int = 0):
         "helper_val": smear_helper_crops(val, config, negatives_per_image=0),
         # only images with a subtype label can be scored (others may hide an unlabelled eosinophil)
         "eval_val": [smear_eval_item(i) for i in val if i.subtype is not None],
+        "wbc_val": [smear_wbc_eval_item(i) for i in val],
     }
 
 
@@ -163,7 +181,8 @@ def nuclei_data_description() -> dict:
         "dataset": "MoNuSeg 2018 training set (TCGA H&E, 40x, 1000x1000 tiles, 0.25 um/px), CC BY-NC-SA 4.0",
         "train_images": [i.name for i in train],
         "validation_images": [i.name for i in val],
-        "targets": "binary masks; on instance-annotated tiles touching nuclei are separated by a 1-px gap",
+        "targets": "nuclei with a 1-px gap between touching ones (from the instance masks; on binary-only "
+                   "tiles merged blobs are first split by a distance-transform watershed)",
     }
 
 

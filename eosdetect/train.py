@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import AugmentSettings, PatchSampler, fixed_patches
+from .dataset import AugmentSettings, PatchSampler, fixed_patches, resize
 from .errors import ConfigError
 from .models.config import ModelConfig
 
@@ -50,7 +50,7 @@ class TrainConfig:
     helper_jitter_px: float = 4.0
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -108,29 +108,77 @@ def bce_dice_loss(dice_weight: float = 1.0):
     return loss
 
 
-def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool):
+def detection_f1_callback(config: ModelConfig, items, prob_thresholds=(0.4, 0.5, 0.6, 0.7), thresholds=None):
+    """A Keras callback that logs ``val_f1``, detection F1 of the U-Net on ``items``,
+    and ``val_score``, the same minus 0.001 x the validation loss (a tie-break).
+
+    Each epoch the validation images are predicted whole, segmented with the
+    thresholds (the best of ``prob_thresholds``) and matched one-to-one to
+    their true cells; this, not the pixel loss, is what training should
+    maximise, and it is robust to the network's calibration drifting.
+    """
+    import keras
+
+    from .metrics import summarize
+    from .models.config import Thresholds
+    from .models.unet import make_predict_fn
+    from .postprocess import detections_from_labels, segment
+    from .predict import predict_probability, thresholds_in_pixels
+
+    thr = thresholds or Thresholds()
+    scaled = []
+    for it in items:
+        im = resize(it.image, config.scale_for(None))
+        scaled.append((it, im, it.image.shape[1] / im.shape[1]))
+
+    class DetectionF1(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            fn = make_predict_fn(self.model)
+            probs = [predict_probability(fn, im, config) for _, im, _ in scaled]
+            best = 0.0
+            for p in prob_thresholds:
+                kw = thresholds_in_pixels(thr.replace(prob_threshold=p), config.pixel_size_um)
+                results = []
+                for (it, _, f), prob in zip(scaled, probs):
+                    det = detections_from_labels(segment(prob, **kw)).rescaled(f)
+                    results.append(it.match(det.xy))
+                best = max(best, summarize(results)["f1"])
+            if logs is not None:
+                logs["val_f1"] = best
+                # F1 first; between epochs of equal F1 (small or easy validation sets) the lower loss wins
+                logs["val_score"] = best - 1e-3 * float(logs.get("val_loss", 0.0))
+
+    return DetectionF1()
+
+
+def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool, monitor: str = "val_loss", extra=()):
     import keras
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    mode = "max" if monitor.endswith(("f1", "auc", "score")) else "min"
     cbs = [
+        *extra,  # metric callbacks first: the ones below read their logs
         keras.callbacks.CSVLogger(str(out_dir / f"{prefix}_log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(
-            str(out_dir / f"{prefix}_best.weights.h5"), monitor="val_loss", save_best_only=True,
+            str(out_dir / f"{prefix}_best.weights.h5"), monitor=monitor, mode=mode, save_best_only=True,
             save_weights_only=True,
         ),
         keras.callbacks.ModelCheckpoint(str(out_dir / f"{prefix}_last.weights.h5"), save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.BackupAndRestore(str(out_dir / f"{prefix}_backup"), delete_checkpoint=True),
     ]
     return cbs
 
 
 def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_samples, work_dir,
-               *, resume: bool = False, verbose: int = 2):
+               *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2):
     """Train a U-Net on samples (see :class:`eosdetect.dataset.Sample`).
 
     Checkpoints, the epoch log and a resumable backup go to ``work_dir``.
-    Returns the trained Keras model (best validation weights).
+    With ``val_items`` (:class:`eosdetect.evaluation.EvalItem` of the U-Net's
+    own class), epochs are compared by detection F1 on them (``val_f1``),
+    otherwise by validation loss. Returns the trained Keras model with the
+    best epoch's weights.
     """
     import keras
 
@@ -153,7 +201,11 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
         epochs=tcfg.train_epochs,
         validation_data=(vx, vy),
         validation_batch_size=4,
-        callbacks=_callbacks(work_dir, "unet", tcfg.train_patience, resume),
+        callbacks=_callbacks(
+            work_dir, "unet", tcfg.train_patience, resume,
+            monitor="val_score" if val_items else "val_loss",
+            extra=[detection_f1_callback(config, val_items, thresholds=thresholds)] if val_items else (),
+        ),
         verbose=verbose,
     )
     return model
@@ -171,8 +223,9 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     train_labels : (n,) int 0/1
     val_crops, val_labels : the same for validation (centre-cropped).
 
-    Returns the trained Keras model (best validation weights). Classes are
-    balanced by sample weights.
+    Returns the trained Keras model with the weights of the epoch of best
+    validation ROC AUC (the ranking the count threshold is later chosen on).
+    Classes are balanced by sample weights.
     """
     import keras
     import tensorflow as tf
@@ -233,5 +286,6 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     vw = np.where(vy[:, 0] > 0.5, class_w[1], class_w[0]).astype(np.float32)
     log.info("helper CNN: %d parameters, %d training crops (%d positive)", model.count_params(), len(y), int(y.sum()))
     model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw),
-              callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume), verbose=verbose)
+              callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume, monitor="val_auc"),
+              verbose=verbose)
     return model

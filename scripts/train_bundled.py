@@ -25,12 +25,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import __version__  # noqa: E402
+from eosdetect import __version__, recipes  # noqa: E402
 from eosdetect.evaluation import fit_thresholds  # noqa: E402
 from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
 from eosdetect.models.store import load_model, save_model  # noqa: E402
 from eosdetect.train import TrainConfig, load_config_file, train_helper, train_unet  # noqa: E402
-from eosdetect import recipes  # noqa: E402
 
 log = logging.getLogger("train_bundled")
 
@@ -64,17 +63,20 @@ def main(argv=None):
     helper = None
     if recipe == "nuclei-he":
         train_s, val_s, val_items = recipes.nuclei_data(mcfg, float(data_cfg.get("gap_weight", 1.0)))
+        unet_val_items = val_items
         data_desc = recipes.nuclei_data_description()
     elif recipe == "eosinophil-smear":
         fold = args.val_fold if args.val_fold is not None else int(data_cfg.get("val_fold", 0))
         d = recipes.smear_data(mcfg, fold)
         train_s, val_s, val_items = d["unet_train"], d["unet_val"], d["eval_val"]
+        unet_val_items = d["wbc_val"]
         data_desc = recipes.smear_data_description(fold)
     else:
         ap.error(f"unknown data recipe {recipe!r}")
     t_data = time.time() - t0
 
-    unet = train_unet(mcfg, tcfg, train_s, val_s, work / "unet", resume=args.resume)
+    unet = train_unet(mcfg, tcfg, train_s, val_s, work / "unet", val_items=unet_val_items, thresholds=base_thr,
+                      resume=args.resume)
     t_unet = time.time() - t0 - t_data
     if mcfg.helper_enabled:
         (hx, hy), (vx, vy) = d["helper_train"], d["helper_val"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from eosdetect.errors import InputError
-from eosdetect.io import (atomic_write_text, find_images, read_image, to_rgb_uint8, write_csv, write_image)
+from eosdetect.io import atomic_write_text, find_images, read_image, to_rgb_uint8, write_csv, write_image
 
 
 def _save_pil(path, arr, **kw):

@@ -81,9 +81,14 @@ def test_two_epoch_training_smoke(tmp_path):
 
     cfg = ModelConfig(unet_depth=2, unet_base_filters=4, tile_size=64)
     tcfg = TrainConfig(train_epochs=2, train_steps_per_epoch=3, train_batch_size=4, train_patch_size=32)
-    model = train_unet(cfg, tcfg, [_sample(0), _sample(1)], [_sample(2)], tmp_path, verbose=0)
+    from eosdetect.evaluation import EvalItem
+
+    val = _sample(2)
+    items = [EvalItem("v", val.image, val.points, radius_px=4)]
+    model = train_unet(cfg, tcfg, [_sample(0), _sample(1)], [val], tmp_path, val_items=items, verbose=0)
     rows = list(csv.DictReader(open(tmp_path / "unet_log.csv")))
     assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert all(0 <= float(r["val_f1"]) <= 1 for r in rows)  # epochs are compared by detection F1
     assert (tmp_path / "unet_best.weights.h5").is_file() and (tmp_path / "unet_last.weights.h5").is_file()
     out = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
     assert out.shape == (1, 32, 32, 1)

@@ -137,7 +137,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ModelConfig:
         """Build from a dict, migrating old versions and rejecting unknown keys."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
@@ -223,7 +223,7 @@ class Thresholds:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "thresholds") -> "Thresholds":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "thresholds") -> Thresholds:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object")
         known = {f.name for f in fields(cls)}
@@ -235,6 +235,6 @@ class Thresholds:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    def replace(self, **overrides) -> "Thresholds":
+    def replace(self, **overrides) -> Thresholds:
         """Copy with the given (non-None) fields replaced."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})

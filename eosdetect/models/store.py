@@ -85,7 +85,7 @@ class Model:
         self._classify_fn = None
 
     @classmethod
-    def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> "Model":
+    def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> Model:
         """A model around networks that are already built (e.g. just trained)."""
         model = cls(Path("<in memory>"), config, thresholds)
         model._unet = unet
