@@ -19,34 +19,26 @@ from .errors import EosdetectError
 log = logging.getLogger("eosdetect")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def _number(low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse type: a float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or value > high or (low_open and value == low):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            rng = f"between {low:g} and {high:g}" if high != float("inf") else bound
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return value
+
+    return parse
 
 
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_float = _number(0.0, low_open=True)
+_unit_float = _number(0.0, 1.0)
+_nonneg_float = _number(0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,11 +75,11 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True) 
             found.extend(files)
         else:
             found.append(path)
-    # keep order, drop duplicates (same file named twice)
-    unique: dict[Path, None] = {}
+    # keep order and the paths as given, drop duplicates (the same file named twice)
+    unique: dict[Path, Path] = {}
     for p in found:
-        unique.setdefault(p.resolve(), None)
-    return list(unique)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 # --------------------------------------------------------------------------- pixels

@@ -19,11 +19,17 @@ LABEL_LIMIT = 300  # number the cells when there are at most this many
 
 
 def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[np.ndarray]]:
-    """Outline polygons (input-image x, y) of each detection's instance in ``labels``."""
+    """Outline polygons (input-image x, y) of each detection's instance in ``labels``.
+
+    When ``labels`` is coarser than the image, each object's mask is enlarged
+    with linear interpolation before tracing, so outlines are smooth rather
+    than staircases.
+    """
     import cv2
 
     out = []
-    pad = 1
+    pad = 2
+    up = max(1.0, float(factor))
     for k, x0, y0, x1, y1 in zip(det.label, det.xmin, det.ymin, det.xmax, det.ymax):
         if k <= 0:
             out.append([])
@@ -33,13 +39,16 @@ def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[n
         c0 = max(int(np.floor(x0 / factor)) - pad, 0)
         r1 = min(int(np.ceil(y1 / factor)) + pad, labels.shape[0])
         c1 = min(int(np.ceil(x1 / factor)) + pad, labels.shape[1])
-        mask = (labels[r0:r1, c0:c1] == k).astype(np.uint8)
-        cs, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        mask = (labels[r0:r1, c0:c1] == k).astype(np.float32)
+        if up > 1.0:
+            size = (max(1, int(round(mask.shape[1] * up))), max(1, int(round(mask.shape[0] * up))))
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR)
+        cs, _ = cv2.findContours((mask >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         polys = []
         for c in cs:
             pts = c[:, 0, :].astype(np.float64)
-            # pixel-centre coordinates -> outer edge in input pixels
-            pts = (pts + [c0, r0] + 0.5) * factor - 0.5
+            # pixel centres of the (enlarged) crop -> input-image pixel centres
+            pts = (pts + 0.5) / up * factor + np.array([c0, r0]) * factor - 0.5
             polys.append(np.rint(pts).astype(np.int32))
         out.append(polys)
     return out
@@ -108,9 +117,9 @@ def draw_overlay(
     outline(detections, COUNTED, thick, rim=True)
 
     if 0 < len(detections) <= LABEL_LIMIT:
-        scale = max(0.35, ref / 1600)
+        scale = float(np.clip(ref / 1000, 0.5, 2.0))
         for i, (x, y0) in enumerate(zip(detections.x, detections.ymin), start=1):
-            org = (int(round(x)) + 2, max(int(round(y0)) - 3, int(12 * scale) + 2))
+            org = (int(round(x)) - 4, max(int(round(y0)) - 5, int(22 * scale)))
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, RIM, thick + 2, cv2.LINE_AA)
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, COUNTED, thick, cv2.LINE_AA)
 

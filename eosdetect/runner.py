@@ -172,7 +172,7 @@ class CountRun:
             rejected = None
             if self.model.config.helper_enabled:
                 rejected = res.candidates.subset(res.candidates.score < self.thresholds.helper_threshold)
-                caption.append(f"grey: {len(rejected)} other {self.model.config.unet_class_name} not counted")
+                caption.append(f"grey outline: {self.model.config.unet_class_name} not counted ({len(rejected)})")
             over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
                                 title=f"{self.model.config.class_name}: {len(det)}", lines=caption,
                                 highlight_box=peak_box)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from conftest import disc_image
+from eosdetect.annotations.convert import boxes_to_mask
 from eosdetect.augment import colour_augment, flip_rotate
 from eosdetect.dataset import PatchSampler, Sample, fixed_patches, resize
-from eosdetect.recipes import ellipse_mask
 
 
 def _sample(seed=0):
@@ -67,7 +67,7 @@ def test_resize_and_ellipse():
     assert resize(img, 0.5).shape == (5, 10, 3)
     labels = np.array([[1, 2], [3, 4]], dtype=np.int32)
     assert resize(labels, 2, nearest=True).tolist()[0] == [1, 1, 2, 2]
-    m = ellipse_mask((20, 20), np.array([[5, 5, 15, 15]]), shrink=1.0)
+    m = boxes_to_mask((20, 20), np.array([[5, 5, 15, 15]]), shrink=1.0)
     assert m[10, 10] and not m[0, 0] and 60 < m.sum() < 100
 
 
