@@ -128,18 +128,29 @@ def read_voc(path: str | os.PathLike) -> VocAnnotation:
             )
         )
     source = root.find("source")
+    database = _present(source, "database") if source is not None else None
+    if database is None:
+        database = "Unknown"
     return VocAnnotation(
         filename=filename,
         width=width,
         height=height,
         depth=depth,
         folder=text(root, "folder", ""),
-        path=text(root, "path"),
-        database=text(source, "database", "Unknown") if source is not None else "Unknown",
+        path=_present(root, "path"),
+        database=database,
         segmented=number(root, "segmented", 0),
         verified=root.get("verified") == "yes",
         objects=objects,
     )
+
+
+def _present(elem, tag):
+    """Text of a child element: None when the element is absent, "" when it is empty."""
+    child = elem.find(tag)
+    if child is None:
+        return None
+    return child.text.strip() if child.text else ""
 
 
 def voc_bytes(ann: VocAnnotation) -> bytes:
@@ -149,12 +160,12 @@ def voc_bytes(ann: VocAnnotation) -> bytes:
     top = etree.Element("annotation")
     if ann.verified:
         top.set("verified", "yes")
-    etree.SubElement(top, "folder").text = ann.folder
-    etree.SubElement(top, "filename").text = ann.filename
+    etree.SubElement(top, "folder").text = _text(ann.folder)
+    etree.SubElement(top, "filename").text = _text(ann.filename)
     if ann.path is not None:
-        etree.SubElement(top, "path").text = ann.path
+        etree.SubElement(top, "path").text = _text(ann.path)
     source = etree.SubElement(top, "source")
-    etree.SubElement(source, "database").text = ann.database
+    etree.SubElement(source, "database").text = _text(ann.database)
     size = etree.SubElement(top, "size")
     etree.SubElement(size, "width").text = str(int(ann.width))
     etree.SubElement(size, "height").text = str(int(ann.height))
@@ -162,8 +173,8 @@ def voc_bytes(ann: VocAnnotation) -> bytes:
     etree.SubElement(top, "segmented").text = str(int(ann.segmented))
     for o in ann.objects:
         obj = etree.SubElement(top, "object")
-        etree.SubElement(obj, "name").text = o.name
-        etree.SubElement(obj, "pose").text = o.pose
+        etree.SubElement(obj, "name").text = _text(o.name)
+        etree.SubElement(obj, "pose").text = _text(o.pose)
         etree.SubElement(obj, "truncated").text = "1" if _labelimg_truncated(o, ann) else "0"
         etree.SubElement(obj, "difficult").text = "1" if o.difficult else "0"
         box = etree.SubElement(obj, "bndbox")
@@ -171,6 +182,13 @@ def voc_bytes(ann: VocAnnotation) -> bytes:
             etree.SubElement(box, tag).text = str(int(getattr(o, tag)))
     pretty = etree.tostring(top, pretty_print=True, encoding="utf-8")
     return pretty.replace(b"  ", b"\t")
+
+
+def _text(value: str | None) -> str | None:
+    """Element text as LabelImg writes it: its ``ElementTree`` pass serialises an
+    empty text as ``<tag />``, which lxml then prints as ``<tag/>``; lxml itself
+    would print ``""`` as ``<tag></tag>``, so an empty string becomes None here."""
+    return value or None
 
 
 def _labelimg_truncated(o: VocObject, ann: VocAnnotation) -> bool:
