@@ -240,25 +240,6 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """Return ``(width, height)`` of an image file without decoding its pixels."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagewidth), int(page.imagelength)
-        from PIL import Image, ImageOps
-
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
-            return int(im.width), int(im.height)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, _describe_read_error(exc)) from None
-
-
 # --------------------------------------------------------------------------- writing
 
 

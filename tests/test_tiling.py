@@ -74,6 +74,22 @@ def test_tiled_equals_whole_for_unet():
     assert small.shape == (7, 5)
 
 
+def test_tiled_equals_whole_with_test_time_augmentation():
+    from eosdetect.models.unet import build_unet, make_predict_fn
+
+    cfg = ModelConfig(unet_depth=2, unet_base_filters=4, tile_size=64)
+    net = build_unet(cfg, seed=4)
+    fn = make_predict_fn(net, tta=True)
+    img = np.random.default_rng(5).random((70, 90, 3)).astype(np.float32)
+    margin = cfg.tile_margin()
+    whole = predict_whole(img, fn, margin=margin, align=cfg.align)
+    tiled = predict_tiled(img, fn, tile_size=cfg.tile_size, margin=margin, align=cfg.align)
+    assert np.abs(tiled - whole).max() < 1e-3
+    # the mean of the 8 views is not the plain map
+    plain = predict_whole(img, make_predict_fn(net), margin=margin, align=cfg.align)
+    assert np.abs(plain - whole).max() > 1e-4
+
+
 def test_receptive_field_formula_matches_the_network():
     """Perturbing one input pixel changes outputs only within the computed receptive field."""
     from eosdetect.models.unet import build_unet, make_predict_fn

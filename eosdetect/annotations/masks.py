@@ -69,15 +69,6 @@ def centroids(labels: np.ndarray) -> np.ndarray:
     return c[:, ::-1].copy()
 
 
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Renumber objects 1..n in order of first appearance of their ids (returns a new array)."""
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=np.int32)
-    lut[ids] = np.arange(1, len(ids) + 1)
-    return lut[labels]
-
-
 def separate_touching(labels: np.ndarray) -> np.ndarray:
     """Binary mask of the objects with a one-pixel gap wherever two objects touch.
 

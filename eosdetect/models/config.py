@@ -64,6 +64,8 @@ class ModelConfig:
     unet_convs_per_level: int = 2
     unet_batchnorm: bool = True
     unet_activation: str = "relu"
+    #: Average the map over the 8 flips/rotations of the input (8x slower, smoother).
+    unet_tta: bool = False
 
     # -- tiled prediction
     #: Tile edge in model pixels (rounded to a multiple of ``2 ** unet_depth``).

@@ -126,7 +126,7 @@ class Model:
         if self._predict_fn is None:
             from .unet import make_predict_fn
 
-            self._predict_fn = make_predict_fn(self.unet)
+            self._predict_fn = make_predict_fn(self.unet, tta=self.config.unet_tta)
         return self._predict_fn
 
     @property

@@ -55,20 +55,43 @@ def build_unet(config: ModelConfig, *, seed: int | None = None):
     return keras.Model(inputs, outputs, name=f"unet_d{config.unet_depth}_f{config.unet_base_filters}")
 
 
-def make_predict_fn(model):
+def make_predict_fn(model, *, tta: bool = False):
     """Wrap a Keras model into a fast batched function ``(n, M, N, 3) float32 -> (n, M, N)``.
 
     One compiled graph (``tf.function`` with a shape-polymorphic signature) is
-    reused for every batch, so varying image sizes do not retrace.
+    reused for every batch, so varying image sizes do not retrace. With
+    ``tta`` the map is the mean over the 8 flips/90-degree rotations of the
+    input (test-time augmentation: smoother maps, 8x the work).
     """
     import tensorflow as tf
+
+    def _once(batch):
+        return model(batch, training=False)[..., 0]
 
     @tf.function(
         input_signature=[tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.float32)],
         reduce_retracing=True,
     )
     def _run(batch):
-        return model(batch, training=False)[..., 0]
+        if not tta:
+            return _once(batch)
+        total = tf.zeros(tf.shape(batch)[:3], dtype=tf.float32)
+        for transpose in (False, True):
+            x = tf.transpose(batch, [0, 2, 1, 3]) if transpose else batch
+            for flip_r in (False, True):
+                for flip_c in (False, True):
+                    y = x
+                    if flip_r:
+                        y = tf.reverse(y, [1])
+                    if flip_c:
+                        y = tf.reverse(y, [2])
+                    p = _once(y)
+                    if flip_c:
+                        p = tf.reverse(p, [2])
+                    if flip_r:
+                        p = tf.reverse(p, [1])
+                    total += tf.transpose(p, [0, 2, 1]) if transpose else p
+        return total / 8.0
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return _run(tf.convert_to_tensor(batch, dtype=tf.float32)).numpy()

@@ -1,0 +1,76 @@
+"""image -> detections, with a stand-in network (dark pixels are cells) so results are exact."""
+
+import numpy as np
+import pytest
+
+from conftest import disc_image
+from eosdetect.models.config import ModelConfig, Thresholds
+from eosdetect.predict import detect
+
+
+class DarkIsCell:
+    """Quacks like eosdetect.models.store.Model; its 'U-Net' marks dark pixels."""
+
+    def __init__(self, **cfg):
+        self.config = ModelConfig(unet_depth=2, tile_size=64, **cfg)
+        self.thresholds = Thresholds(min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5)
+        self.predict_fn = lambda batch: (batch.mean(axis=-1) < 0.6).astype(np.float32)
+        self.classify_fn = None
+
+
+CENTRES = ((20, 20), (40, 52), (15, 60))  # (row, col)
+
+
+def test_detections_at_model_scale():
+    model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
+    res = detect(model, disc_image(centres=CENTRES, radius=6))
+    found = sorted(map(tuple, np.round(res.detections.xy).astype(int)))
+    assert found == sorted((c, r) for r, c in CENTRES)
+    assert res.count == 3 and res.scale == 1.0
+
+
+@pytest.mark.parametrize("pixel_size,zoom", [(0.5, 2), (0.25, 4)])
+def test_pixel_size_rescales_and_reports_input_pixels(pixel_size, zoom):
+    """The same cells photographed at a finer pixel size are found at the same
+    physical places, reported in the input image's pixels."""
+    import cv2
+
+    model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
+    img = disc_image(centres=CENTRES, radius=6)
+    big = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    res = detect(model, big, pixel_size_um=pixel_size)
+    assert res.scale == pytest.approx(pixel_size) and res.labels.shape == img.shape[:2]
+    expected = sorted(((c + 0.5) * zoom - 0.5, (r + 0.5) * zoom - 0.5) for r, c in CENTRES)
+    got = sorted(map(tuple, res.detections.xy))
+    np.testing.assert_allclose(got, expected, atol=0.6 * zoom)
+    # areas are in input pixels too
+    assert res.detections.area.mean() == pytest.approx(np.pi * 6.5**2 * zoom**2, rel=0.15)
+
+
+def test_tiled_path_gives_same_detections():
+    model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
+    img = disc_image(shape=(150, 170), centres=((20, 20), (75, 80), (130, 150), (30, 140)), radius=7)
+    whole = detect(model, img)
+    model.config.tile_whole_max_pixels = 100  # force tiles of 64 px
+    tiled = detect(model, img)
+    np.testing.assert_allclose(sorted(map(tuple, whole.detections.xy)), sorted(map(tuple, tiled.detections.xy)))
+
+
+def test_bad_image_type():
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detect(DarkIsCell(), np.zeros((10, 10), np.uint8))
+
+
+def test_two_stage_helper_decides_which_cells_count():
+    model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0, helper_enabled=True,
+                       helper_pixel_size_um=1.0, helper_crop_size=16)
+    img = disc_image(centres=((20, 20),), radius=6)
+    yy, xx = np.mgrid[:64, :80]
+    img[(yy - 40) ** 2 + (xx - 52) ** 2 <= 36] = (150, 30, 30)  # a red cell
+    # 'helper': the centre of the crop is more red than blue
+    model.classify_fn = lambda crops: (crops[:, 6:10, 6:10, 0].mean((1, 2)) > crops[:, 6:10, 6:10, 2].mean((1, 2)) + 0.1
+                                       ).astype(np.float32)
+    res = detect(model, img)
+    assert len(res.candidates) == 2 and res.count == 1
+    assert tuple(np.round(res.detections.xy[0])) == (52, 40)
+    assert sorted(res.candidates.score) == [0.0, 1.0]
