@@ -74,14 +74,59 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flag images whose peak count per HPF is at least N (default 15)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
-    g = p.add_argument_group("post-processing (override the model's fitted thresholds.json)")
-    g.add_argument("--prob-threshold", type=_unit_float, metavar="P", help="U-Net probability threshold")
-    g.add_argument("--min-distance", type=_nonneg_float, metavar="UM", help="smallest distance between cell centres")
-    g.add_argument("--min-area", type=_nonneg_float, metavar="UM2", help="smallest cell area")
-    g.add_argument("--max-area", type=_nonneg_float, metavar="UM2", help="largest cell area")
-    g.add_argument("--helper-threshold", type=_unit_float, metavar="P",
-                   help="helper CNN probability needed to count a cell (two-stage models)")
+    _threshold_options(p)
     p.set_defaults(func=cmd_count)
+
+    # -- evaluate
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model on labelled images: precision, recall, F1, count error, PR curve, error overlays",
+        description="Detect cells in labelled images and match them one-to-one to the labels. Writes "
+        "OUT_DIR/metrics.json, per_image.csv, pr_curve.csv/.png and <name>_errors.png (correct, false "
+        "and missed cells in three colours).",
+    )
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundled model name or model folder (default {DEFAULT_MODEL})")
+    _label_options(p)
+    p.add_argument("-o", "--out-dir", default="report", help="report folder (default ./report)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM",
+                   help="micrometres per pixel of the images (default: the model's training pixel size)")
+    p.add_argument("--radius", type=_nonneg_float, metavar="UM",
+                   help="a detection within this distance of a true cell's centre may match it (default half "
+                   "the model's cell diameter); a detection inside a true box or mask always may")
+    p.add_argument("--count-threshold", type=_nonneg_float, metavar="N",
+                   help="also report agreement on 'count >= N' per image (e.g. 15)")
+    p.add_argument("--subset", metavar="FILE", help="text file naming the images to use, one per line")
+    p.add_argument("--no-overlays", action="store_true", help="do not write the error overlays")
+    _threshold_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    # -- train
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net model folder from labelled images",
+        description="Train a U-Net on labelled images and write a complete model folder (config, weights, "
+        "thresholds fitted on the validation images, metrics, model card, epoch log). Images are split into "
+        "training and validation by a fixed hash of their names.",
+    )
+    _label_options(p)
+    p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--config", metavar="FILE", help="YAML config (model, thresholds, threshold_grid, train "
+                   "sections; see configs/unet.yaml). Command-line options override it.")
+    p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (overrides the config)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
+    p.add_argument("--cell-diameter", type=_positive_float, metavar="UM",
+                   help="typical cell diameter (micrometres; pixels without --pixel-size). Needed for point "
+                   "labels; measured from boxes and masks otherwise")
+    p.add_argument("--name", help="model name (default the folder name)")
+    p.add_argument("--val-fraction", type=_number(0.0, 0.9, low_open=True), default=0.2, metavar="F",
+                   help="fraction of images held out for validation (default 0.2)")
+    p.add_argument("--val-images", metavar="FILE", help="text file naming the validation images (instead of the hash split)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training in MODEL_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only write MODEL_DIR/dry-run/<name>_target.png pictures of the training targets "
+                   "for a few images, and report what would be trained")
+    p.set_defaults(func=cmd_train)
 
     # -- models
     p = sub.add_parser("models", help="list the bundled models with their cards",
@@ -89,6 +134,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show the full model card of this model (name or folder)")
     p.set_defaults(func=cmd_models)
     return parser
+
+
+def _threshold_options(p) -> None:
+    g = p.add_argument_group("post-processing (override the model's fitted thresholds.json)")
+    g.add_argument("--prob-threshold", type=_unit_float, metavar="P", help="U-Net probability threshold")
+    g.add_argument("--min-distance", type=_nonneg_float, metavar="UM", help="smallest distance between cell centres")
+    g.add_argument("--min-area", type=_nonneg_float, metavar="UM2", help="smallest cell area")
+    g.add_argument("--max-area", type=_nonneg_float, metavar="UM2", help="largest cell area")
+    g.add_argument("--helper-threshold", type=_unit_float, metavar="P",
+                   help="helper CNN probability needed to count a cell (two-stage models)")
+
+
+def _label_options(p) -> None:
+    from .labelset import FORMATS
+
+    g = p.add_argument_group("labelled images")
+    g.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    g.add_argument("--labels", required=True, metavar="DIR",
+                   help="folder of label files named like the images (points: or one CSV with an image column)")
+    g.add_argument("--label-format", choices=FORMATS, default="voc",
+                   help="voc: LabelImg XML boxes; points: CSV x,y[,class]; mask: binary or instance masks; "
+                   "monuseg: MoNuSeg XML polygons; painted: copies of the images with green dots (default voc)")
+    g.add_argument("--class", dest="class_name", metavar="NAME",
+                   help="class to use when the labels hold several (VOC names, CSV class column)")
+    g.add_argument("--allow-unlabelled-as-empty", action="store_true",
+                   help="take images without a label file as having no cells (otherwise an error)")
+    g.add_argument("--verified-only", action="store_true", help="VOC: use only files marked verified in LabelImg")
+
+
+def _name_list(path) -> list[str]:
+    from .errors import InputError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(p, exc.strerror or "cannot read") from None
+    names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not names:
+        raise InputError(p, "names no image")
+    return names
+
+
+def _thresholds_from_args(model, args):
+    return model.thresholds.replace(
+        prob_threshold=args.prob_threshold, min_distance_um=args.min_distance, min_area_um2=args.min_area,
+        max_area_um2=args.max_area, helper_threshold=args.helper_threshold,
+    )
 
 
 def _quiet_tensorflow() -> None:
@@ -105,10 +198,7 @@ def cmd_count(args) -> int:
 
     images = find_images(args.inputs)
     model = load_model(args.model)
-    thresholds = model.thresholds.replace(
-        prob_threshold=args.prob_threshold, min_distance_um=args.min_distance, min_area_um2=args.min_area,
-        max_area_um2=args.max_area, helper_threshold=args.helper_threshold,
-    )
+    thresholds = _thresholds_from_args(model, args)
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
         thresholds=thresholds, overlay=not args.no_overlay, overwrite=args.overwrite,
@@ -137,6 +227,136 @@ def cmd_count(args) -> int:
         + f". Results in {Path(args.out_dir)}/ (counts.csv, summary.json)"
     )
     return 1 if failed else 0
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"eosdetect: warning: {line}", file=sys.stderr)
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from .evaluation import PredictionCache, evaluate_model
+    from .labelset import eval_item, load_labelled
+    from .models.store import load_model
+    from .report import write_report
+
+    model = load_model(args.model)
+    cfg = model.config
+    items, report = load_labelled(
+        args.images, args.labels, args.label_format, class_name=args.class_name,
+        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
+        subset=_name_list(args.subset) if args.subset else None, default_class=cfg.class_name,
+    )
+    _warn(report.warnings())
+    pixel = args.pixel_size or cfg.input_pixel_size_um
+    radius_um = cfg.cell_diameter_um / 2 if args.radius is None else args.radius
+    evals = [eval_item(it, radius_um / pixel) for it in items]
+    thresholds = _thresholds_from_args(model, args)
+    with tqdm(total=len(evals), unit="image", desc=f"predicting ({model.name})", disable=None, file=sys.stderr) as bar:
+        cache = PredictionCache(model, evals, args.pixel_size, progress=lambda: bar.update(1))
+    ev = evaluate_model(model, evals, thresholds=thresholds, cache=cache, keep_detections=True)
+    settings = {
+        "images": str(args.images), "labels": str(args.labels), "label_format": args.label_format,
+        "class": args.class_name or cfg.class_name, "pixel_size_um": pixel,
+        "pixel_size_given": args.pixel_size is not None, "match_radius_um": radius_um,
+        "subset": args.subset, "labels_report": report.to_dict(),
+    }
+    with tqdm(total=len(evals), unit="image", desc="writing report", disable=None, file=sys.stderr) as bar:
+        metrics = write_report(args.out_dir, model, evals, ev, cache=cache, overlays=not args.no_overlays,
+                               count_threshold=args.count_threshold, settings=settings,
+                               progress=lambda: bar.update(1))
+    s = metrics["summary"]
+    mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
+    print(f"{model.name} on {s['n_images']} image(s): precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+          f"F1 {s['f1']:.3f} ({s['tp']} correct, {s['fp']} false, {s['fn']} missed); count error per image "
+          f"{s['count_mae']:.2f} ({mape}). Report in {Path(args.out_dir)}/")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import shlex
+
+    from .errors import InputError
+    from .labelset import load_labelled
+    from .train import load_config_file
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if out.is_dir() and any(p for p in out.iterdir() if p.name != "dry-run") and not (args.overwrite or args.resume or args.dry_run):
+        raise InputError(out, "model folder exists; use --overwrite to replace it or --resume to continue training")
+    if args.resume and not (out / ".train").is_dir():
+        raise InputError(out, "nothing to resume (no interrupted training in this folder)")
+    file_cfg = {}
+    if args.config:
+        file_cfg = load_config_file(args.config)
+        file_cfg["_path"] = str(args.config)
+    items, report = load_labelled(
+        args.images, args.labels, args.label_format, class_name=args.class_name,
+        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
+    )
+    _warn(report.warnings())
+    if args.dry_run:
+        return _train_dry_run(args, items, report, file_cfg)
+    from .train import train_from_labels
+
+    command = "eosdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
+    try:
+        metrics = train_from_labels(
+            items, out, file_cfg=file_cfg, name=args.name, class_name=args.class_name or _single_class(report),
+            input_pixel_size_um=args.pixel_size, cell_diameter_um=args.cell_diameter, epochs=args.epochs,
+            val_fraction=args.val_fraction, val_names=_name_list(args.val_images) if args.val_images else None,
+            resume=args.resume, label_report=report.to_dict(), command=command,
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    except KeyboardInterrupt:
+        print(f"eosdetect: interrupted; continue with the same command and --resume (checkpoints in {out}/.train)",
+              file=sys.stderr)
+        return 130
+    v = metrics["validation"]
+    print(f"model written to {out}/: validation F1 {v['f1']:.3f} (precision {v['precision']:.3f}, recall "
+          f"{v['recall']:.3f}) on {v['n_images']} image(s). Check it with: eosdetect evaluate -m {out} ...")
+    return 0
+
+
+def _single_class(report) -> str | None:
+    classes = [c for c in report.classes_found if c]
+    return classes[0] if len(classes) == 1 else None
+
+
+def _train_dry_run(args, items, report, file_cfg) -> int:
+    from .io import atomic_write_bytes, encode_png
+    from .labelset import split_names, target_preview, training_sample
+    from .train import TrainConfig, plan_config
+
+    out = Path(args.out)
+    config, thr, grid = plan_config(file_cfg, items, name=args.name or out.name,
+                                    class_name=args.class_name or _single_class(report),
+                                    input_pixel_size_um=args.pixel_size, cell_diameter_um=args.cell_diameter)
+    tcfg = TrainConfig.from_dict(file_cfg.get("train", {}))
+    if args.val_images:
+        val = _name_list(args.val_images)
+        train = [it.name for it in items if it.name not in set(val)]
+    else:
+        train, val = split_names([it.name for it in items], args.val_fraction, tcfg.train_seed)
+    folder = out / "dry-run"
+    shown = items[:8]
+    for it in shown:
+        sample = training_sample(it, config)
+        atomic_write_bytes(folder / f"{it.name}_target.png", encode_png(target_preview(it, sample)))
+    if config.pixel_size_measured:
+        scale = (f"images at {config.input_pixel_size_um:g} um/px, network at {config.pixel_size_um:g} um/px; "
+                 f"cell diameter {config.cell_diameter_um:g} um")
+    else:
+        scale = (f"No pixel size given, so sizes are in image pixels: network at 1/{config.pixel_size_um:g} of the "
+                 f"image size; cell diameter {config.cell_diameter_um:g} image px")
+    print(f"{len(items)} labelled image(s), {report.objects} {config.class_name}(s); {len(train)} for training, "
+          f"{len(val)} for validation. {scale} = {config.cell_diameter_px:.1f} network pixels. "
+          f"Training targets of {len(shown)} image(s) in {folder}/ (green: target outlines, +: centres, "
+          "dimmed: ignored)")
+    return 0
 
 
 def cmd_models(args) -> int:

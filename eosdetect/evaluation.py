@@ -34,18 +34,41 @@ class EvalItem:
     true_boxes: np.ndarray | None = None
     true_labels: np.ndarray | None = None
     radius_px: float = 0.0
+    #: Regions labelled "difficult": a detection there (and in no true box) is not counted at all.
+    ignore_boxes: np.ndarray | None = None
+
+    def ignored(self, pred_xy) -> np.ndarray:
+        """Boolean mask of the predictions left out of matching (inside a difficult region only)."""
+        p = np.asarray(pred_xy, dtype=float).reshape(-1, 2)
+        if self.ignore_boxes is None or not len(self.ignore_boxes) or not len(p):
+            return np.zeros(len(p), dtype=bool)
+        out = _inside_any(p, self.ignore_boxes)
+        if self.true_boxes is not None and len(self.true_boxes):
+            out &= ~_inside_any(p, self.true_boxes)
+        return out
 
     def match(self, pred_xy) -> MatchResult:
+        """Match predictions one-to-one to the true cells (ignored ones removed first)."""
+        p = np.asarray(pred_xy, dtype=float).reshape(-1, 2)
+        ign = self.ignored(p)
         return match_points(
-            pred_xy, self.true_xy, radius=self.radius_px,
+            p[~ign], self.true_xy, radius=self.radius_px,
             true_boxes=self.true_boxes, true_labels=self.true_labels,
         )
 
 
-class _Cache:
+def _inside_any(p: np.ndarray, boxes) -> np.ndarray:
+    b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return (
+        (p[:, None, 0] >= b[None, :, 0]) & (p[:, None, 0] <= b[None, :, 2])
+        & (p[:, None, 1] >= b[None, :, 1]) & (p[:, None, 1] <= b[None, :, 3])
+    ).any(axis=1)
+
+
+class PredictionCache:
     """Probability maps (model scale) and helper inputs, computed once per image."""
 
-    def __init__(self, model, items, pixel_size_um=None):
+    def __init__(self, model, items, pixel_size_um=None, progress=None):
         self.model = model
         self.items = items
         cfg = model.config
@@ -60,6 +83,8 @@ class _Cache:
             if cfg.helper_enabled:
                 hs = self.scale * cfg.pixel_size_um / cfg.helper_pixel_size_um
                 self.helper_images.append(im if abs(hs - self.scale) < 1e-9 else resize(it.image, hs))
+            if progress is not None:
+                progress()
 
     def candidates(self, i, thr: Thresholds):
         cfg = self.model.config
@@ -74,28 +99,36 @@ class _Cache:
 
 
 def evaluate_model(model, items: list[EvalItem], *, thresholds: Thresholds | None = None,
-                   pixel_size_um: float | None = None, cache: _Cache | None = None) -> dict:
+                   pixel_size_um: float | None = None, cache: PredictionCache | None = None,
+                   keep_detections: bool = False) -> dict:
     """Detection metrics of ``model`` on ``items``.
 
     Returns
     -------
     dict
         ``summary`` (pooled precision, recall, F1, count errors), ``per_image``
-        (list of dicts) and the ``thresholds`` used.
+        (list of dicts) and the ``thresholds`` used; with ``keep_detections``
+        also ``detections`` (one :class:`~eosdetect.postprocess.Detections`
+        per item, input pixels) and ``matches`` (their :class:`MatchResult`).
     """
     thr = thresholds or model.thresholds
-    cache = cache or _Cache(model, items, pixel_size_um)
-    results, per_image = [], []
+    cache = cache or PredictionCache(model, items, pixel_size_um)
+    results, per_image, kept = [], [], []
     for i, it in enumerate(items):
         cands = cache.candidates(i, thr)
         dets = cands.subset(cands.score >= thr.helper_threshold) if model.config.helper_enabled else cands
         r = it.match(dets.xy)
         results.append(r)
+        if keep_detections:
+            kept.append(dets)
         per_image.append({
             "image": it.name, "true": r.n_true, "pred": r.n_pred, "tp": r.tp, "fp": r.fp, "fn": r.fn,
             "precision": round(r.precision, 4), "recall": round(r.recall, 4), "f1": round(r.f1, 4),
         })
-    return {"summary": summarize(results), "per_image": per_image, "thresholds": thr.to_dict()}
+    out = {"summary": summarize(results), "per_image": per_image, "thresholds": thr.to_dict()}
+    if keep_detections:
+        out["detections"], out["matches"] = kept, results
+    return out
 
 
 def fit_thresholds(model, items: list[EvalItem], grid: dict[str, list[float]], *,
@@ -114,7 +147,7 @@ def fit_thresholds(model, items: list[EvalItem], grid: dict[str, list[float]], *
         The best thresholds and their evaluation (see :func:`evaluate_model`).
     """
     base = base or model.thresholds
-    cache = _Cache(model, items, pixel_size_um)
+    cache = PredictionCache(model, items, pixel_size_um)
     seg_keys = [k for k in grid if k != "helper_threshold"]
     helper_values = grid.get("helper_threshold", [base.helper_threshold])
     best, best_f1, best_key = base, -1.0, None

@@ -306,9 +306,12 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
            f"A U-Net ({config.unet_depth} poolings, {config.unet_base_filters} base filters) predicts a "
            f"probability map at {config.pixel_size_um} um/px; distance transform + watershed split it into objects."),
         "",
-        f"Inputs are assumed to be {config.input_pixel_size_um} um/px unless `--pixel-size` says otherwise"
-        + ("" if config.pixel_size_measured else " (an estimate: the training images' pixel size is not published)")
-        + ".",
+        (f"Inputs are assumed to be {config.input_pixel_size_um} um/px unless `--pixel-size` says otherwise"
+         + ("" if config.pixel_size_measured else " (an estimate: the training images' pixel size is not published)")
+         + "."
+         if config.pixel_size_measured or config.training.get("recipe") else
+         "Trained without a pixel size: sizes are in pixels of the training images, so use it on images "
+         "taken at the same magnification and resolution."),
         "",
         "## Training data",
         "",
@@ -316,13 +319,17 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
     for k, val in metrics["data"].items():
         if isinstance(val, list):
             val = f"{len(val)} images" if len(val) > 8 else ", ".join(map(str, val))
+        elif isinstance(val, dict):
+            val = ", ".join(f"{a.replace('_', ' ')} {b}" for a, b in val.items() if isinstance(b, (int, float, str)))
         lines.append(f"- {k.replace('_', ' ')}: {val}")
     t = metrics["training"]
     lines += [
         "",
         "## How it was trained",
         "",
-        f"`python scripts/train_bundled.py configs/{_basename(t['config_file'])} -o <model folder>` "
+        (f"`{t['command']}` " if t.get("command") else
+         f"`python scripts/train_bundled.py configs/{_basename(t['config_file'])} -o <model folder>` ")
+        +
         f"(seed {t['train']['train_seed']}; {t['seconds']['unet'] + t['seconds']['helper']:.0f} s of training "
         f"on {t['machine']}). Thresholds fitted on {metrics['thresholds_fitted_on']}.",
         "",
@@ -343,7 +350,12 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
                 f"{s['f1']:.3f} | {s['count_mae']:.2f} | "
                 + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
             )
-    lines += ["", "## Limits", ""] + [f"- {x}" for x in LIMITS.get(config.training.get("recipe", config.name), [])] + [""]
+    limits = LIMITS.get(config.training.get("recipe", config.name)) or [
+        f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on; the thresholds were "
+        "fitted on them, so expect lower figures on images from other labs, stains or scanners.",
+        "Check it on your own labelled images with `eosdetect evaluate` before relying on its counts.",
+    ]
+    lines += ["", "## Limits", ""] + [f"- {x}" for x in limits] + [""]
     return "\n".join(lines)
 
 

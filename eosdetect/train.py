@@ -171,7 +171,7 @@ def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool, monitor:
 
 
 def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_samples, work_dir,
-               *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2):
+               *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2, extra_callbacks=()):
     """Train a U-Net on samples (see :class:`eosdetect.dataset.Sample`).
 
     Checkpoints, the epoch log and a resumable backup go to ``work_dir``.
@@ -201,11 +201,12 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
         epochs=tcfg.train_epochs,
         validation_data=(vx, vy),
         validation_batch_size=4,
+        shuffle=False,  # the patch stream is random already
         callbacks=_callbacks(
             work_dir, "unet", tcfg.train_patience, resume,
             monitor="val_score" if val_items else "val_loss",
             extra=[detection_f1_callback(config, val_items, thresholds=thresholds)] if val_items else (),
-        ),
+        ) + list(extra_callbacks),
         verbose=verbose,
     )
     return model
@@ -285,7 +286,182 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     vy = np.asarray(val_labels, dtype=np.float32)[:, None]
     vw = np.where(vy[:, 0] > 0.5, class_w[1], class_w[0]).astype(np.float32)
     log.info("helper CNN: %d parameters, %d training crops (%d positive)", model.count_params(), len(y), int(y.sum()))
-    model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw),
+    model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw), shuffle=False,
               callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume, monitor="val_auc"),
               verbose=verbose)
     return model
+
+
+# --------------------------------------------------------------------------- a model folder from labelled images
+
+#: Without a configured pixel size, the network works at a scale where a typical cell is about this many pixels across.
+TARGET_CELL_PX = 20.0
+
+
+def _round_sig(x: float, digits: int = 2) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, input_pixel_size_um: float | None,
+                cell_diameter_um: float | None) -> tuple[ModelConfig, Any, dict]:
+    """The model config, starting thresholds and threshold grid for training on ``items``.
+
+    Precedence: command-line values, then the config file, then what the
+    labels tell (the median object size of boxes and masks), then defaults.
+    Without a pixel size (``--pixel-size`` or the config's
+    ``input_pixel_size_um``) sizes are in input pixels (1 "um" = 1 pixel).
+    Without a configured ``pixel_size_um`` the network works at a scale where
+    the median cell is about :data:`TARGET_CELL_PX` pixels across (never
+    enlarging the images).
+    """
+    from .models.config import Thresholds
+
+    model = dict(file_cfg.get("model", {}))
+    model["name"] = name
+    if class_name:
+        model["class_name"] = model["unet_class_name"] = class_name
+    model.setdefault("class_name", "cell")
+    model.setdefault("unet_class_name", model["class_name"])
+    model["helper_enabled"] = False  # `eosdetect train` trains the U-Net; the helper has its own command
+    if input_pixel_size_um is not None:
+        model["input_pixel_size_um"] = input_pixel_size_um
+        model["pixel_size_measured"] = True
+    elif "input_pixel_size_um" not in model:
+        model["input_pixel_size_um"] = 1.0
+        model["pixel_size_measured"] = False
+    px = float(model["input_pixel_size_um"])
+    if cell_diameter_um is not None:
+        model["cell_diameter_um"] = cell_diameter_um
+    elif "cell_diameter_um" not in model:
+        d = np.concatenate([it.object_diameters() for it in items]) if items else np.zeros(0)
+        if not len(d):
+            raise ConfigError("point labels do not tell the cell size: give --cell-diameter "
+                              "(micrometres, or pixels without --pixel-size)")
+        model["cell_diameter_um"] = _round_sig(float(np.median(d)) * px, 3)
+    diameter = float(model["cell_diameter_um"])
+    if "pixel_size_um" not in model:
+        model["pixel_size_um"] = _round_sig(px * max(1.0, diameter / px / TARGET_CELL_PX))
+    model.setdefault("description", f"{model['class_name']} detector trained with eosdetect train")
+    config = ModelConfig.from_dict(model, source="model config")
+
+    area = np.pi * diameter ** 2 / 4
+    base = {"prob_threshold": 0.5, "min_distance_um": _round_sig(0.4 * diameter),
+            "smooth_um": _round_sig(0.1 * diameter), "seed_h_um": _round_sig(0.1 * diameter),
+            "min_area_um2": _round_sig(0.1 * area), "max_area_um2": _round_sig(6 * area)}
+    base.update(file_cfg.get("thresholds", {}))
+    thresholds = Thresholds.from_dict(base, source="thresholds")
+    grid = file_cfg.get("threshold_grid") or {
+        "prob_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+        "min_distance_um": [_round_sig(f * diameter) for f in (0.25, 0.4, 0.6)],
+    }
+    return config, thresholds, grid
+
+
+def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str | None = None,
+                      class_name: str | None = None, input_pixel_size_um: float | None = None,
+                      cell_diameter_um: float | None = None, epochs: int | None = None,
+                      val_fraction: float = 0.2, val_names: list[str] | None = None, resume: bool = False,
+                      label_report: dict | None = None, command: str = "", verbose: int = 2,
+                      extra_callbacks=()) -> dict:
+    """Train a U-Net on labelled images and write a complete model folder.
+
+    ``items`` are :class:`~eosdetect.labelset.LabelledImage`. The images are
+    split into training and validation by a fixed hash of their names
+    (``train_seed``; or the names in ``val_names``), the U-Net is trained
+    with epochs chosen by validation detection F1, the thresholds are fitted
+    on the validation images, and ``out_dir`` receives config.json, weights,
+    thresholds.json, metrics.json, MODEL_CARD.md and training_log.csv.
+    Checkpoints live in ``out_dir/.train/`` while training (``resume`` picks
+    up from there after an interruption) and are removed at the end.
+
+    Returns the metrics dict written to ``metrics.json``.
+    """
+    import platform
+    import shutil
+    import time
+
+    from . import __version__, recipes
+    from .evaluation import fit_thresholds
+    from .labelset import eval_item, split_names, training_sample
+    from .models.store import load_model, save_model
+
+    file_cfg = file_cfg or {}
+    out_dir = Path(out_dir)
+    tcfg = TrainConfig.from_dict(file_cfg.get("train", {}), source="config train section")
+    if epochs:
+        tcfg.train_epochs = int(epochs)
+    config, base_thr, grid = plan_config(file_cfg, items, name=name or out_dir.name, class_name=class_name,
+                                         input_pixel_size_um=input_pixel_size_um, cell_diameter_um=cell_diameter_um)
+    names = [it.name for it in items]
+    if val_names:
+        val_set = {n if n in names else Path(n).stem for n in val_names}
+        unknown = sorted(val_set - set(names))
+        if unknown:
+            raise ConfigError(f"validation image {unknown[0]!r} is not among the labelled images")
+        train_names = [n for n in names if n not in val_set]
+        if not train_names:
+            raise ConfigError("every image is in the validation list; none is left to train on")
+    else:
+        train_names, _ = split_names(names, val_fraction, tcfg.train_seed)
+    train_items = [it for it in items if it.name in set(train_names)]
+    val_items = [it for it in items if it.name not in set(train_names)]
+    gap_weight = float(file_cfg.get("data", {}).get("gap_weight", 1.0))
+
+    t0 = time.time()
+    train_s = [training_sample(it, config, gap_weight=gap_weight) for it in train_items]
+    val_s = [training_sample(it, config) for it in val_items]
+    radius = config.cell_diameter_um / 2 / config.input_pixel_size_um
+    val_eval = [eval_item(it, radius) for it in val_items]
+    if not any(len(s.points) for s in train_s):
+        raise ConfigError("the training images hold no labelled objects")
+    work = out_dir / ".train"
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    log.info("training %s on %d images, validating on %d; network at %g um/px, cells ~%.0f px",
+             config.name, len(train_s), len(val_s), config.pixel_size_um, config.cell_diameter_px)
+    t_data = time.time() - t0
+    unet = train_unet(config, tcfg, train_s, val_s, work / "unet", val_items=val_eval, thresholds=base_thr,
+                      resume=resume, verbose=verbose, extra_callbacks=extra_callbacks)
+    t_unet = time.time() - t0 - t_data
+
+    save_model(out_dir, config, base_thr, unet)
+    model = load_model(out_dir)
+    thr, ev = fit_thresholds(model, val_eval, grid, base=base_thr)
+    t_fit = time.time() - t0 - t_data - t_unet
+    config.training = {"command": command, "seed": tcfg.train_seed}
+    metrics = {
+        "model": config.name,
+        "version": config.version,
+        "validation": ev["summary"],
+        "validation_per_image": ev["per_image"],
+        "data": {
+            "train_images": [it.name for it in train_items],
+            "validation_images": [it.name for it in val_items],
+            "objects": {"train": int(sum(it.n_objects for it in train_items)),
+                        "validation": int(sum(it.n_objects for it in val_items))},
+            "labels": label_report or {},
+        },
+        "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside "
+                    f"its box or mask or within {config.cell_diameter_um / 2:g} "
+                    f"{'um' if config.pixel_size_measured else 'px'} (half a cell) of its centre",
+        "thresholds_fitted_on": "the validation images (pooled F1 over the threshold grid)",
+        "training": {
+            "command": command,
+            "config_file": file_cfg.get("_path", "(built-in defaults)"),
+            "train": tcfg.to_dict(),
+            "threshold_grid": grid,
+            "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": 0.0,
+                        "thresholds": round(t_fit, 1)},
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "eosdetect_version": __version__,
+        },
+    }
+    card = recipes.model_card(config, metrics)
+    save_model(out_dir, config, thr, unet, metrics=metrics, card=card)
+    log_csv = work / "unet" / "unet_log.csv"
+    if log_csv.is_file():
+        shutil.copyfile(log_csv, out_dir / "training_log.csv")
+    shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+

@@ -75,6 +75,12 @@ def read_points_csv(path: str | os.PathLike, class_name: str | None = None) -> n
     return np.asarray(points, dtype=np.float64).reshape(-1, 2)
 
 
+def read_points_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
+    """All points of a CSV label file and their classes (None without a ``class`` column)."""
+    points, classes = _read_rows(Path(path))
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2), classes
+
+
 def _read_rows(path: Path) -> tuple[list[tuple[float, float]], list[str] | None]:
     """Points (and classes when there is a class column) of a point CSV file."""
     if path.is_dir():

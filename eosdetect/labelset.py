@@ -1,0 +1,537 @@
+"""Images paired with their labels, in whatever form a lab keeps them.
+
+``eosdetect train`` and ``eosdetect evaluate`` read a folder of images and a
+folder of labels in one of these formats (``--label-format``):
+
+``voc``
+    LabelImg / Pascal VOC XML, ``<stem>.xml``: boxes of the class chosen with
+    ``--class``. Boxes marked ``difficult`` are neither required nor
+    penalised (ignored by the loss in training, and a detection inside one
+    is not a false positive). Boxes reaching outside the image are clipped;
+    empty ones are skipped; both are counted in the report.
+``points``
+    CSV with a header ``x,y[,class]``, ``<stem>.csv`` per image, or one CSV
+    file for all images with an ``image`` (or ``filename``) column.
+``mask``
+    Binary masks or instance label images (PNG/TIFF) named ``<stem>.png``,
+    ``<stem>_mask.png``, ``<stem>_label(s).png`` or ``<stem>_instances.png``.
+    A binary mask's connected components are the objects.
+``monuseg``
+    MoNuSeg / Aperture XML polygons, ``<stem>.xml``.
+``painted``
+    The original EOS-Detection convention: a copy of each image with a green
+    dot painted on every cell, ``<stem>.<any image suffix>`` in the labels
+    folder; the dots are read back as points.
+
+An image without a label file is an error (a forgotten file must not become
+"no cells here") unless ``allow_unlabelled_as_empty``. Label files without an
+image are reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .io import IMAGE_SUFFIXES, find_images, read_image
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("voc", "points", "mask", "monuseg", "painted")
+_MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+_MASK_NAME_ENDINGS = ("", "_mask", "_masks", "_label", "_labels", "_instances")
+_IMAGE_COLUMNS = ("image", "filename", "file", "image_name")
+
+
+@dataclass
+class LabelledImage:
+    """One image and its true objects, in input-image pixels.
+
+    ``points`` are object centres ``x, y``; ``boxes`` (VOC) the objects'
+    boxes ``xmin, ymin, xmax, ymax``; ``instances`` (masks, polygons) an
+    instance label image whose label ``k + 1`` is object ``k``;
+    ``ignore_boxes`` regions labelled ``difficult``.
+    """
+
+    name: str
+    image_path: Path
+    label_path: Path | None
+    image: np.ndarray
+    points: np.ndarray
+    boxes: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    verified: bool | None = None
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.points)
+
+    def object_diameters(self) -> np.ndarray:
+        """Equivalent diameters of the objects (boxes: mean side; masks: area), pixels; empty for points."""
+        if self.boxes is not None and len(self.boxes):
+            b = self.boxes
+            return ((b[:, 2] - b[:, 0]) + (b[:, 3] - b[:, 1])) / 2
+        if self.instances is not None and self.instances.max() > 0:
+            areas = np.bincount(self.instances.ravel())[1:]
+            areas = areas[areas > 0]
+            return 2 * np.sqrt(areas / np.pi)
+        return np.zeros(0)
+
+
+@dataclass
+class LabelReport:
+    """What was found, fixed or left out while reading labels."""
+
+    images: int = 0
+    objects: int = 0
+    unmatched_labels: list[Path] = field(default_factory=list)
+    unlabelled_as_empty: list[Path] = field(default_factory=list)
+    clipped_boxes: int = 0
+    skipped_boxes: int = 0
+    difficult_boxes: int = 0
+    skipped_unverified: int = 0
+    classes_found: Counter = field(default_factory=Counter)
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.unmatched_labels:
+            names = ", ".join(p.name for p in self.unmatched_labels[:5])
+            more = f" and {len(self.unmatched_labels) - 5} more" if len(self.unmatched_labels) > 5 else ""
+            out.append(f"{len(self.unmatched_labels)} label file(s) match no image: {names}{more}")
+        if self.unlabelled_as_empty:
+            out.append(f"{len(self.unlabelled_as_empty)} image(s) without a label file taken as having no objects")
+        if self.clipped_boxes:
+            out.append(f"{self.clipped_boxes} box(es) reaching outside their image were clipped to it")
+        if self.skipped_boxes:
+            out.append(f"{self.skipped_boxes} empty or degenerate box(es) skipped")
+        if self.skipped_unverified:
+            out.append(f"{self.skipped_unverified} unverified label file(s) skipped (--verified-only)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "objects": self.objects,
+            "unmatched_label_files": [str(p) for p in self.unmatched_labels],
+            "unlabelled_images_taken_as_empty": [str(p) for p in self.unlabelled_as_empty],
+            "clipped_boxes": self.clipped_boxes,
+            "skipped_boxes": self.skipped_boxes,
+            "difficult_boxes": self.difficult_boxes,
+            "skipped_unverified": self.skipped_unverified,
+            "classes_found": dict(sorted(self.classes_found.items())),
+        }
+
+
+def load_labelled(
+    images: str | os.PathLike | list,
+    labels: str | os.PathLike,
+    label_format: str,
+    *,
+    class_name: str | None = None,
+    allow_unlabelled_as_empty: bool = False,
+    verified_only: bool = False,
+    subset: list[str] | None = None,
+    default_class: str | None = None,
+) -> tuple[list[LabelledImage], LabelReport]:
+    """Read every image under ``images`` with its labels from ``labels``.
+
+    Parameters
+    ----------
+    images : folder, file, or list of them
+    labels : folder (or, for ``points``, one CSV file with an ``image`` column)
+    label_format : one of :data:`FORMATS`
+    class_name : str, optional
+        The class to keep (VOC names, point CSV ``class`` column). Required when
+        the labels hold several classes; an error lists the classes found when
+        it never occurs.
+    allow_unlabelled_as_empty : bool
+        Take images without a label file as images without objects.
+    verified_only : bool
+        VOC only: skip label files LabelImg has not marked verified.
+    subset : list of str, optional
+        Only these image stems (or file names).
+    default_class : str, optional
+        The class used when ``class_name`` is not given and the labels hold
+        several classes, this one among them (e.g. the model's class).
+
+    Raises
+    ------
+    InputError, ConfigError
+        With a one-line message naming the file or option at fault.
+    """
+    if label_format not in FORMATS:
+        raise ConfigError(f"unknown label format {label_format!r}; choose one of {', '.join(FORMATS)}")
+    image_paths = find_images(images if isinstance(images, list) else [images])
+    if subset is not None:
+        wanted = set(subset)
+        image_paths = [p for p in image_paths if p.stem in wanted or p.name in wanted]
+        missing = {s for s in subset if s not in {p.stem for p in image_paths} | {p.name for p in image_paths}}
+        if missing:
+            raise InputError(sorted(missing)[0], f"listed in the subset but no such image ({len(missing)} missing)")
+    stems = Counter(p.stem for p in image_paths)
+    dup = [s for s, n in stems.items() if n > 1]
+    if dup:
+        raise InputError(dup[0], "several images share this name; labels are matched by name, so rename them")
+    labels = Path(labels)
+    if not labels.exists():
+        raise InputError(labels, "no such label file or folder")
+    report = LabelReport()
+    table = None
+    if labels.is_file():
+        if label_format != "points":
+            raise InputError(labels, f"--labels must be a folder for the {label_format} format")
+        table = _read_points_table(labels)
+        label_files = {}
+    else:
+        label_files = _index_label_files(labels, label_format, {p.resolve() for p in image_paths})
+    by_stem = {p.stem: p for p in image_paths}
+    if table is not None:
+        report.unmatched_labels = [Path(k) for k in sorted(set(table) - set(by_stem))]
+    else:
+        report.unmatched_labels = sorted(v for k, v in label_files.items() if k not in by_stem)
+        if subset is not None:  # label files of images left out on purpose are not "unmatched"
+            all_stems = {p.stem for p in find_images([images] if not isinstance(images, list) else images)}
+            report.unmatched_labels = [p for p in report.unmatched_labels if _stem_of(p, label_format) not in all_stems]
+
+    # read all label files first (cheap): class names are checked before any image is read
+    raw = {}
+    missing = []
+    for p in image_paths:
+        if table is not None:
+            raw[p.stem] = (None, table.get(p.stem))
+            if p.stem not in table:
+                missing.append(p)
+            continue
+        lp = label_files.get(p.stem)
+        if lp is None:
+            missing.append(p)
+            raw[p.stem] = (None, None)
+        else:
+            raw[p.stem] = (lp, _read_label_file(lp, label_format))
+    if missing and not allow_unlabelled_as_empty:
+        raise InputError(
+            missing[0],
+            f"no label file for this image ({len(missing)} image(s) without labels; "
+            "use --allow-unlabelled-as-empty if they truly have no objects)",
+        )
+    report.unlabelled_as_empty = missing
+    if label_format in ("voc", "points"):
+        for _lp, content in raw.values():
+            if content is None:
+                continue
+            if label_format == "voc":
+                if verified_only and not content.verified:
+                    continue
+                report.classes_found.update(o.name for o in content.objects)
+            elif content[1] is not None:
+                report.classes_found.update(content[1])
+        if class_name is None and default_class in report.classes_found:
+            class_name = default_class
+        class_name = _check_class(class_name, report.classes_found, label_format)
+
+    out = []
+    for p in image_paths:
+        lp, content = raw[p.stem]
+        if label_format == "voc" and verified_only and content is not None and not content.verified:
+            report.skipped_unverified += 1
+            continue
+        image = read_image(p)
+        item = _make_item(p, lp, image, content, label_format, class_name, report)
+        out.append(item)
+        report.objects += item.n_objects
+    report.images = len(out)
+    if not out:
+        raise InputError(images if not isinstance(images, list) else images[0], "no labelled images to use")
+    return out, report
+
+
+def _stem_of(label_path: Path, label_format: str) -> str:
+    stem = label_path.stem
+    if label_format == "mask":
+        for ending in _MASK_NAME_ENDINGS[1:]:
+            if stem.endswith(ending):
+                return stem[: -len(ending)]
+    return stem
+
+
+def _index_label_files(folder: Path, label_format: str, image_files: set) -> dict[str, Path]:
+    suffixes = {
+        "voc": (".xml",), "monuseg": (".xml",), "points": (".csv",),
+        "mask": _MASK_SUFFIXES, "painted": IMAGE_SUFFIXES,
+    }[label_format]
+    index: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in suffixes or p.name.startswith("."):
+            continue
+        if p.resolve() in image_files:  # labels kept in the images folder (LabelImg does this)
+            continue
+        stem = _stem_of(p, label_format)
+        if stem in index and label_format != "mask":
+            raise InputError(p, f"two label files for image {stem!r} ({index[stem].name} and {p.name})")
+        # masks: prefer the plain "<stem>.png" over "<stem>_mask.png" when both exist
+        if stem not in index or p.stem == stem:
+            index[stem] = p
+    return index
+
+
+def _read_points_table(path: Path) -> dict[str, tuple[np.ndarray, list[str] | None]]:
+    """One CSV for all images: columns image (or filename), x, y[, class]."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a readable CSV file ({exc})") from None
+    if not rows:
+        raise InputError(path, "empty file (expected a header row 'image,x,y[,class]')")
+    names = [h.strip().lower() for h in rows[0]]
+    image_col = next((names.index(c) for c in _IMAGE_COLUMNS if c in names), None)
+    if image_col is None or "x" not in names or "y" not in names:
+        raise InputError(path, f"one CSV for all images needs columns image, x, y (header is {','.join(rows[0])!r})")
+    ix, iy = names.index("x"), names.index("y")
+    ic = names.index("class") if "class" in names else None
+    table: dict[str, tuple[list, list | None]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        try:
+            x, y = float(row[ix]), float(row[iy])
+        except (ValueError, IndexError):
+            raise InputError(path, f"line {line}: x or y is not a number") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(path, f"line {line}: x or y is not finite")
+        stem = Path(row[image_col].strip()).stem
+        pts, classes = table.setdefault(stem, ([], [] if ic is not None else None))
+        pts.append((x, y))
+        if classes is not None:
+            classes.append(row[ic].strip() if ic < len(row) else "")
+    return {k: (np.asarray(v[0], dtype=float).reshape(-1, 2), v[1]) for k, v in table.items()}
+
+
+def _read_label_file(path: Path, label_format: str):
+    if label_format == "voc":
+        from .annotations.voc import read_voc
+
+        return read_voc(path)
+    if label_format == "points":
+        from .annotations.points import read_points_table
+
+        return read_points_table(path)
+    if label_format == "monuseg":
+        from .annotations.monuseg import read_monuseg_xml
+
+        return read_monuseg_xml(path)
+    return path  # masks and painted copies are read with the image (their size is checked against it)
+
+
+def _check_class(class_name, found: Counter, label_format: str) -> str | None:
+    classes = sorted(c for c in found if c)
+    if class_name is None:
+        if len(classes) > 1:
+            raise ConfigError(
+                f"the labels hold several classes ({', '.join(classes)}); choose one with --class"
+            )
+        return classes[0] if classes else None
+    if classes and class_name not in found:
+        raise ConfigError(f"class {class_name!r} occurs in no label file; classes found: {', '.join(classes)}")
+    return class_name
+
+
+def _make_item(path, lp, image, content, label_format, class_name, report) -> LabelledImage:
+    h, w = image.shape[:2]
+    name = path.stem
+    empty = np.zeros((0, 2))
+    if content is None:  # unlabelled, taken as empty
+        return LabelledImage(name, path, None, image, empty,
+                             boxes=np.zeros((0, 4)) if label_format == "voc" else None)
+    if label_format == "voc":
+        if content.width and content.height and (content.width, content.height) != (w, h):
+            raise InputError(lp, f"<size> says {content.width}x{content.height} but the image is {w}x{h}")
+        boxes, ignore = [], []
+        for o in content.objects:
+            if class_name is not None and o.name != class_name:
+                continue
+            b = np.array([o.xmin, o.ymin, o.xmax, o.ymax], dtype=float)
+            c = np.clip(b, 0, [w, h, w, h])
+            if (c[2] - c[0]) < 1 or (c[3] - c[1]) < 1:
+                report.skipped_boxes += 1
+                continue
+            if not np.array_equal(b, c):
+                report.clipped_boxes += 1
+            if o.difficult:
+                report.difficult_boxes += 1
+                ignore.append(c)
+            else:
+                boxes.append(c)
+        b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        pts = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1) if len(b) else empty
+        return LabelledImage(name, path, lp, image, pts, boxes=b,
+                             ignore_boxes=np.asarray(ignore, dtype=float).reshape(-1, 4), verified=content.verified)
+    if label_format == "points":
+        xy, classes = content
+        if class_name is not None and classes is not None:
+            xy = xy[[c == class_name for c in classes]] if len(xy) else xy
+        outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
+        if outside.any():
+            raise InputError(lp or path, f"{int(outside.sum())} point(s) lie outside the {w}x{h} image")
+        return LabelledImage(name, path, lp, image, xy.reshape(-1, 2))
+    if label_format == "monuseg":
+        from .annotations.masks import centroids
+        from .annotations.monuseg import polygons_to_labels
+
+        inst = polygons_to_labels(content, (h, w))
+        inst = _compact(inst)
+        return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
+    if label_format == "mask":
+        from .annotations.masks import centroids, instances_from_binary, read_label_image
+
+        arr = read_label_image(lp)
+        if arr.shape != (h, w):
+            raise InputError(lp, f"mask is {arr.shape[1]}x{arr.shape[0]} but the image is {w}x{h}")
+        values = np.unique(arr)
+        inst = instances_from_binary(arr) if len(values) <= 2 else _compact(arr)
+        return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
+    # painted
+    from .annotations.painted import points_from_painted
+
+    painted = read_image(lp)
+    if painted.shape != image.shape:
+        raise InputError(lp, f"painted copy is {painted.shape[1]}x{painted.shape[0]} but the image is {w}x{h}")
+    return LabelledImage(name, path, lp, image, points_from_painted(painted, image))
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Renumber an instance image 1..n in order of first appearance of each present label."""
+    labels = np.asarray(labels)
+    values = np.unique(labels)
+    values = values[values > 0]
+    if len(values) == 0 or values[-1] == len(values):
+        return labels.astype(np.int32)
+    lut = np.zeros(int(values[-1]) + 1, dtype=np.int32)
+    lut[values] = np.arange(1, len(values) + 1)
+    return lut[labels]
+
+
+def split_names(names: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A fixed, reproducible train/validation split by image name.
+
+    Names are ordered by a hash of ``seed`` and the name (independent of
+    the order and of the other names, so adding images moves few of the
+    others between the sets), and the first
+    ``round(val_fraction * n)`` (at least 1) are validation.
+
+    >>> split_names(["a", "b", "c", "d", "e"], 0.4)
+    (['b', 'c', 'e'], ['a', 'd'])
+    """
+    if len(names) < 2:
+        raise ConfigError(f"need at least 2 labelled images to hold some out for validation, got {len(names)}")
+    order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    n_val = min(len(names) - 1, max(1, int(round(val_fraction * len(names)))))
+    val = set(order[:n_val])
+    return [n for n in names if n not in val], [n for n in names if n in val]
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def eval_item(item: LabelledImage, radius_px: float):
+    """An :class:`~eosdetect.evaluation.EvalItem`: a detection matches a true
+    object inside its box or mask, or within ``radius_px`` of its centre."""
+    from .evaluation import EvalItem
+
+    return EvalItem(
+        name=item.name, image=item.image, true_xy=item.points, true_boxes=item.boxes,
+        true_labels=item.instances, radius_px=float(radius_px),
+        ignore_boxes=item.ignore_boxes if len(item.ignore_boxes) else None,
+    )
+
+
+def target_labels(item: LabelledImage, shape: tuple[int, int], scale: float, cell_diameter_px: float) -> np.ndarray:
+    """Instance label image of the item's objects at ``scale`` (model pixels).
+
+    How each label form becomes a training target:
+
+    - masks and polygons: resized with nearest-neighbour interpolation;
+    - boxes: the ellipse inscribed in each box at 90% of its size, pixels
+      claimed by two boxes going to the nearer centre
+      (:func:`~eosdetect.annotations.convert.boxes_to_labels`);
+    - points: a disc of the model's cell diameter around each point, touching
+      discs split along their bisector
+      (:func:`~eosdetect.annotations.convert.points_to_labels`).
+
+    Touching objects are then kept apart by a one-pixel gap
+    (:func:`~eosdetect.annotations.masks.separate_touching`).
+    """
+    from .annotations.convert import boxes_to_labels, points_to_labels
+    from .dataset import resize
+
+    if item.instances is not None:
+        lab = resize(item.instances, scale, nearest=True)
+        if lab.shape != tuple(shape):
+            import cv2
+
+            lab = cv2.resize(item.instances.astype(np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        return lab.astype(np.int32)
+    if item.boxes is not None:
+        return boxes_to_labels(shape, item.boxes * scale, shrink=0.9)
+    if not len(item.points):
+        return np.zeros(shape, dtype=np.int32)
+    return points_to_labels(np.zeros(shape), (item.points + 0.5) * scale - 0.5, cell_diameter_px / 2)
+
+
+def training_sample(item: LabelledImage, config, input_pixel_size_um: float | None = None,
+                    gap_weight: float = 1.0):
+    """A :class:`~eosdetect.dataset.Sample` at the model's scale (target with
+    gaps between touching objects, weighted ``gap_weight`` in the loss;
+    difficult boxes weighted 0)."""
+    from .annotations.masks import separate_touching
+    from .dataset import Sample, resize
+
+    scale = config.scale_for(input_pixel_size_um)
+    image = resize(item.image, scale)
+    f = image.shape[1] / item.image.shape[1]
+    labels = target_labels(item, image.shape[:2], f, config.cell_diameter_px)
+    target = separate_touching(labels).astype(np.float32)
+    weight = np.ones(target.shape, dtype=np.float32)
+    weight[_gaps(labels) & (target == 0)] = gap_weight
+    for x0, y0, x1, y1 in item.ignore_boxes * f:
+        weight[max(int(y0), 0): int(np.ceil(y1)), max(int(x0), 0): int(np.ceil(x1))] = 0
+    return Sample(item.name, image, target, weight, points=(item.points + 0.5) * f - 0.5)
+
+
+def _gaps(labels: np.ndarray) -> np.ndarray:
+    """Pixels between touching objects: next to (or on the rim of) two different labels."""
+    from scipy import ndimage as ndi
+
+    big = int(labels.max()) + 1
+    hi = ndi.grey_dilation(labels, size=(3, 3))
+    lo = ndi.grey_erosion(np.where(labels > 0, labels, big), size=(3, 3))
+    return (hi > 0) & (lo < big) & (hi != lo)
+
+
+def target_preview(item: LabelledImage, sample) -> np.ndarray:
+    """RGB picture of a training target at the image's own size: target
+    outlines in green, object centres as crosses, ignored regions dimmed."""
+    import cv2
+
+    img = np.ascontiguousarray(item.image.copy())
+    h, w = img.shape[:2]
+    target = (cv2.resize(sample.target.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+    ignored = cv2.resize((sample.weight <= 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    img[ignored] = (img[ignored] * 0.4).astype(np.uint8)
+    thick = max(1, int(round(max(h, w) / 600)))
+    contours, _ = cv2.findContours(target, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(img, contours, -1, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.drawContours(img, contours, -1, (0, 230, 64), thick, cv2.LINE_AA)
+    size = max(7, int(round(max(h, w) / 100)))
+    for x, y in item.points:
+        cv2.drawMarker(img, (int(round(x)), int(round(y))), (255, 255, 0), cv2.MARKER_CROSS, size, thick, cv2.LINE_AA)
+    return img

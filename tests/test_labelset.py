@@ -1,0 +1,201 @@
+"""Images paired with labels in every format, on small literal examples."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import disc_image
+from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
+from eosdetect.errors import ConfigError, InputError
+from eosdetect.labelset import eval_item, load_labelled, split_names, target_labels, training_sample
+from eosdetect.models.config import ModelConfig
+
+
+def _images(folder, names=("a", "b"), shape=(40, 60)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        Image.fromarray(disc_image(shape=shape, centres=((10, 10), (25, 40)), radius=5)).save(folder / f"{n}.png")
+    return folder
+
+
+def _voc(path, objects, size=(60, 40), verified=False):
+    ann = VocAnnotation(filename=path.stem + ".png", width=size[0], height=size[1], verified=verified,
+                        objects=[VocObject(*o) if not isinstance(o, VocObject) else o for o in objects])
+    write_voc(path, ann)
+
+
+def test_voc_class_filter_difficult_clipping_and_degenerate(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    _voc(lab / "a.xml", [("eos", 5, 5, 15, 15), ("neu", 35, 20, 45, 30),
+                         VocObject("eos", 50, 30, 70, 50),  # reaches outside: clipped
+                         VocObject("eos", 20, 5, 20, 9),  # degenerate: skipped
+                         VocObject("eos", 30, 2, 38, 10, difficult=True)])
+    _voc(lab / "b.xml", [])
+    items, rep = load_labelled(imgs, lab, "voc", class_name="eos")
+    a = {it.name: it for it in items}["a"]
+    np.testing.assert_array_equal(a.boxes, [[5, 5, 15, 15], [50, 30, 60, 40]])
+    np.testing.assert_array_equal(a.points, [[10, 10], [55, 35]])
+    np.testing.assert_array_equal(a.ignore_boxes, [[30, 2, 38, 10]])
+    assert (rep.clipped_boxes, rep.skipped_boxes, rep.difficult_boxes) == (1, 1, 1)
+    assert rep.objects == 2 and rep.classes_found == {"eos": 4, "neu": 1}
+    assert any("clipped" in w for w in rep.warnings()) and any("skipped" in w for w in rep.warnings())
+    # a detection in the difficult box is neither right nor wrong
+    ev = eval_item(a, radius_px=3)
+    r = ev.match([[10, 10], [34, 6], [55, 35]])
+    assert (r.tp, r.fp, r.fn) == (2, 0, 0)
+
+
+def test_voc_needs_a_class_when_several_and_lists_them(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    _voc(lab / "a.xml", [("RBC", 1, 1, 9, 9), ("WBC", 20, 20, 30, 30)])
+    _voc(lab / "b.xml", [("RBC", 1, 1, 9, 9)])
+    with pytest.raises(ConfigError, match="several classes.*RBC, WBC.*--class"):
+        load_labelled(imgs, lab, "voc")
+    with pytest.raises(ConfigError, match="'eosinophil' occurs in no label file; classes found: RBC, WBC"):
+        load_labelled(imgs, lab, "voc", class_name="eosinophil")
+    items, _ = load_labelled(imgs, lab, "voc", default_class="WBC")
+    assert [len(it.points) for it in items] == [1, 0]
+
+
+def test_voc_verified_only_and_size_mismatch(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    _voc(lab / "a.xml", [("eos", 1, 1, 9, 9)], verified=True)
+    _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)])
+    items, rep = load_labelled(imgs, lab, "voc", verified_only=True)
+    assert [it.name for it in items] == ["a"] and rep.skipped_unverified == 1
+    _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)], size=(100, 100))
+    with pytest.raises(InputError, match=r"b\.xml: <size> says 100x100 but the image is 60x40"):
+        load_labelled(imgs, lab, "voc")
+
+
+def test_missing_label_is_an_error_unless_allowed_and_orphans_reported(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "a.csv").write_text("x,y\n10,10\n")
+    (lab / "zzz.csv").write_text("x,y\n1,1\n")
+    with pytest.raises(InputError, match=r"b\.png: no label file .*--allow-unlabelled-as-empty"):
+        load_labelled(imgs, lab, "points")
+    items, rep = load_labelled(imgs, lab, "points", allow_unlabelled_as_empty=True)
+    assert [it.n_objects for it in items] == [1, 0]
+    assert [p.name for p in rep.unmatched_labels] == ["zzz.csv"]
+    assert any("zzz.csv" in w for w in rep.warnings())
+    assert any("without a label file" in w for w in rep.warnings())
+
+
+def test_points_per_image_and_one_table(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "a.csv").write_text("x,y,class\n10,10,eos\n40,25,neu\n")
+    (lab / "b.csv").write_text("x,y,class\n")
+    items, _ = load_labelled(imgs, lab, "points", class_name="eos")
+    np.testing.assert_array_equal(items[0].points, [[10, 10]])
+    assert items[1].n_objects == 0
+    table = tmp_path / "all.csv"
+    table.write_text("image,x,y\na.png,10,10\na.png,40,25\nb.png,5,5\n")
+    items, _ = load_labelled(imgs, table, "points")
+    assert [it.n_objects for it in items] == [2, 1]
+    (lab / "a.csv").write_text("x,y\n100,10\n")
+    with pytest.raises(InputError, match="outside the 60x40 image"):
+        load_labelled(imgs, lab, "points")
+
+
+def test_masks_binary_and_instance(tmp_path):
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    binary = np.zeros((40, 60), np.uint8)
+    binary[5:15, 5:15] = 255
+    binary[20:30, 35:45] = 255
+    Image.fromarray(binary).save(lab / "a_mask.png")
+    inst = np.zeros((40, 60), np.uint16)
+    inst[5:15, 5:10] = 7
+    inst[5:15, 10:15] = 9  # touching the first: two objects
+    Image.fromarray(inst).save(lab / "b.png")
+    items, _ = load_labelled(imgs, lab, "mask")
+    a, b = items
+    np.testing.assert_allclose(a.points, [[9.5, 9.5], [39.5, 24.5]])
+    assert b.n_objects == 2 and set(np.unique(b.instances)) == {0, 1, 2}
+    Image.fromarray(binary[:20]).save(lab / "a_mask.png")
+    with pytest.raises(InputError, match="mask is 60x20 but the image is 60x40"):
+        load_labelled(imgs, lab, "mask")
+
+
+def test_monuseg_polygons_and_painted_dots(tmp_path):
+    imgs = _images(tmp_path / "img", names=("a",))
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "a.xml").write_text(
+        '<Annotations><Annotation><Regions><Region Id="1"><Vertices>'
+        '<Vertex X="5" Y="5"/><Vertex X="15" Y="5"/><Vertex X="15" Y="15"/><Vertex X="5" Y="15"/>'
+        "</Vertices></Region></Regions></Annotation></Annotations>"
+    )
+    (item,), _ = load_labelled(imgs, lab, "monuseg")
+    np.testing.assert_allclose(item.points, [[10, 10]])
+    assert item.instances[10, 10] == 1 and item.instances[30, 30] == 0
+
+    painted_dir = tmp_path / "painted"
+    painted_dir.mkdir()
+    img = np.asarray(Image.open(imgs / "a.png").convert("RGB")).copy()
+    img[9:12, 9:12] = (0, 255, 0)
+    img[24:27, 39:42] = (0, 255, 0)
+    Image.fromarray(img).save(painted_dir / "a.png")
+    (item,), _ = load_labelled(imgs, painted_dir, "painted")
+    np.testing.assert_allclose(item.points, [[10, 10], [40, 25]])
+
+
+def test_subset_and_unknown_format(tmp_path):
+    imgs = _images(tmp_path / "img", names=("a", "b", "c.v2"))
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    for n in ("a", "b", "c.v2"):
+        (lab / f"{n}.csv").write_text("x,y\n1,1\n")
+    items, rep = load_labelled(imgs, lab, "points", subset=["c.v2", "a.png"])
+    assert sorted(it.name for it in items) == ["a", "c.v2"] and rep.unmatched_labels == []
+    with pytest.raises(InputError, match="listed in the subset but no such image"):
+        load_labelled(imgs, lab, "points", subset=["nope"])
+    with pytest.raises(ConfigError, match="unknown label format 'yolo'"):
+        load_labelled(imgs, lab, "yolo")
+
+
+def test_targets_from_points_boxes_and_masks():
+    cfg = ModelConfig(pixel_size_um=1.0, input_pixel_size_um=1.0, cell_diameter_um=8, tile_size=64, unet_depth=2)
+    from eosdetect.labelset import LabelledImage
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    pts = LabelledImage("p", None, None, img, np.array([[5.0, 10.0], [11.0, 10.0]]))
+    lab = target_labels(pts, (20, 30), 1.0, 8.0)
+    assert set(np.unique(lab)) == {0, 1, 2} and lab[10, 5] == 1 and lab[10, 11] == 2
+    s = training_sample(pts, cfg, gap_weight=3.0)
+    assert s.target[10, 5] == 1 and s.target[10, 8] == 0  # a gap between the touching discs
+    assert s.weight.max() == 3.0
+    boxes = LabelledImage("b", None, None, img, np.array([[5.0, 5.0]]), boxes=np.array([[0, 0, 10, 10.0]]),
+                          ignore_boxes=np.array([[20, 0, 30, 10.0]]))
+    s = training_sample(boxes, cfg)
+    assert s.target[5, 5] == 1 and s.target[0, 0] == 0 and s.target[15, 15] == 0
+    assert s.weight[5, 25] == 0 and s.weight[15, 25] == 1
+    # half the resolution: targets follow
+    cfg2 = ModelConfig(pixel_size_um=2.0, input_pixel_size_um=1.0, cell_diameter_um=8, tile_size=64, unet_depth=2)
+    s = training_sample(boxes, cfg2)
+    assert s.image.shape == (10, 15, 3) and s.target[2, 2] == 1
+    np.testing.assert_allclose(s.points, [[2.25, 2.25]])
+
+
+def test_split_is_fixed_and_stable():
+    names = [f"img{i:03d}" for i in range(50)]
+    train, val = split_names(names, 0.2, seed=0)
+    assert len(val) == 10 and not set(train) & set(val)
+    assert split_names(names, 0.2, seed=0) == (train, val)
+    # adding images never moves an old one from validation to training
+    _, val2 = split_names(names + [f"new{i}" for i in range(10)], 0.2, seed=0)
+    assert len(set(val) - set(val2)) <= 2
+    assert split_names(names, 0.2, seed=1)[1] != val
+    with pytest.raises(ConfigError, match="at least 2"):
+        split_names(["one"], 0.2)

@@ -1,0 +1,141 @@
+"""The researcher's commands: `eosdetect evaluate` and `eosdetect train` (tiny models, synthetic images)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import disc_image
+from eosdetect.cli import main
+
+TINY_CONFIG = """
+model:
+  unet_depth: 2
+  unet_base_filters: 4
+  tile_size: 64
+train:
+  train_epochs: {epochs}
+  train_steps_per_epoch: 3
+  train_batch_size: 4
+  train_patch_size: 32
+threshold_grid:
+  prob_threshold: [0.4, 0.6]
+"""
+
+
+def _dataset(root, n=5, seed=0):
+    """Synthetic images of purple discs with point labels (CSV per image)."""
+    rng = np.random.default_rng(seed)
+    imgs, labs = root / "images", root / "labels"
+    imgs.mkdir(parents=True)
+    labs.mkdir()
+    for i in range(n):
+        centres = [(int(rng.integers(10, 54)), int(rng.integers(10, 70))) for _ in range(3)]
+        Image.fromarray(disc_image(shape=(64, 80), centres=centres, radius=6)).save(imgs / f"img{i}.png")
+        rows = "".join(f"{c},{r}\n" for r, c in centres)
+        (labs / f"img{i}.csv").write_text("x,y\n" + rows)
+    return imgs, labs
+
+
+def test_evaluate_writes_full_report(tmp_path, tiny_model_dir, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=3)
+    out = tmp_path / "report"
+    rc = main(["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(labs),
+               "--label-format", "points", "-o", str(out), "--count-threshold", "2"])
+    assert rc == 0
+    assert "F1" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    s = m["summary"]
+    assert s["n_images"] == 3 and s["tp"] + s["fn"] == 9
+    assert m["count_agreement"]["images"] == 3 and m["settings"]["match_radius_um"] == 5.0
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [r["image"] for r in rows] == ["img0", "img1", "img2"]
+    assert sum(int(r["tp"]) for r in rows) == s["tp"] and sum(int(r["fp"]) for r in rows) == s["fp"]
+    pr = list(csv.DictReader(open(out / "pr_curve.csv")))
+    assert len(pr) == 19 and pr[0]["prob_threshold"] == "0.05"
+    for name in ("pr_curve.png", "img0_errors.png", "img2_errors.png"):
+        im = Image.open(out / name)
+        assert im.size[0] > 50
+    # numbers equal the library's evaluation
+    from eosdetect.evaluation import evaluate_model
+    from eosdetect.labelset import eval_item, load_labelled
+    from eosdetect.models.store import load_model
+
+    items, _ = load_labelled(imgs, labs, "points")
+    ev = evaluate_model(load_model(tiny_model_dir), [eval_item(it, 5.0) for it in items])
+    assert ev["summary"] == s
+
+
+def test_evaluate_bad_labels_are_one_line_errors(tmp_path, tiny_model_dir, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=2)
+    (labs / "img1.csv").unlink()
+    rc = main(["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(labs),
+               "--label-format", "points", "-o", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.count("\n") == 0 and "img1.png: no label file" in err
+    rc = main(["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(tmp_path / "nope"),
+               "--label-format", "points"])
+    assert rc == 1 and "no such label file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_model_folder_that_counts(tmp_path, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=5)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.format(epochs=2))
+    out = tmp_path / "my-model"
+    args = ["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points",
+            "--cell-diameter", "12", "--config", str(cfg), "-o", str(out)]
+    assert main(args + ["--dry-run"]) == 0
+    assert len(list((out / "dry-run").glob("*_target.png"))) == 5
+    assert "4 for training, 1 for validation" in capsys.readouterr().out
+    assert main(args) == 0
+    for name in ("config.json", "weights.weights.h5", "thresholds.json", "metrics.json", "MODEL_CARD.md",
+                 "training_log.csv"):
+        assert (out / name).is_file(), name
+    assert not (out / ".train").exists()  # checkpoints cleaned up
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["validation_images"] and metrics["training"]["train"]["train_epochs"] == 2
+    thr = json.loads((out / "thresholds.json").read_text())
+    assert thr["prob_threshold"] in (0.4, 0.6)
+    assert "eosdetect train" in (out / "MODEL_CARD.md").read_text()
+    # the new folder is a model like any other
+    assert main(["count", str(imgs / "img0.png"), "-m", str(out), "-o", str(tmp_path / "res")]) == 0
+    # refuses to replace it without --overwrite
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_resumes_after_an_interruption(tmp_path):
+    import keras
+
+    from eosdetect.labelset import load_labelled
+    from eosdetect.train import train_from_labels
+
+    imgs, labs = _dataset(tmp_path / "d", n=4)
+    items, _ = load_labelled(imgs, labs, "points")
+    import yaml
+
+    file_cfg = yaml.safe_load(TINY_CONFIG.format(epochs=3))
+    out = tmp_path / "m"
+
+    class Interrupt(keras.callbacks.Callback):  # a user pressing Ctrl-C in the middle of epoch 2
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0,
+                          extra_callbacks=[Interrupt()])
+    assert (out / ".train").is_dir() and not (out / "metrics.json").exists()
+    train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
+    log = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [int(r["epoch"]) for r in log] == [0, 1, 2]  # epoch 1 was redone, none repeated twice
+    assert (out / "metrics.json").is_file() and not (out / ".train").exists()
