@@ -77,6 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     _threshold_options(p)
     p.set_defaults(func=cmd_count)
 
+    # -- prelabel
+    p = sub.add_parser(
+        "prelabel",
+        help="write machine pre-labels as LabelImg Pascal VOC XML, for a person to correct",
+        description="Detect cells and write <name>.xml (Pascal VOC, exactly as LabelImg writes it) next to "
+        "each image or in OUT_DIR. Uncertain cells are marked 'difficult' to be checked first. Files marked "
+        "verified in LabelImg are never touched; other existing files keep their boxes and gain only new, "
+        "non-overlapping candidates.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundled model name or model folder (default {DEFAULT_MODEL})")
+    p.add_argument("-o", "--out-dir", help="write the XML files here (default: next to each image)")
+    p.add_argument("--class-name", help="class name written in the boxes (default the model's class)")
+    p.add_argument("--min-score", type=_unit_float, metavar="S",
+                   help="lowest score written as a box (default: half the model's counting threshold for "
+                   "two-stage models, every detection otherwise)")
+    p.add_argument("--uncertain-below", type=_unit_float, metavar="S",
+                   help="boxes scoring below this are marked difficult (default the model's counting threshold)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
+    p.add_argument("--yolo", action="store_true", help="also write LabelImg's YOLO files (<name>.txt, classes.txt)")
+    p.set_defaults(func=cmd_prelabel)
+
     # -- evaluate
     p = sub.add_parser(
         "evaluate",
@@ -232,6 +254,42 @@ def cmd_count(args) -> int:
 def _warn(lines) -> None:
     for line in lines:
         print(f"eosdetect: warning: {line}", file=sys.stderr)
+
+
+def cmd_prelabel(args) -> int:
+    from tqdm import tqdm
+
+    from .io import find_images
+    from .models.store import load_model
+    from .prelabel import PrelabelSettings, prelabel_all, score_band
+
+    images = find_images(args.inputs)
+    model = load_model(args.model)
+    settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
+                                uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(images), unit="image", desc=f"pre-labelling ({model.name})", disable=None, file=sys.stderr)
+
+    def progress(rec):
+        bar.update(1)
+        if rec.status == "error":
+            bar.write(f"eosdetect: error: {rec.error}", file=sys.stderr)
+
+    try:
+        records = prelabel_all(model, images, out_dir, settings, progress=progress)
+    finally:
+        bar.close()
+    lo, hi = score_band(model, settings)
+    by = {k: [r for r in records if r.status == k] for k in ("written", "merged", "verified", "error")}
+    boxes = sum(r.new_boxes for r in records)
+    uncertain = sum(r.uncertain for r in records)
+    print(f"{len(by['written'])} file(s) written, {len(by['merged'])} merged into existing ones, "
+          f"{len(by['verified'])} verified file(s) left alone"
+          + (f", {len(by['error'])} failed" if by["error"] else "")
+          + f"; {boxes} new box(es), {uncertain} marked difficult (score {lo:.2f} to {hi:.2f}: check these first).")
+    return 1 if by["error"] else 0
 
 
 def cmd_evaluate(args) -> int:

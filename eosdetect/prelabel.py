@@ -1,0 +1,184 @@
+"""Machine pre-labels for LabelImg: one Pascal VOC file per image, for a person to correct.
+
+Every cell the model finds with a score of at least ``min_score`` becomes a
+box sized to its segment. Cells the model would count are plain boxes; those
+it is unsure about (score below the model's counting threshold) are marked
+``difficult`` so that the annotator checks them first. In LabelImg, the
+annotator deletes wrong boxes, adds missed cells, clears ``difficult`` on the
+ones confirmed, and saves with "verify image": such files are never touched
+again. An unverified file that already exists keeps every box in it (the
+human's work) and only gains new candidates that do not overlap a box of the
+same class.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, write_voc
+from .errors import EosdetectError, InputError
+from .io import atomic_write_text, read_image
+from .predict import detect
+
+log = logging.getLogger(__name__)
+
+#: A new candidate overlapping an existing box of its class by more than this IoU is a duplicate.
+DUPLICATE_IOU = 0.3
+
+
+@dataclass
+class PrelabelSettings:
+    class_name: str | None = None  # default: the model's class
+    min_score: float | None = None  # default: half the counting threshold (two-stage) / 0 (one-stage)
+    uncertain_below: float | None = None  # default: the counting threshold (two-stage) / prob + 0.2
+    pixel_size_um: float | None = None
+    yolo: bool = False
+    database: str = "eosdetect pre-labels"
+
+
+@dataclass
+class PrelabelRecord:
+    image: str
+    xml: str = ""
+    status: str = "written"  # written | merged | verified (left alone) | error
+    new_boxes: int = 0
+    uncertain: int = 0
+    kept_boxes: int = 0
+    error: str = ""
+    detections: object = field(default=None, repr=False)
+
+
+def score_band(model, settings: PrelabelSettings) -> tuple[float, float]:
+    """``(min_score, uncertain_below)`` for this model: boxes need ``score >=
+    min_score`` and are ``difficult`` when ``score < uncertain_below``."""
+    thr = model.thresholds
+    if model.config.helper_enabled:
+        lo_default, hi_default = thr.helper_threshold / 2, thr.helper_threshold
+    else:  # scores are the mean U-Net probability of each segment
+        lo_default, hi_default = 0.0, min(thr.prob_threshold + 0.2, 0.95)
+    lo = lo_default if settings.min_score is None else settings.min_score
+    hi = hi_default if settings.uncertain_below is None else settings.uncertain_below
+    return lo, max(hi, lo)
+
+
+def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings):
+    """Candidates kept for pre-labelling, and which of them are uncertain."""
+    lo, hi = score_band(model, settings)
+    if model.config.helper_enabled:
+        res = detect(model, image, pixel_size_um=settings.pixel_size_um)
+        cands = res.candidates
+    else:
+        res = detect(model, image, pixel_size_um=settings.pixel_size_um)
+        cands = res.detections
+    keep = cands.subset(cands.score >= lo)
+    return keep, keep.score < hi
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def is_duplicate(new: VocObject, existing: list[VocObject]) -> bool:
+    """A new box duplicates an existing one of its class when its centre lies in it or their IoU is high."""
+    cx, cy = new.centre
+    for o in existing:
+        if o.name != new.name:
+            continue
+        if o.xmin <= cx <= o.xmax and o.ymin <= cy <= o.ymax:
+            return True
+        nb, ob = (new.xmin, new.ymin, new.xmax, new.ymax), (o.xmin, o.ymin, o.xmax, o.ymax)
+        if _iou(nb, ob) > DUPLICATE_IOU:
+            return True
+    return False
+
+
+def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> PrelabelRecord:
+    """Pre-label one image into ``xml_path`` (see the module docstring for the rules)."""
+    image_path, xml_path = Path(image_path), Path(xml_path)
+    rec = PrelabelRecord(image=str(image_path), xml=str(xml_path))
+    existing = None
+    if xml_path.exists():
+        existing = read_voc(xml_path)  # InputError: not valid VOC, left untouched
+        if existing.verified:
+            rec.status = "verified"
+            rec.kept_boxes = len(existing.objects)
+            return rec
+    image = read_image(image_path)
+    h, w = image.shape[:2]
+    if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
+        raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
+                                   f"{w}x{h}; left untouched")
+    class_name = settings.class_name or model.config.class_name
+    cands, uncertain = candidate_boxes(model, image, settings)
+    rec.detections = cands
+    kept = list(existing.objects) if existing is not None else []
+    new = []
+    for i in np.argsort(-cands.score):  # most certain first, so a duplicate keeps the better box
+        x0, y0, x1, y1 = box_to_voc(cands.xmin[i], cands.ymin[i], cands.xmax[i], cands.ymax[i], w, h)
+        obj = VocObject(class_name, x0, y0, x1, y1, difficult=bool(uncertain[i]))
+        if obj.is_degenerate or is_duplicate(obj, kept + new):
+            continue
+        new.append(obj)
+    order = sorted(new, key=lambda o: (o.ymin, o.xmin))
+    rec.new_boxes = len(order)
+    rec.uncertain = sum(o.difficult for o in order)
+    rec.kept_boxes = len(kept)
+    rec.status = "merged" if existing is not None else "written"
+    ann = VocAnnotation(
+        filename=image_path.name, width=w, height=h, depth=3,
+        folder=existing.folder if existing is not None else image_path.parent.name,
+        path=existing.path if existing is not None else str(image_path.resolve()),
+        database=existing.database if existing is not None else settings.database,
+        objects=kept + order,
+    )
+    write_voc(xml_path, ann)
+    if settings.yolo:
+        write_yolo(xml_path.with_suffix(".txt"), ann, xml_path.parent / "classes.txt", class_name)
+    return rec
+
+
+def write_yolo(txt_path: Path, ann: VocAnnotation, classes_path: Path, class_name: str | None = None) -> None:
+    """LabelImg's YOLO format: ``classes.txt`` (one name per line) and per image
+    ``class_index x_centre y_centre width height`` relative to the image size."""
+    classes = []
+    if classes_path.is_file():
+        classes = [c.strip() for c in classes_path.read_text(encoding="utf-8").splitlines() if c.strip()]
+    for name in ([class_name] if class_name else []) + [o.name for o in ann.objects]:
+        if name not in classes:
+            classes.append(name)
+    atomic_write_text(classes_path, "".join(f"{c}\n" for c in classes))
+    lines = []
+    for o in ann.objects:
+        # LabelImg's YoloWriter: centre and size from the integer VOC box, 6 decimals
+        xc = (o.xmin + o.xmax) / 2 / ann.width
+        yc = (o.ymin + o.ymax) / 2 / ann.height
+        bw = (o.xmax - o.xmin) / ann.width
+        bh = (o.ymax - o.ymin) / ann.height
+        lines.append(f"{classes.index(o.name)} {xc:.6f} {yc:.6f} {bw:.6f} {bh:.6f}\n")
+    atomic_write_text(txt_path, "".join(lines))
+
+
+def prelabel_all(model, images: list[Path], out_dir: Path | None, settings: PrelabelSettings, progress=None):
+    """Pre-label every image; errors are recorded per image and the rest carry on."""
+    records = []
+    for path in images:
+        xml_path = (Path(out_dir) if out_dir else path.parent) / f"{path.stem}.xml"
+        try:
+            rec = prelabel_image(model, path, xml_path, settings)
+        except EosdetectError as exc:
+            rec = PrelabelRecord(image=str(path), xml=str(xml_path), status="error", error=str(exc))
+        except OSError as exc:
+            rec = PrelabelRecord(image=str(path), xml=str(xml_path), status="error",
+                                 error=f"{exc.filename or path}: {exc.strerror or exc}")
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records

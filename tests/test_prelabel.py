@@ -1,0 +1,125 @@
+"""Pre-labels as LabelImg files: boxes sized to cells, uncertain ones difficult, human work never lost."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eosdetect.annotations.voc import VocAnnotation, VocObject, read_voc, write_voc
+from eosdetect.cli import main
+from eosdetect.models.config import ModelConfig, Thresholds
+from eosdetect.prelabel import PrelabelSettings, prelabel_all, prelabel_image
+
+DARK, PALE = (20, 20, 20), (120, 100, 120)  # U-Net "probability" about 0.92 and 0.56
+
+
+class GreyIsProbability:
+    """Stands in for a Model: the 'U-Net' gives 1 - brightness on non-background pixels."""
+
+    def __init__(self):
+        self.config = ModelConfig(unet_depth=2, tile_size=64, pixel_size_um=1.0, input_pixel_size_um=1.0,
+                                  class_name="eosinophil")
+        self.thresholds = Thresholds(prob_threshold=0.5, min_distance_um=3, smooth_um=0.5, seed_h_um=0.5,
+                                     min_area_um2=5)
+        self.predict_fn = lambda b: np.where(b.mean(axis=-1) < 0.8, 1 - b.mean(axis=-1), 0).astype(np.float32)
+        self.classify_fn = None
+
+
+def _image(path, discs):
+    """discs: (row, col, radius, colour)."""
+    img = np.full((80, 100, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:80, :100]
+    for r, c, rad, col in discs:
+        img[(yy - r) ** 2 + (xx - c) ** 2 <= rad**2] = col
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_boxes_fit_cells_and_uncertain_ones_are_difficult(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 12, PALE)])
+    rec = prelabel_image(GreyIsProbability(), img, tmp_path / "a.xml", PrelabelSettings())
+    assert rec.status == "written" and rec.new_boxes == 2 and rec.uncertain == 1
+    ann = read_voc(tmp_path / "a.xml")
+    assert ann.filename == "a.png" and (ann.width, ann.height) == (100, 80) and not ann.verified
+    small, big = sorted(ann.objects, key=lambda o: o.xmax - o.xmin)
+    assert small.name == "eosinophil" and not small.difficult  # dark: the model is sure
+    assert big.difficult  # pale: mean probability 0.56 < 0.5 + 0.2
+    # boxes follow the cell, not a fixed square (VOC: 1-based inclusive)
+    assert abs(small.xmin - 13) <= 1 and abs(small.xmax - 28) <= 1
+    assert abs(big.xmin - 59) <= 1 and abs(big.xmax - 82) <= 1 and abs(big.ymin - 39) <= 1
+
+
+def test_verified_files_are_never_touched(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    xml = tmp_path / "a.xml"
+    write_voc(xml, VocAnnotation("a.png", 100, 80, verified=True, objects=[VocObject("neutrophil", 5, 5, 30, 30)]))
+    before = xml.read_bytes()
+    mtime = xml.stat().st_mtime_ns
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.status == "verified" and xml.read_bytes() == before and xml.stat().st_mtime_ns == mtime
+
+
+def test_unverified_files_keep_human_boxes_and_gain_only_new_ones(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    xml = tmp_path / "a.xml"
+    human = [VocObject("eosinophil", 10, 10, 31, 31), VocObject("neutrophil", 80, 5, 95, 20, difficult=True)]
+    write_voc(xml, VocAnnotation("a.png", 100, 80, folder="mine", objects=human))
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.status == "merged" and rec.kept_boxes == 2 and rec.new_boxes == 1
+    ann = read_voc(xml)
+    assert ann.objects[:2] == human and ann.folder == "mine"
+    assert abs(ann.objects[2].centre[0] - 71) <= 1.5  # the cell at column 70 was added
+    # running again adds nothing: no duplicates
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.new_boxes == 0 and len(read_voc(xml).objects) == 3
+
+
+def test_bad_existing_files_are_reported_and_left_alone(tmp_path):
+    a = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    b = _image(tmp_path / "b.png", [(20, 20, 8, DARK)])
+    c = _image(tmp_path / "c.png", [(20, 20, 8, DARK)])
+    (tmp_path / "a.xml").write_text("<annotation><oops>")
+    write_voc(tmp_path / "b.xml", VocAnnotation("b.png", 640, 480))
+    (tmp_path / "d.png").write_bytes(b"not an image")
+    before = {n: (tmp_path / n).read_bytes() for n in ("a.xml", "b.xml")}
+    recs = prelabel_all(GreyIsProbability(), [a, b, c, tmp_path / "d.png"], None, PrelabelSettings())
+    status = {r.image.rsplit("/", 1)[-1]: r for r in recs}
+    assert status["a.png"].status == "error" and "not valid XML" in status["a.png"].error
+    assert status["b.png"].status == "error" and "640x480 but b.png is 100x80" in status["b.png"].error
+    assert status["c.png"].status == "written"  # the others still finish
+    assert status["d.png"].status == "error" and "d.png" in status["d.png"].error
+    assert {n: (tmp_path / n).read_bytes() for n in ("a.xml", "b.xml")} == before
+
+
+def test_yolo_files_read_by_labelimg(tmp_path):
+    yolo_io = pytest.importorskip("libs.yolo_io", reason="LabelImg is not installed")
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 12, PALE)])
+    prelabel_image(GreyIsProbability(), img, tmp_path / "a.xml", PrelabelSettings(yolo=True))
+    assert (tmp_path / "classes.txt").read_text() == "eosinophil\n"
+
+    class QImageLike:
+        def height(self):
+            return 80
+
+        def width(self):
+            return 100
+
+        def isGrayscale(self):
+            return False
+
+    shapes = yolo_io.YoloReader(str(tmp_path / "a.txt"), QImageLike()).get_shapes()
+    voc = read_voc(tmp_path / "a.xml").objects
+    assert len(shapes) == 2
+    for (label, pts, *_), o in zip(shapes, voc):
+        assert label == "eosinophil"
+        assert pts[0] == (o.xmin, o.ymin) and pts[2] == (o.xmax, o.ymax)
+
+
+def test_prelabel_cli_reports_and_exits_nonzero_on_bad_files(tmp_path, tiny_model_dir, capsys):
+    _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    out = tmp_path / "xml"
+    rc = main(["prelabel", str(tmp_path), "-m", str(tiny_model_dir), "-o", str(out), "--class-name", "cell"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "bad.jpg" in captured.err and "1 file(s) written" in captured.out
+    assert read_voc(out / "a.xml").filename == "a.png"
