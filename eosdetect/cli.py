@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertain-below", type=_unit_float, metavar="S",
                    help="boxes scoring below this are marked difficult (default the model's counting threshold)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
+    p.add_argument("--helper", metavar="MODEL", help="take the helper CNN (and its threshold) from this "
+                   "two-stage model folder, on top of the U-Net of -m")
     p.add_argument("--yolo", action="store_true", help="also write LabelImg's YOLO files (<name>.txt, classes.txt)")
     p.set_defaults(func=cmd_prelabel)
 
@@ -149,6 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only write MODEL_DIR/dry-run/<name>_target.png pictures of the training targets "
                    "for a few images, and report what would be trained")
     p.set_defaults(func=cmd_train)
+
+    # -- train-helper
+    p = sub.add_parser(
+        "train-helper",
+        help="train the helper CNN that tells the target class from look-alikes; writes a two-stage model folder",
+        description="Train a helper classifier on crops around the base model's U-Net candidates: positives at "
+        "the labelled cells of --class, negatives at the other candidates. Writes a model folder combining "
+        "the base model's U-Net with the new helper, its counting threshold fitted on the validation images.",
+    )
+    _label_options(p)
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"base model whose U-Net finds the candidates (default {DEFAULT_MODEL})")
+    p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--config", metavar="FILE", help="YAML config (helper_* keys in 'model', helper_* keys in 'train')")
+    p.add_argument("--epochs", type=int, metavar="N", help="helper epochs (overrides the config)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
+    p.add_argument("--name", help="model name (default the folder name)")
+    p.add_argument("--val-fraction", type=_number(0.0, 0.9, low_open=True), default=0.2, metavar="F",
+                   help="fraction of images held out for validation (default 0.2)")
+    p.add_argument("--val-images", metavar="FILE", help="text file naming the validation images")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.set_defaults(func=cmd_train_helper)
 
     # -- models
     p = sub.add_parser("models", help="list the bundled models with their cards",
@@ -265,6 +288,10 @@ def cmd_prelabel(args) -> int:
 
     images = find_images(args.inputs)
     model = load_model(args.model)
+    if args.helper:
+        from .models.store import with_helper_of
+
+        model = with_helper_of(model, load_model(args.helper))
     settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo)
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -376,6 +403,41 @@ def cmd_train(args) -> int:
     v = metrics["validation"]
     print(f"model written to {out}/: validation F1 {v['f1']:.3f} (precision {v['precision']:.3f}, recall "
           f"{v['recall']:.3f}) on {v['n_images']} image(s). Check it with: eosdetect evaluate -m {out} ...")
+    return 0
+
+
+def cmd_train_helper(args) -> int:
+    import shlex
+
+    from .errors import InputError
+    from .labelset import load_labelled
+    from .models.store import load_model
+    from .train import load_config_file, train_helper_from_labels
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise InputError(out, "model folder exists; use --overwrite to replace it")
+    file_cfg = {}
+    if args.config:
+        file_cfg = load_config_file(args.config)
+        file_cfg["_path"] = str(args.config)
+    base = load_model(args.model)
+    items, report = load_labelled(
+        args.images, args.labels, args.label_format, class_name=args.class_name,
+        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
+        default_class=base.config.class_name,
+    )
+    _warn(report.warnings())
+    command = "eosdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train-helper"] else ""
+    metrics = train_helper_from_labels(
+        base, items, out, file_cfg=file_cfg, name=args.name, class_name=args.class_name or _single_class(report),
+        input_pixel_size_um=args.pixel_size, epochs=args.epochs, val_fraction=args.val_fraction,
+        val_names=_name_list(args.val_images) if args.val_images else None, command=command,
+        label_report=report.to_dict(), verbose=1 if sys.stderr.isatty() else 2,
+    )
+    v = metrics["validation"]
+    print(f"model written to {out}/ ({base.name}'s U-Net + the new helper): validation F1 {v['f1']:.3f} "
+          f"(precision {v['precision']:.3f}, recall {v['recall']:.3f}) on {v['n_images']} image(s)")
     return 0
 
 

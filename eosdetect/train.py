@@ -465,3 +465,133 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     return metrics
 
 
+
+
+# --------------------------------------------------------------------------- a helper CNN from labelled images
+
+HELPER_GRID = [round(v, 2) for v in np.arange(0.1, 0.951, 0.05)]
+
+
+def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 40, input_pixel_size_um=None):
+    """Crops for the helper CNN: positives at the labelled cells, negatives at the
+    base model's U-Net candidates that lie on no labelled cell (nor in a
+    ``difficult`` box). Returns ``(crops, labels)``."""
+    from .models.helper_cnn import extract_crops
+    from .predict import detect
+
+    size = config.helper_crop_size + extra
+    hs = config.scale_for(input_pixel_size_um) * config.pixel_size_um / config.helper_pixel_size_um
+    radius = config.cell_diameter_um / 2 / (input_pixel_size_um or config.input_pixel_size_um)
+    crops, labels = [], []
+    for it in items:
+        cands = detect(base, it.image, pixel_size_um=input_pixel_size_um).candidates.xy
+        neg = []
+        for x, y in cands:
+            near = len(it.points) and np.min(np.hypot(it.points[:, 0] - x, it.points[:, 1] - y)) <= radius
+            inside = any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in
+                         np.concatenate([it.boxes if it.boxes is not None else np.zeros((0, 4)), it.ignore_boxes]))
+            if not near and not inside:
+                neg.append((x, y))
+        pts = np.concatenate([it.points.reshape(-1, 2), np.asarray(neg, dtype=float).reshape(-1, 2)])
+        if not len(pts):
+            continue
+        from .dataset import resize
+
+        small = resize(it.image, hs)
+        f = small.shape[1] / it.image.shape[1]
+        crops.append(extract_crops(small, (pts + 0.5) * f - 0.5, size))
+        labels += [1] * len(it.points) + [0] * len(neg)
+    if not crops:
+        raise ConfigError("no labelled cells and no candidates to train the helper on")
+    return np.concatenate(crops), np.asarray(labels)
+
+
+def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = None, name: str | None = None,
+                             class_name: str | None = None, input_pixel_size_um: float | None = None,
+                             epochs: int | None = None, val_fraction: float = 0.2,
+                             val_names: list[str] | None = None, command: str = "", label_report=None,
+                             verbose: int = 2) -> dict:
+    """Train a helper CNN on labelled images and write a two-stage model folder:
+    ``base``'s U-Net finds the cells, the new helper says which are ``class_name``.
+
+    The helper's crop size, pixel size and width come from the ``model``
+    section of ``file_cfg`` or else from ``base`` (when it has a helper) or
+    the defaults. The counting threshold is fitted on the validation images.
+    """
+    import dataclasses
+    import platform
+    import shutil
+    import time
+
+    from . import __version__, recipes
+    from .evaluation import fit_thresholds
+    from .labelset import eval_item, split_names
+    from .models.store import Model, load_model, save_model
+
+    file_cfg = file_cfg or {}
+    out_dir = Path(out_dir)
+    tcfg = TrainConfig.from_dict(file_cfg.get("train", {}), source="config train section")
+    if epochs:
+        tcfg.helper_epochs = int(epochs)
+    overrides = {k: v for k, v in file_cfg.get("model", {}).items() if k.startswith("helper_") and k != "helper_enabled"}
+    config = dataclasses.replace(
+        base.config, name=name or out_dir.name, helper_enabled=True,
+        class_name=class_name or base.config.class_name, **overrides,
+        training={"command": command, "seed": tcfg.train_seed, "base_model": base.name},
+        description=f"{class_name or base.config.class_name} among the {base.config.unet_class_name} objects "
+                    f"of {base.name} (helper CNN trained with eosdetect train-helper)",
+    )
+    if input_pixel_size_um is not None:
+        config = dataclasses.replace(config, input_pixel_size_um=input_pixel_size_um)
+    names = [it.name for it in items]
+    if val_names:
+        val_set = {n if n in names else Path(n).stem for n in val_names}
+        train_names = [n for n in names if n not in val_set]
+    else:
+        train_names, _ = split_names(names, val_fraction, tcfg.train_seed)
+    train_items = [it for it in items if it.name in set(train_names)]
+    val_items = [it for it in items if it.name not in set(train_names)]
+    t0 = time.time()
+    hx, hy = helper_crops_from_labels(base, train_items, config)
+    vx, vy = helper_crops_from_labels(base, val_items, config, extra=0)
+    if hy.sum() == 0:
+        raise ConfigError(f"the training images hold no labelled {config.class_name}")
+    t_data = time.time() - t0
+    work = out_dir / ".train"
+    helper = train_helper(config, tcfg, hx, hy, vx, vy, work / "helper", verbose=verbose)
+    t_helper = time.time() - t0 - t_data
+    model = Model.in_memory(config, base.thresholds, base.unet, helper)
+    radius = config.cell_diameter_um / 2 / config.input_pixel_size_um
+    val_eval = [eval_item(it, radius) for it in val_items]
+    thr, ev = fit_thresholds(model, val_eval, {"helper_threshold": HELPER_GRID}, base=base.thresholds)
+    metrics = {
+        "model": config.name,
+        "version": config.version,
+        "validation": ev["summary"],
+        "validation_per_image": ev["per_image"],
+        "data": {
+            "train_images": [it.name for it in train_items],
+            "validation_images": [it.name for it in val_items],
+            "crops": {"train_positive": int(hy.sum()), "train_negative": int(len(hy) - hy.sum()),
+                      "validation_positive": int(vy.sum()), "validation_negative": int(len(vy) - vy.sum())},
+            "labels": label_report or {},
+            "base_model": f"{base.name} {base.config.version}",
+        },
+        "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside its "
+                    f"box or mask or within {config.cell_diameter_um / 2:g} um of its centre",
+        "thresholds_fitted_on": "the validation images (helper threshold by pooled F1)",
+        "training": {
+            "command": command, "config_file": file_cfg.get("_path", "(built-in defaults)"),
+            "train": tcfg.to_dict(), "threshold_grid": {"helper_threshold": HELPER_GRID},
+            "seconds": {"data": round(t_data, 1), "unet": 0.0, "helper": round(t_helper, 1)},
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "eosdetect_version": __version__,
+        },
+    }
+    save_model(out_dir, config, thr, base.unet, helper, metrics=metrics, card=recipes.model_card(config, metrics))
+    log_csv = work / "helper" / "helper_log.csv"
+    if log_csv.is_file():
+        shutil.copyfile(log_csv, out_dir / "training_log.csv")
+    shutil.rmtree(work, ignore_errors=True)
+    load_model(out_dir)  # the folder reads back
+    return metrics

@@ -139,3 +139,55 @@ def test_training_resumes_after_an_interruption(tmp_path):
     log = list(csv.DictReader(open(out / "training_log.csv")))
     assert [int(r["epoch"]) for r in log] == [0, 1, 2]  # epoch 1 was redone, none repeated twice
     assert (out / "metrics.json").is_file() and not (out / ".train").exists()
+
+
+@pytest.mark.slow
+def test_train_helper_writes_a_two_stage_model(tmp_path):
+    """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
+    from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
+    from eosdetect.labelset import load_labelled
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.store import Model, load_model, with_helper_of
+    from eosdetect.models.unet import build_unet
+    from eosdetect.prelabel import PrelabelSettings, prelabel_image
+    from eosdetect.train import train_helper_from_labels
+
+    cfg = ModelConfig(name="base", unet_depth=2, unet_base_filters=4, tile_size=64, pixel_size_um=1.0,
+                      input_pixel_size_um=1.0, cell_diameter_um=12, helper_pixel_size_um=1.0,
+                      helper_crop_size=16, helper_depth=2, helper_base_filters=4)
+    base = Model.in_memory(cfg, Thresholds(min_distance_um=4, min_area_um2=20), build_unet(cfg, seed=0))
+    base._predict_fn = lambda b: (b.mean(axis=-1) < 0.75).astype(np.float32)  # a U-Net that finds every disc
+
+    rng = np.random.default_rng(0)
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for i in range(6):
+        img = np.full((64, 96, 3), 235, np.uint8)
+        yy, xx = np.mgrid[:64, :96]
+        objects = []
+        for j, (r, c) in enumerate([(16, 16), (40, 48), (20, 76)]):
+            r, c = r + int(rng.integers(-3, 4)), c + int(rng.integers(-3, 4))
+            red = (i + j) % 2 == 0
+            img[(yy - r) ** 2 + (xx - c) ** 2 <= 36] = (220, 60, 40) if red else (90, 40, 150)
+            if red:
+                objects.append(VocObject("eos", c - 6, r - 6, c + 7, r + 7))
+        Image.fromarray(img).save(imgs / f"s{i}.png")
+        write_voc(labs / f"s{i}.xml", VocAnnotation(f"s{i}.png", 96, 64, objects=objects))
+    items, _ = load_labelled(imgs, labs, "voc")
+    file_cfg = {"train": {"helper_epochs": 3, "helper_batch_size": 4, "helper_jitter_px": 2}}
+    out = tmp_path / "eos-helper"
+    metrics = train_helper_from_labels(base, items, out, file_cfg=file_cfg, class_name="eos", verbose=0)
+    crops = metrics["data"]["crops"]
+    assert crops["train_positive"] > 0 and crops["train_negative"] > 0
+    assert crops["train_positive"] + crops["train_negative"] + crops["validation_positive"] \
+        + crops["validation_negative"] == 18  # every disc is a crop, once
+    for name in ("config.json", "weights.weights.h5", "helper.weights.h5", "thresholds.json", "metrics.json",
+                 "MODEL_CARD.md", "training_log.csv"):
+        assert (out / name).is_file(), name
+    trained = load_model(out)
+    assert trained.config.helper_enabled and trained.config.class_name == "eos"
+    combined = with_helper_of(base, trained)
+    combined._predict_fn = base._predict_fn
+    rec = prelabel_image(combined, imgs / "s0.png", tmp_path / "s0.xml", PrelabelSettings(min_score=0.0))
+    assert rec.new_boxes == 3  # every candidate is written when min_score is 0

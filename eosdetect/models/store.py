@@ -217,3 +217,19 @@ def _save_weights(network, target: Path) -> None:
     tmp = target.with_name(f".{target.stem}.tmp.weights.h5")
     network.save_weights(str(tmp))
     shutil.move(str(tmp), str(target))
+
+
+def with_helper_of(base: Model, other: Model) -> Model:
+    """``base``'s U-Net and thresholds with ``other``'s helper CNN, its crop
+    settings, class name and counting threshold."""
+    import dataclasses
+
+    if not other.config.helper_enabled:
+        raise ModelError(f"{other.path}: has no helper CNN (not a two-stage model)")
+    helper_fields = {f.name: getattr(other.config, f.name) for f in dataclasses.fields(other.config)
+                     if f.name.startswith("helper_")}
+    config = dataclasses.replace(base.config, class_name=other.config.class_name, **helper_fields)
+    thresholds = base.thresholds.replace(helper_threshold=other.thresholds.helper_threshold)
+    model = Model.in_memory(config, thresholds, base.unet, other.helper)
+    model.path = base.path
+    return model
