@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertain-below", type=_unit_float, metavar="S",
                    help="boxes scoring below this are marked difficult (default the model's counting threshold)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
+    p.add_argument("--classical", choices=["smear", "he"],
+                   help="no network: classical candidates (smear: white cells in Wright/Giemsa smears, "
+                   "he: nuclei in H&E), every box marked difficult")
     p.add_argument("--helper", metavar="MODEL", help="take the helper CNN (and its threshold) from this "
                    "two-stage model folder, on top of the U-Net of -m")
     p.add_argument("--yolo", action="store_true", help="also write LabelImg's YOLO files (<name>.txt, classes.txt)")
@@ -287,17 +290,19 @@ def cmd_prelabel(args) -> int:
     from .prelabel import PrelabelSettings, prelabel_all, score_band
 
     images = find_images(args.inputs)
-    model = load_model(args.model)
-    if args.helper:
+    settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
+                                uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
+                                classical=args.classical)
+    model = None if args.classical else load_model(args.model)
+    if args.helper and model is not None:
         from .models.store import with_helper_of
 
         model = with_helper_of(model, load_model(args.helper))
-    settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
-                                uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(images), unit="image", desc=f"pre-labelling ({model.name})", disable=None, file=sys.stderr)
+    source = f"classical {args.classical}" if model is None else model.name
+    bar = tqdm(total=len(images), unit="image", desc=f"pre-labelling ({source})", disable=None, file=sys.stderr)
 
     def progress(rec):
         bar.update(1)
@@ -308,14 +313,16 @@ def cmd_prelabel(args) -> int:
         records = prelabel_all(model, images, out_dir, settings, progress=progress)
     finally:
         bar.close()
-    lo, hi = score_band(model, settings)
+    lo, hi = score_band(model, settings) if model is not None else (0.0, 1.0)
     by = {k: [r for r in records if r.status == k] for k in ("written", "merged", "verified", "error")}
     boxes = sum(r.new_boxes for r in records)
     uncertain = sum(r.uncertain for r in records)
     print(f"{len(by['written'])} file(s) written, {len(by['merged'])} merged into existing ones, "
           f"{len(by['verified'])} verified file(s) left alone"
           + (f", {len(by['error'])} failed" if by["error"] else "")
-          + f"; {boxes} new box(es), {uncertain} marked difficult (score {lo:.2f} to {hi:.2f}: check these first).")
+          + f"; {boxes} new box(es), {uncertain} marked difficult "
+          + ("(no classifier scored them: check every box)." if model is None else
+             f"(score {lo:.2f} to {hi:.2f}: check these first)."))
     return 1 if by["error"] else 0
 
 

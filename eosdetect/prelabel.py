@@ -38,6 +38,8 @@ class PrelabelSettings:
     pixel_size_um: float | None = None
     yolo: bool = False
     database: str = "eosdetect pre-labels"
+    #: Without a model: "smear" (white cells in Wright/Giemsa smears) or "he" (nuclei in H&E), every box difficult.
+    classical: str | None = None
 
 
 @dataclass
@@ -65,8 +67,20 @@ def score_band(model, settings: PrelabelSettings) -> tuple[float, float]:
     return lo, max(hi, lo)
 
 
+CLASSICAL_DEFAULTS = {"smear": ("white cell", 0.06), "he": ("nucleus", 0.25)}
+
+
 def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings):
     """Candidates kept for pre-labelling, and which of them are uncertain."""
+    if settings.classical:
+        from .candidates import classical_nuclei, classical_white_cells
+
+        px = settings.pixel_size_um or CLASSICAL_DEFAULTS[settings.classical][1]
+        if settings.classical == "smear":
+            _, cands = classical_white_cells(image, pixel_size_um=px)
+        else:
+            _, cands = classical_nuclei(image, pixel_size_um=px)
+        return cands, np.ones(len(cands), dtype=bool)  # nothing scored them: all to be checked
     lo, hi = score_band(model, settings)
     if model.config.helper_enabled:
         res = detect(model, image, pixel_size_um=settings.pixel_size_um)
@@ -116,7 +130,8 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
-    class_name = settings.class_name or model.config.class_name
+    class_name = settings.class_name or (CLASSICAL_DEFAULTS[settings.classical][0] if settings.classical
+                                         else model.config.class_name)
     cands, uncertain = candidate_boxes(model, image, settings)
     rec.detections = cands
     kept = list(existing.objects) if existing is not None else []
