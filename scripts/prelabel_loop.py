@@ -10,7 +10,10 @@ the "annotator" corrects the next ``--batch`` images of the training folds
 (their pre-labels are replaced by the true eosinophil boxes and saved as
 verified LabelImg files), a helper CNN is trained with ``train-helper`` on
 every verified file so far (``--verified-only``), and the evaluation images
-are pre-labelled again with ``prelabel --helper``. Reported per round: the
+are pre-labelled again with ``prelabel --helper`` (default band: every
+candidate scoring at least half the counting threshold, the uncertain ones
+``difficult``; and, as ``at_counting_threshold``, only the candidates the
+model would count). Reported per round: the
 corrections an annotator makes per evaluation image (boxes to delete = false
 positives, boxes to draw = missed eosinophils), recall and precision of the
 pre-labels. The evaluation images are the validation fold (never corrected,
@@ -81,7 +84,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--out", default="build/prelabel-loop")
     ap.add_argument("--config", default=str(HERE.parent / "configs" / "eosinophil-smear.yaml"))
-    ap.add_argument("--batch", type=int, default=40, help="images corrected per round")
+    ap.add_argument("--batch", type=int, default=60, help="images corrected per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -120,13 +123,15 @@ def main(argv=None):
         metrics = train_helper_from_labels(base, items, helper_dir, file_cfg=file_cfg, class_name="eosinophil",
                                            verbose=0)
         model = with_helper_of(base, load_model(helper_dir))
+        threshold = json.loads((helper_dir / "thresholds.json").read_text())["helper_threshold"]
         row = score_prelabels(model, eval_items, out / f"round{k}", PrelabelSettings(class_name="eosinophil"))
+        strict = score_prelabels(model, eval_items, out / f"round{k}-strict",
+                                 PrelabelSettings(class_name="eosinophil", min_score=threshold))
         rounds.append({"round": k, "corrected_images": len(items),
                        "corrected_eosinophils": int(report.objects),
                        "pre-labeller": f"U-Net + helper trained on {len(items)} corrected images",
-                       "helper_validation_f1": metrics["validation"]["f1"],
-                       "helper_threshold": json.loads((helper_dir / "thresholds.json").read_text())["helper_threshold"],
-                       **row})
+                       "helper_validation_f1": metrics["validation"]["f1"], "helper_threshold": threshold,
+                       **row, "at_counting_threshold": strict})
         logging.info("%s", rounds[-1])
     result = {"method": __doc__.strip().splitlines()[0], "evaluation_images": len(eval_items),
               "evaluation_eosinophils": int(sum(len(sd.bccd_eosinophil_truth(i)) for i in eval_items)),
