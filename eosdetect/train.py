@@ -156,18 +156,39 @@ def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool, monitor:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = "max" if monitor.endswith(("f1", "auc", "score")) else "min"
+    # after an interruption, the best epoch so far (from the log) must still be beaten to replace the best weights
+    best_so_far = _best_logged(out_dir / f"{prefix}_log.csv", monitor, mode) if resume else None
     cbs = [
         *extra,  # metric callbacks first: the ones below read their logs
         keras.callbacks.CSVLogger(str(out_dir / f"{prefix}_log.csv"), append=resume),
         keras.callbacks.ModelCheckpoint(
             str(out_dir / f"{prefix}_best.weights.h5"), monitor=monitor, mode=mode, save_best_only=True,
-            save_weights_only=True,
+            save_weights_only=True, initial_value_threshold=best_so_far,
         ),
         keras.callbacks.ModelCheckpoint(str(out_dir / f"{prefix}_last.weights.h5"), save_weights_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.BackupAndRestore(str(out_dir / f"{prefix}_backup"), delete_checkpoint=True),
     ]
     return cbs
+
+
+def _best_logged(log_csv: Path, monitor: str, mode: str) -> float | None:
+    import csv
+
+    if not log_csv.is_file():
+        return None
+    with open(log_csv, newline="") as fh:
+        values = [float(r[monitor]) for r in csv.DictReader(fh) if r.get(monitor) not in (None, "")]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def _load_best(model, path: Path) -> None:
+    """Load the best epoch's weights (also right after a resumed run, whose
+    early-stopping state only saw the epochs after the interruption)."""
+    if path.is_file():
+        model.load_weights(str(path))
 
 
 def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_samples, work_dir,
@@ -209,6 +230,7 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
         ) + list(extra_callbacks),
         verbose=verbose,
     )
+    _load_best(model, work_dir / "unet_best.weights.h5")
     return model
 
 
@@ -289,6 +311,7 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw), shuffle=False,
               callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume, monitor="val_auc"),
               verbose=verbose)
+    _load_best(model, work_dir / "helper_best.weights.h5")
     return model
 
 
