@@ -48,6 +48,9 @@ class TrainConfig:
     helper_learning_rate: float = 1e-3
     helper_patience: int = 10
     helper_jitter_px: float = 4.0
+    #: At least this many optimizer steps per epoch (small crop sets are resampled), so that batch
+    #: normalisation's moving statistics settle even on a few dozen labelled cells.
+    helper_min_steps_per_epoch: int = 10
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> TrainConfig:
@@ -274,6 +277,8 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     def gen():
         while True:
             idx = rng.permutation(len(y))
+            if len(idx) < tcfg.helper_batch_size:  # fewer crops than one batch: repeat them
+                idx = np.resize(idx, tcfg.helper_batch_size)
             for start in range(0, len(idx) - tcfg.helper_batch_size + 1, tcfg.helper_batch_size):
                 bx, by, bw = [], [], []
                 for i in idx[start : start + tcfg.helper_batch_size]:
@@ -300,7 +305,7 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
         ),
     ).prefetch(2)
     model = build_helper(config, seed=tcfg.train_seed)
-    steps = max(1, len(y) // tcfg.helper_batch_size)
+    steps = max(1, len(y) // tcfg.helper_batch_size, tcfg.helper_min_steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(tcfg.helper_learning_rate, steps * tcfg.helper_epochs, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")], weighted_metrics=[])
