@@ -498,6 +498,8 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
 # --------------------------------------------------------------------------- a helper CNN from labelled images
 
 HELPER_GRID = [round(v, 2) for v in np.arange(0.1, 0.951, 0.05)]
+#: Fewer true cells than this among the validation images: the helper threshold is not fitted.
+MIN_VALIDATION_POSITIVES = 5
 
 
 def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 40, input_pixel_size_um=None):
@@ -552,7 +554,7 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     import time
 
     from . import __version__, recipes
-    from .evaluation import fit_thresholds
+    from .evaluation import evaluate_model, fit_thresholds
     from .labelset import eval_item, split_names
     from .models.store import Model, load_model, save_model
 
@@ -591,7 +593,15 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     model = Model.in_memory(config, base.thresholds, base.unet, helper)
     radius = config.cell_diameter_um / 2 / config.input_pixel_size_um
     val_eval = [eval_item(it, radius) for it in val_items]
-    thr, ev = fit_thresholds(model, val_eval, {"helper_threshold": HELPER_GRID}, base=base.thresholds)
+    if vy.sum() >= MIN_VALIDATION_POSITIVES:
+        thr, ev = fit_thresholds(model, val_eval, {"helper_threshold": HELPER_GRID}, base=base.thresholds)
+        fitted = "the validation images (helper threshold by pooled F1)"
+    else:  # too few to fit on: the class-balanced classifier's natural decision point
+        log.warning("only %d labelled %s(s) among the validation images: helper threshold left at 0.5, not fitted",
+                    int(vy.sum()), config.class_name)
+        thr = base.thresholds.replace(helper_threshold=0.5)
+        ev = evaluate_model(model, val_eval, thresholds=thr)
+        fitted = f"not fitted (fewer than {MIN_VALIDATION_POSITIVES} positives among the validation images): 0.5"
     metrics = {
         "model": config.name,
         "version": config.version,
@@ -607,7 +617,7 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
         },
         "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside its "
                     f"box or mask or within {config.cell_diameter_um / 2:g} um of its centre",
-        "thresholds_fitted_on": "the validation images (helper threshold by pooled F1)",
+        "thresholds_fitted_on": fitted,
         "training": {
             "command": command, "config_file": file_cfg.get("_path", "(built-in defaults)"),
             "train": tcfg.to_dict(), "threshold_grid": {"helper_threshold": HELPER_GRID},

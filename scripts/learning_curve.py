@@ -81,7 +81,7 @@ def main(argv=None):
     ap.add_argument("config", help="the bundled model's config (its train section is used)")
     ap.add_argument("-m", "--model", default="eosinophil-smear")
     ap.add_argument("-o", "--out", default="build/learning-curve")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 40, 80, 0],
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20, 40, 80, 0],
                     help="training set sizes (0 = all training images)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
