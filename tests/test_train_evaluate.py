@@ -191,3 +191,24 @@ def test_train_helper_writes_a_two_stage_model(tmp_path):
     combined._predict_fn = base._predict_fn
     rec = prelabel_image(combined, imgs / "s0.png", tmp_path / "s0.xml", PrelabelSettings(min_score=0.0))
     assert rec.new_boxes == 3  # every candidate is written when min_score is 0
+
+
+def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=3)
+    base = ["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    cases = [
+        (["--config", str(bad), "-o", str(tmp_path / "m1")], "bad.yaml: not valid YAML"),
+        (["--config", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "m2")], "none.yaml: no such config file"),
+        (["-o", str(tmp_path / "m3"), "--dry-run"], "--cell-diameter"),  # points do not tell the cell size
+        (["-o", str(tmp_path / "m4"), "--resume"], "nothing to resume"),
+    ]
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  train_epochz: 3\n")
+    cases.append((["--config", str(unknown), "-o", str(tmp_path / "m5"), "--cell-diameter", "12"],
+                  "unknown training keys ['train_epochz']"))
+    for extra, message in cases:
+        assert main(base + extra) == 1, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, (extra, err)
