@@ -106,28 +106,43 @@ def error_overlay(item, detections, match, ignored) -> np.ndarray:
     kept = detections.subset(~ignored)
     mp, mt = match.matched_pred(), match.matched_true()
 
-    def mark(shape, x, y, colour):
+    def mark(shape, x, y, colour, size=r, box=None):
         c = (int(round(x)), int(round(y)))
         for col, w in (((0, 0, 0), thick + 2), (colour, thick)):
             if shape == "circle":
-                cv2.circle(canvas, c, r, col, w, cv2.LINE_AA)
+                cv2.circle(canvas, c, size, col, w, cv2.LINE_AA)
             elif shape == "cross":
-                cv2.drawMarker(canvas, c, col, cv2.MARKER_TILTED_CROSS, 2 * r, w, cv2.LINE_AA)
+                cv2.drawMarker(canvas, c, col, cv2.MARKER_TILTED_CROSS, 2 * size, w, cv2.LINE_AA)
+            elif box is not None:
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), col, w, cv2.LINE_AA)
             else:
-                cv2.rectangle(canvas, (c[0] - r, c[1] - r), (c[0] + r, c[1] + r), col, w, cv2.LINE_AA)
+                cv2.rectangle(canvas, (c[0] - size, c[1] - size), (c[0] + size, c[1] + size), col, w, cv2.LINE_AA)
+
+    def cell_radius(area):  # markers as big as the cell, so they frame it rather than hide it
+        return int(max(r, round(np.sqrt(max(float(area), 1.0) / np.pi))))
 
     for x, y in detections.subset(ignored).xy:
         cv2.circle(canvas, (int(round(x)), int(round(y))), r, IGNORED_COLOUR, 1, cv2.LINE_AA)
-    for (x, y), ok in zip(kept.xy, mp):
-        mark("circle" if ok else "cross", x, y, TP_COLOUR if ok else FP_COLOUR)
-    for (x, y), ok in zip(item.true_xy, mt):
+    for (x, y), a, ok in zip(kept.xy, kept.area, mp):
+        mark("circle" if ok else "cross", x, y, TP_COLOUR if ok else FP_COLOUR, size=cell_radius(a))
+    boxes = item.true_boxes if item.true_boxes is not None and len(item.true_boxes) == len(item.true_xy) else None
+    for i, ((x, y), ok) in enumerate(zip(item.true_xy, mt)):
         if not ok:
-            mark("square", x, y, FN_COLOUR)
-    caption = [
-        f"{item.name}: {match.tp} correct, {match.fp} false, {match.fn} missed",
-        "o correct (green)   x false positive (orange)   [] missed (blue)",
-    ]
-    return _with_header(canvas, caption, thick)
+            mark("square", x, y, FN_COLOUR, box=None if boxes is None else boxes[i])
+    caption = [f"{item.name}: {match.tp} correct, {match.fp} false, {match.fn} missed", " "]
+    out = _with_header(canvas, caption, thick)
+    # the legend line, each entry in its own colour
+    scale = float(np.clip(out.shape[1] / 1000, 0.45, 2.5))
+    line_h = int(round(30 * scale))
+    x, y = int(6 * scale), int(line_h * 2 - 6 * scale + 3)
+    for text, colour in (("o correct", TP_COLOUR), ("x false positive", FP_COLOUR), ("[] missed", FN_COLOUR),
+                         ("(grey: in a 'difficult' box, not counted)", IGNORED_COLOUR)):
+        if colour == IGNORED_COLOUR and not ignored.any():
+            continue
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.9, colour, thick, cv2.LINE_AA)
+        x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.9, thick)[0][0] + int(25 * scale)
+    return out
 
 
 def count_agreement(per_image: list[dict], threshold: float) -> dict:
