@@ -232,9 +232,39 @@ def _thresholds_from_args(model, args):
     )
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_TF_COMMANDS = {"count", "prelabel", "evaluate", "train", "train-helper"}
+
+
+def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
+    """Keep TensorFlow's C++ start-up chatter ("Could not find cuda drivers", "failed call to
+    cuInit" on machines without a GPU) off the user's terminal; -v shows its errors, -vv everything.
+
+    Some of those lines are printed before TensorFlow's logging is set up, so the level
+    variable cannot hide them: TensorFlow is imported here with the process's stderr
+    parked in a temporary file, which is printed if the import fails.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", {0: "3", 1: "2"}.get(verbose, "0"))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if verbose or command not in _TF_COMMANDS or "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
+        except BaseException:
+            os.dup2(saved, 2)
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def cmd_count(args) -> int:
@@ -517,7 +547,7 @@ def main(argv=None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.verbose, args.command)
     try:
         return int(args.func(args) or 0)
     except EosdetectError as exc:
