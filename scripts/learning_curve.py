@@ -67,6 +67,7 @@ def plot(rows, path, title):
                     xytext=(0, -14), ha="center", fontsize=7, color="0.4")
     ax.set(xlabel="labelled training images", ylabel="validation score", ylim=(0, 1.02), title=title)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(n)
     ax.set_xticklabels([str(v) for v in n])
     ax.grid(alpha=0.3)
