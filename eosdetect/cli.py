@@ -398,11 +398,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import shlex
-
     from .errors import InputError
     from .labelset import load_labelled
-    from .train import load_config_file
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -411,10 +408,7 @@ def cmd_train(args) -> int:
         raise InputError(out, "model folder exists; use --overwrite to replace it or --resume to continue training")
     if args.resume and not (out / ".train").is_dir():
         raise InputError(out, "nothing to resume (no interrupted training in this folder)")
-    file_cfg = {}
-    if args.config:
-        file_cfg = load_config_file(args.config)
-        file_cfg["_path"] = str(args.config)
+    file_cfg = _file_config(args.config)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
@@ -424,7 +418,7 @@ def cmd_train(args) -> int:
         return _train_dry_run(args, items, report, file_cfg)
     from .train import train_from_labels
 
-    command = "eosdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
+    command = _command_line("train")
     try:
         metrics = train_from_labels(
             items, out, file_cfg=file_cfg, name=args.name, class_name=args.class_name or _single_class(report),
@@ -444,20 +438,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_helper(args) -> int:
-    import shlex
-
     from .errors import InputError
     from .labelset import load_labelled
     from .models.store import load_model
-    from .train import load_config_file, train_helper_from_labels
+    from .train import train_helper_from_labels
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise InputError(out, "model folder exists; use --overwrite to replace it")
-    file_cfg = {}
-    if args.config:
-        file_cfg = load_config_file(args.config)
-        file_cfg["_path"] = str(args.config)
+    file_cfg = _file_config(args.config)
     base = load_model(args.model)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
@@ -465,7 +454,7 @@ def cmd_train_helper(args) -> int:
         default_class=base.config.class_name,
     )
     _warn(report.warnings())
-    command = "eosdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train-helper"] else ""
+    command = _command_line("train-helper")
     metrics = train_helper_from_labels(
         base, items, out, file_cfg=file_cfg, name=args.name, class_name=args.class_name or _single_class(report),
         input_pixel_size_um=args.pixel_size, epochs=args.epochs, val_fraction=args.val_fraction,
@@ -476,6 +465,24 @@ def cmd_train_helper(args) -> int:
     print(f"model written to {out}/ ({base.name}'s U-Net + the new helper): validation F1 {v['f1']:.3f} "
           f"(precision {v['precision']:.3f}, recall {v['recall']:.3f}) on {v['n_images']} image(s)")
     return 0
+
+
+def _file_config(path) -> dict:
+    """The sections of a YAML training config (empty without one), remembering its path."""
+    if not path:
+        return {}
+    from .train import load_config_file
+
+    cfg = load_config_file(path)
+    cfg["_path"] = str(path)
+    return cfg
+
+
+def _command_line(command: str) -> str:
+    """How this run was started, for the model card ('' when not called from the shell)."""
+    import shlex
+
+    return "eosdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [command] else ""
 
 
 def _single_class(report) -> str | None:

@@ -322,6 +322,39 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
 
 # --------------------------------------------------------------------------- a model folder from labelled images
 
+
+def split_items(items, val_fraction: float, seed: int, val_names: list[str] | None = None):
+    """Training and validation items: the images named in ``val_names`` (names or
+    file names), else the fixed hash split of :func:`eosdetect.labelset.split_names`."""
+    from .labelset import split_names
+
+    names = [it.name for it in items]
+    if val_names:
+        val_set = {n if n in names else Path(n).stem for n in val_names}
+        unknown = sorted(val_set - set(names))
+        if unknown:
+            raise ConfigError(f"validation image {unknown[0]!r} is not among the labelled images")
+        if not set(names) - val_set:
+            raise ConfigError("every image is in the validation list; none is left to train on")
+    else:
+        val_set = set(split_names(names, val_fraction, seed)[1])
+    return [it for it in items if it.name not in val_set], [it for it in items if it.name in val_set]
+
+
+def machine_description() -> str:
+    import platform
+
+    return f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
+
+
+def _keep_log_and_clean(work: Path, log_csv: Path, out_dir: Path) -> None:
+    """Keep the epoch log in the model folder as training_log.csv; drop checkpoints."""
+    import shutil
+
+    if log_csv.is_file():
+        shutil.copyfile(log_csv, out_dir / "training_log.csv")
+    shutil.rmtree(work, ignore_errors=True)
+
 #: Without a configured pixel size, the network works at a scale where a typical cell is about this many pixels across.
 TARGET_CELL_PX = 20.0
 
@@ -404,13 +437,12 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
 
     Returns the metrics dict written to ``metrics.json``.
     """
-    import platform
     import shutil
     import time
 
     from . import __version__, recipes
     from .evaluation import fit_thresholds
-    from .labelset import eval_item, split_names, training_sample
+    from .labelset import eval_item, training_sample
     from .models.store import load_model, save_model
 
     file_cfg = file_cfg or {}
@@ -420,19 +452,7 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
         tcfg.train_epochs = int(epochs)
     config, base_thr, grid = plan_config(file_cfg, items, name=name or out_dir.name, class_name=class_name,
                                          input_pixel_size_um=input_pixel_size_um, cell_diameter_um=cell_diameter_um)
-    names = [it.name for it in items]
-    if val_names:
-        val_set = {n if n in names else Path(n).stem for n in val_names}
-        unknown = sorted(val_set - set(names))
-        if unknown:
-            raise ConfigError(f"validation image {unknown[0]!r} is not among the labelled images")
-        train_names = [n for n in names if n not in val_set]
-        if not train_names:
-            raise ConfigError("every image is in the validation list; none is left to train on")
-    else:
-        train_names, _ = split_names(names, val_fraction, tcfg.train_seed)
-    train_items = [it for it in items if it.name in set(train_names)]
-    val_items = [it for it in items if it.name not in set(train_names)]
+    train_items, val_items = split_items(items, val_fraction, tcfg.train_seed, val_names)
     gap_weight = float(file_cfg.get("data", {}).get("gap_weight", 1.0))
 
     t0 = time.time()
@@ -480,16 +500,13 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
             "threshold_grid": grid,
             "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": 0.0,
                         "thresholds": round(t_fit, 1)},
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "machine": machine_description(),
             "eosdetect_version": __version__,
         },
     }
     card = recipes.model_card(config, metrics)
     save_model(out_dir, config, thr, unet, metrics=metrics, card=card)
-    log_csv = work / "unet" / "unet_log.csv"
-    if log_csv.is_file():
-        shutil.copyfile(log_csv, out_dir / "training_log.csv")
-    shutil.rmtree(work, ignore_errors=True)
+    _keep_log_and_clean(work, work / "unet" / "unet_log.csv", out_dir)
     return metrics
 
 
@@ -525,8 +542,6 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
         pts = np.concatenate([it.points.reshape(-1, 2), np.asarray(neg, dtype=float).reshape(-1, 2)])
         if not len(pts):
             continue
-        from .dataset import resize
-
         small = resize(it.image, hs)
         f = small.shape[1] / it.image.shape[1]
         crops.append(extract_crops(small, (pts + 0.5) * f - 0.5, size))
@@ -549,13 +564,11 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     the defaults. The counting threshold is fitted on the validation images.
     """
     import dataclasses
-    import platform
-    import shutil
     import time
 
     from . import __version__, recipes
     from .evaluation import evaluate_model, fit_thresholds
-    from .labelset import eval_item, split_names
+    from .labelset import eval_item
     from .models.store import Model, load_model, save_model
 
     file_cfg = file_cfg or {}
@@ -573,14 +586,7 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     )
     if input_pixel_size_um is not None:
         config = dataclasses.replace(config, input_pixel_size_um=input_pixel_size_um)
-    names = [it.name for it in items]
-    if val_names:
-        val_set = {n if n in names else Path(n).stem for n in val_names}
-        train_names = [n for n in names if n not in val_set]
-    else:
-        train_names, _ = split_names(names, val_fraction, tcfg.train_seed)
-    train_items = [it for it in items if it.name in set(train_names)]
-    val_items = [it for it in items if it.name not in set(train_names)]
+    train_items, val_items = split_items(items, val_fraction, tcfg.train_seed, val_names)
     t0 = time.time()
     hx, hy = helper_crops_from_labels(base, train_items, config)
     vx, vy = helper_crops_from_labels(base, val_items, config, extra=0)
@@ -622,14 +628,11 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
             "command": command, "config_file": file_cfg.get("_path", "(built-in defaults)"),
             "train": tcfg.to_dict(), "threshold_grid": {"helper_threshold": HELPER_GRID},
             "seconds": {"data": round(t_data, 1), "unet": 0.0, "helper": round(t_helper, 1)},
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "machine": machine_description(),
             "eosdetect_version": __version__,
         },
     }
     save_model(out_dir, config, thr, base.unet, helper, metrics=metrics, card=recipes.model_card(config, metrics))
-    log_csv = work / "helper" / "helper_log.csv"
-    if log_csv.is_file():
-        shutil.copyfile(log_csv, out_dir / "training_log.csv")
-    shutil.rmtree(work, ignore_errors=True)
+    _keep_log_and_clean(work, work / "helper" / "helper_log.csv", out_dir)
     load_model(out_dir)  # the folder reads back
     return metrics

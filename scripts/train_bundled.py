@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,13 @@ from eosdetect import __version__, recipes  # noqa: E402
 from eosdetect.evaluation import fit_thresholds  # noqa: E402
 from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
 from eosdetect.models.store import load_model, save_model  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, train_helper, train_unet  # noqa: E402
+from eosdetect.train import (  # noqa: E402
+    TrainConfig,
+    load_config_file,
+    machine_description,
+    train_helper,
+    train_unet,
+)
 
 log = logging.getLogger("train_bundled")
 
@@ -104,7 +109,7 @@ def main(argv=None):
             "threshold_grid": grid,
             "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": round(t_helper, 1),
                         "thresholds": round(t_fit, 1)},
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+            "machine": machine_description(),
             "eosdetect_version": __version__,
         },
     }

@@ -195,7 +195,7 @@ def boxes_to_mask(shape: tuple[int, int], boxes: np.ndarray, shrink: float = 0.9
            [0, 1, 1, 1, 1, 0],
            [0, 0, 1, 1, 0, 0]])
     """
-    size = _check_shape(shape)
+    size = check_shape(shape)
     box_arr = _as_rows(boxes, 4, "boxes")
     if isinstance(shrink, bool) or not isinstance(shrink, (int, float, np.integer, np.floating)) \
             or not math.isfinite(shrink) or shrink <= 0:
@@ -229,7 +229,7 @@ def boxes_to_labels(shape: tuple[int, int], boxes: np.ndarray, shrink: float = 0
     >>> boxes_to_labels((3, 8), [[0, 0, 5, 3], [3, 0, 8, 3]], shrink=1.0).tolist()
     [[0, 1, 1, 1, 0, 2, 2, 0], [1, 1, 1, 1, 0, 2, 2, 2], [0, 1, 1, 1, 0, 2, 2, 0]]
     """
-    size = _check_shape(shape)
+    size = check_shape(shape)
     box_arr = _as_rows(boxes, 4, "boxes")
     if not len(box_arr):
         return np.zeros(size, dtype=np.int32)
@@ -272,7 +272,7 @@ def _image_shape(image) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_shape(shape) -> tuple[int, int]:
+def check_shape(shape) -> tuple[int, int]:
     try:
         rows, cols = (int(s) for s in shape)
         ok = all(int(s) == s for s in shape)

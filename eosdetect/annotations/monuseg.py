@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from .convert import check_shape
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def polygons_to_labels(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -
     """
     import cv2
 
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     labels = np.zeros(shape, dtype=np.int32)
     for i, poly in enumerate(polygons):
         p = np.asarray(poly, dtype=np.float64)
@@ -171,14 +172,3 @@ def polygons_to_labels(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -
         q = np.clip(np.rint(p), -(2**20), 2**20).astype(np.int32)
         cv2.fillPoly(labels, [q.reshape(-1, 1, 2)], color=i + 1)
     return labels
-
-
-def _check_shape(shape) -> tuple[int, int]:
-    try:
-        rows, cols = (int(s) for s in shape)
-        ok = all(int(s) == s for s in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be (rows, cols), got {shape!r}") from None
-    if not ok or rows < 1 or cols < 1:
-        raise ValueError(f"shape must be two positive integers (rows, cols), got {shape!r}")
-    return rows, cols
