@@ -232,7 +232,7 @@ def _thresholds_from_args(model, args):
     )
 
 
-_TF_COMMANDS = {"count", "prelabel", "evaluate", "train", "train-helper"}
+_TF_COMMANDS = {"count", "prelabel", "evaluate", "train", "train-helper", "serve"}
 
 
 def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
@@ -256,6 +256,10 @@ def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
         try:
             import tensorflow as tf
 
+            if command in ("train", "train-helper"):
+                from .train import reproducible_threads
+
+                reproducible_threads()  # must come before TensorFlow starts
             tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
         except BaseException:
             os.dup2(saved, 2)
@@ -400,6 +404,9 @@ def cmd_evaluate(args) -> int:
 def cmd_train(args) -> int:
     from .errors import InputError
     from .labelset import load_labelled
+    from .train import reproducible_threads
+
+    reproducible_threads()
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -441,8 +448,9 @@ def cmd_train_helper(args) -> int:
     from .errors import InputError
     from .labelset import load_labelled
     from .models.store import load_model
-    from .train import train_helper_from_labels
+    from .train import reproducible_threads, train_helper_from_labels
 
+    reproducible_threads()
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise InputError(out, "model folder exists; use --overwrite to replace it")

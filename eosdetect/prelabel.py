@@ -70,8 +70,11 @@ def score_band(model, settings: PrelabelSettings) -> tuple[float, float]:
 CLASSICAL_DEFAULTS = {"smear": ("white cell", 0.06), "he": ("nucleus", 0.25)}
 
 
-def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings):
-    """Candidates kept for pre-labelling, and which of them are uncertain."""
+def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings, result=None):
+    """Candidates kept for pre-labelling, and which of them are uncertain.
+
+    ``result`` is :func:`eosdetect.predict.detect`'s answer for this image
+    with the model's own thresholds, when already at hand."""
     if settings.classical:
         from .candidates import classical_nuclei, classical_white_cells
 
@@ -82,12 +85,8 @@ def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings):
             _, cands = classical_nuclei(image, pixel_size_um=px)
         return cands, np.ones(len(cands), dtype=bool)  # nothing scored them: all to be checked
     lo, hi = score_band(model, settings)
-    if model.config.helper_enabled:
-        res = detect(model, image, pixel_size_um=settings.pixel_size_um)
-        cands = res.candidates
-    else:
-        res = detect(model, image, pixel_size_um=settings.pixel_size_um)
-        cands = res.detections
+    res = result if result is not None else detect(model, image, pixel_size_um=settings.pixel_size_um)
+    cands = res.candidates if model.config.helper_enabled else res.detections
     keep = cands.subset(cands.score >= lo)
     return keep, keep.score < hi
 
@@ -114,6 +113,41 @@ def is_duplicate(new: VocObject, existing: list[VocObject]) -> bool:
     return False
 
 
+def _class_name(model, settings: PrelabelSettings) -> str:
+    if settings.class_name:
+        return settings.class_name
+    return CLASSICAL_DEFAULTS[settings.classical][0] if settings.classical else model.config.class_name
+
+
+def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *, filename: str,
+                        existing: VocAnnotation | None = None, folder: str = "", path: str = "", result=None):
+    """The VOC annotation for one image: the boxes of ``existing`` (kept as
+    they are) plus the new candidates that duplicate none of them.
+
+    Returns ``(annotation, candidates, new_objects)``.
+    """
+    h, w = image.shape[:2]
+    class_name = _class_name(model, settings)
+    cands, uncertain = candidate_boxes(model, image, settings, result=result)
+    kept = list(existing.objects) if existing is not None else []
+    new = []
+    for i in np.argsort(-cands.score):  # most certain first, so a duplicate keeps the better box
+        x0, y0, x1, y1 = box_to_voc(cands.xmin[i], cands.ymin[i], cands.xmax[i], cands.ymax[i], w, h)
+        obj = VocObject(class_name, x0, y0, x1, y1, difficult=bool(uncertain[i]))
+        if obj.is_degenerate or is_duplicate(obj, kept + new):
+            continue
+        new.append(obj)
+    new = sorted(new, key=lambda o: (o.ymin, o.xmin))
+    ann = VocAnnotation(
+        filename=filename, width=w, height=h, depth=3,
+        folder=existing.folder if existing is not None else folder,
+        path=existing.path if existing is not None else path,
+        database=existing.database if existing is not None else settings.database,
+        objects=kept + new,
+    )
+    return ann, cands, new
+
+
 def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> PrelabelRecord:
     """Pre-label one image into ``xml_path`` (see the module docstring for the rules)."""
     image_path, xml_path = Path(image_path), Path(xml_path)
@@ -130,33 +164,18 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
-    class_name = settings.class_name or (CLASSICAL_DEFAULTS[settings.classical][0] if settings.classical
-                                         else model.config.class_name)
-    cands, uncertain = candidate_boxes(model, image, settings)
-    rec.detections = cands
-    kept = list(existing.objects) if existing is not None else []
-    new = []
-    for i in np.argsort(-cands.score):  # most certain first, so a duplicate keeps the better box
-        x0, y0, x1, y1 = box_to_voc(cands.xmin[i], cands.ymin[i], cands.xmax[i], cands.ymax[i], w, h)
-        obj = VocObject(class_name, x0, y0, x1, y1, difficult=bool(uncertain[i]))
-        if obj.is_degenerate or is_duplicate(obj, kept + new):
-            continue
-        new.append(obj)
-    order = sorted(new, key=lambda o: (o.ymin, o.xmin))
-    rec.new_boxes = len(order)
-    rec.uncertain = sum(o.difficult for o in order)
-    rec.kept_boxes = len(kept)
-    rec.status = "merged" if existing is not None else "written"
-    ann = VocAnnotation(
-        filename=image_path.name, width=w, height=h, depth=3,
-        folder=existing.folder if existing is not None else image_path.parent.name,
-        path=existing.path if existing is not None else str(image_path.resolve()),
-        database=existing.database if existing is not None else settings.database,
-        objects=kept + order,
+    ann, cands, new = prelabel_annotation(
+        model, image, settings, filename=image_path.name, existing=existing,
+        folder=image_path.parent.name, path=str(image_path.resolve()),
     )
+    rec.detections = cands
+    rec.new_boxes = len(new)
+    rec.uncertain = sum(o.difficult for o in new)
+    rec.kept_boxes = len(ann.objects) - len(new)
+    rec.status = "merged" if existing is not None else "written"
     write_voc(xml_path, ann)
     if settings.yolo:
-        write_yolo(xml_path.with_suffix(".txt"), ann, xml_path.parent / "classes.txt", class_name)
+        write_yolo(xml_path.with_suffix(".txt"), ann, xml_path.parent / "classes.txt", _class_name(model, settings))
     return rec
 
 

@@ -22,13 +22,13 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .clinical import DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, hpf_summary
+from .clinical import DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, HpfSummary, hpf_summary
 from .errors import EosdetectError, InputError
 from .io import read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
 from .overlay import draw_overlay
 from .postprocess import DETECTION_COLUMNS
-from .predict import detect
+from .predict import Result, detect
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,76 @@ def output_names(paths: list[Path]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}__{seen[n]}")
     return [n.replace(os.sep, "_").replace(":", "_") for n in out]
+
+
+MIN_SIDE = 8
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyse_image` found: the counts.csv fields, the detection
+    result and the overlay picture (None when not asked for)."""
+
+    row: dict
+    result: Result
+    overlay: np.ndarray | None = None
+    hpf: HpfSummary | None = None
+
+    @property
+    def detections(self):
+        return self.result.detections
+
+
+def analyse_image(
+    model,
+    image: np.ndarray,
+    *,
+    source="image",
+    pixel_size_um: float | None = None,
+    thresholds: Thresholds | None = None,
+    hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2,
+    threshold: float = DEFAULT_THRESHOLD,
+    overlay: bool = True,
+) -> Analysis:
+    """Count the cells in one RGB image: detections, the clinical summary when
+    the pixel size is known, and the overlay. Used by ``eosdetect count`` and
+    by the web service, so both give the same answer.
+
+    ``source`` names the image in errors (a path or an upload's file name).
+    """
+    rows, cols = image.shape[:2]
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        raise InputError(source, f"image of {cols}x{rows} px is too small (at least {MIN_SIDE}x{MIN_SIDE})")
+    thr = thresholds if thresholds is not None else model.thresholds
+    res = detect(model, image, pixel_size_um=pixel_size_um, thresholds=thr)
+    det = res.detections
+    row = {
+        "status": "ok", "count": len(det), "width": cols, "height": rows,
+        "pixel_size_um": pixel_size_um, "area_mm2": None, "density_per_mm2": None,
+        "peak_hpf_count": None, "hpf_flag": None, "candidates": len(res.candidates), "error": "",
+    }
+    peak_box = None
+    caption = []
+    hpf = None
+    if pixel_size_um:
+        hpf = hpf_summary(det.xy, (rows, cols), pixel_size_um, hpf_area_mm2=hpf_area_mm2, threshold=threshold)
+        row.update(area_mm2=round(hpf.area_mm2, 5), density_per_mm2=round(hpf.density_per_mm2, 2),
+                   peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
+        caption.append(f"{hpf.density_per_mm2:.1f}/mm2, peak {hpf.peak_count}/HPF"
+                       + (f"  >= {threshold:g}" if hpf.flag else ""))
+        if not hpf.whole_image_is_one_hpf:
+            peak_box = hpf.peak_box
+    over = None
+    if overlay:
+        t0 = time.perf_counter()
+        rejected = None
+        if model.config.helper_enabled:
+            rejected = res.candidates.subset(res.candidates.score < thr.helper_threshold)
+            caption.append(f"grey outline: {model.config.unet_class_name} not counted ({len(rejected)})")
+        over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
+                            title=f"{model.config.class_name}: {len(det)}", lines=caption, highlight_box=peak_box)
+        res.timings["overlay"] = time.perf_counter() - t0
+    return Analysis(row=row, result=res, overlay=over, hpf=hpf)
 
 
 class CountRun:
@@ -144,40 +214,15 @@ class CountRun:
         """Process one image and write its files; returns its counts.csv row."""
         t0 = time.perf_counter()
         image = read_image(image_path)
-        rows, cols = image.shape[:2]
-        min_side = 8
-        if rows < min_side or cols < min_side:
-            raise InputError(image_path, f"image of {cols}x{rows} px is too small (at least {min_side}x{min_side})")
-        res = detect(self.model, image, pixel_size_um=self.settings.pixel_size_um, thresholds=self.thresholds)
-        det = res.detections
-        row = {
-            "image": str(image_path), "status": "ok", "count": len(det), "width": cols, "height": rows,
-            "pixel_size_um": self.settings.pixel_size_um, "area_mm2": None, "density_per_mm2": None,
-            "peak_hpf_count": None, "hpf_flag": None, "candidates": len(res.candidates), "error": "",
-        }
-        peak_box = None
-        caption = []
-        if self.settings.pixel_size_um:
-            hpf = hpf_summary(det.xy, (rows, cols), self.settings.pixel_size_um,
-                              hpf_area_mm2=self.settings.hpf_area_mm2, threshold=self.settings.threshold)
-            row.update(area_mm2=round(hpf.area_mm2, 5), density_per_mm2=round(hpf.density_per_mm2, 2),
-                       peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
-            caption.append(f"{hpf.density_per_mm2:.1f}/mm2, peak {hpf.peak_count}/HPF"
-                           + (f"  >= {self.settings.threshold:g}" if hpf.flag else ""))
-            if not hpf.whole_image_is_one_hpf:
-                peak_box = hpf.peak_box
+        s = self.settings
+        a = analyse_image(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um,
+                          thresholds=self.thresholds, hpf_area_mm2=s.hpf_area_mm2, threshold=s.threshold,
+                          overlay=s.overlay)
         p = self._paths(name)
-        write_csv(p["detections"], DETECTION_COLUMNS, det.rows())
-        if self.settings.overlay:
-            rejected = None
-            if self.model.config.helper_enabled:
-                rejected = res.candidates.subset(res.candidates.score < self.thresholds.helper_threshold)
-                caption.append(f"grey outline: {self.model.config.unet_class_name} not counted ({len(rejected)})")
-            over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
-                                title=f"{self.model.config.class_name}: {len(det)}", lines=caption,
-                                highlight_box=peak_box)
-            write_image(p["overlay"], over)
-        row["seconds"] = round(time.perf_counter() - t0, 3)
+        write_csv(p["detections"], DETECTION_COLUMNS, a.detections.rows())
+        if a.overlay is not None:
+            write_image(p["overlay"], a.overlay)
+        row = {"image": str(image_path), **a.row, "seconds": round(time.perf_counter() - t0, 3)}
         return row
 
     # ------------------------------------------------------------------ batch

@@ -3,7 +3,9 @@
 Losses suited to small sparse objects (binary cross-entropy + soft Dice, with
 a per-pixel weight map), Adam with cosine decay, early stopping on the
 validation loss, best and last weights, a CSV log of every epoch and a fixed
-seed.
+seed. Training runs TensorFlow with one inter-op thread
+(:func:`reproducible_threads`), so that the same data and seed give the same
+weights bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ from .errors import ConfigError
 from .models.config import ModelConfig
 
 log = logging.getLogger(__name__)
+
+
+def reproducible_threads() -> bool:
+    """Make TensorFlow run one op at a time (intra-op threads are kept).
+
+    With several inter-op threads, independent ops of a training step (batch
+    normalisation's moving statistics, optimizer updates) race, and the
+    helper CNN's weights differed from run to run on CPU even with
+    ``tf.config.experimental.enable_op_determinism``; with one thread they
+    are identical. This must run before TensorFlow executes its first op:
+    the training commands call it first thing. Returns whether the setting
+    is in force.
+    """
+    import tensorflow as tf
+
+    if tf.config.threading.get_inter_op_parallelism_threads() == 1:
+        return True
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process
+        log.info("TensorFlow already running with several inter-op threads: training may not repeat bit for bit")
+        return False
+    return True
 
 
 @dataclass
@@ -208,6 +233,7 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
 
     from .models.unet import build_unet
 
+    reproducible_threads()
     work_dir = Path(work_dir)
     keras.utils.set_random_seed(tcfg.train_seed)
     model = build_unet(config, seed=tcfg.train_seed)
@@ -259,6 +285,7 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     from . import augment
     from .models.helper_cnn import build_helper
 
+    reproducible_threads()
     work_dir = Path(work_dir)
     keras.utils.set_random_seed(tcfg.train_seed)
     S = config.helper_crop_size

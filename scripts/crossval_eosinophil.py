@@ -32,7 +32,7 @@ from eosdetect.evaluation import evaluate_model  # noqa: E402
 from eosdetect.io import write_json  # noqa: E402
 from eosdetect.metrics import MatchResult, summarize  # noqa: E402
 from eosdetect.models.store import Model, load_model  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, train_helper  # noqa: E402
+from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 
 def main(argv=None):
@@ -42,6 +42,7 @@ def main(argv=None):
     ap.add_argument("-o", "--out", default="build/crossval-eosinophil.json")
     ap.add_argument("--work-dir", default="build/crossval-eosinophil")
     args = ap.parse_args(argv)
+    reproducible_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     cfg = load_config_file(args.config)

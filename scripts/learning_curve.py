@@ -35,7 +35,7 @@ from eosdetect import recipes, shared_data  # noqa: E402
 from eosdetect.evaluation import evaluate_model  # noqa: E402
 from eosdetect.io import write_json  # noqa: E402
 from eosdetect.models.store import Model, load_model  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, train_helper  # noqa: E402
+from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 
 def stratified_order(items, seed: int) -> list:
@@ -86,6 +86,7 @@ def main(argv=None):
                     help="training set sizes (0 = all training images)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    reproducible_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

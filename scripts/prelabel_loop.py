@@ -42,7 +42,7 @@ from eosdetect.labelset import load_labelled  # noqa: E402
 from eosdetect.metrics import match_points, summarize  # noqa: E402
 from eosdetect.models.store import Model, load_model, with_helper_of  # noqa: E402
 from eosdetect.prelabel import PrelabelSettings, prelabel_image  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, train_helper_from_labels  # noqa: E402
+from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper_from_labels  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from learning_curve import stratified_order  # noqa: E402
@@ -88,6 +88,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    reproducible_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from eosdetect.train import (  # noqa: E402
     TrainConfig,
     load_config_file,
     machine_description,
+    reproducible_threads,
     train_helper,
     train_unet,
 )
@@ -49,6 +50,7 @@ def main(argv=None):
     ap.add_argument("--val-fold", type=int, help="BCCD validation fold (default from config)")
     ap.add_argument("--resume", action="store_true", help="resume an interrupted run from --work-dir")
     args = ap.parse_args(argv)
+    reproducible_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     cfg = load_config_file(args.config)
