@@ -41,6 +41,25 @@ _unit_float = _number(0.0, 1.0)
 _nonneg_float = _number(0.0)
 
 
+def _integer(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer(1)
+_nonneg_int = _integer(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models.store import DEFAULT_MODEL
 
@@ -181,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the bundled models: what they count, on what data, how well.")
     p.add_argument("name", nargs="?", help="show the full model card of this model (name or folder)")
     p.set_defaults(func=cmd_models)
+
+    # -- serve
+    p = sub.add_parser(
+        "serve", help="web page and REST API: upload images, see the cells and the count",
+        description="Serve the counting pipeline over HTTP: a page at http://HOST:PORT/ to upload images, and "
+        "a REST API (POST /api/v1/count, POST /api/v1/prelabel, GET /api/v1/models, GET /healthz; schema "
+        "at /openapi.json). Needs the web extras: pip install 'eosdetect[serve]'.",
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("-m", "--model", help="default model: a bundled name or a model folder")
+    p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="also offer this model folder (repeatable)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=30.0, metavar="MB",
+                   help="largest upload accepted; larger gets 413 (default 30)")
+    p.add_argument("--max-megapixels", type=_positive_float, default=30.0, metavar="MP",
+                   help="largest image counted while the client waits; larger gets 413 (default 30)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="images counted at once (default 2)")
+    p.add_argument("--queue", type=_nonneg_int, default=16,
+                   help="requests that may wait for a worker; more get 503 (default 16)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -280,6 +321,7 @@ def cmd_count(args) -> int:
 
     images = find_images(args.inputs)
     model = load_model(args.model)
+    model.config.scale_for(args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
     thresholds = _thresholds_from_args(model, args)
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
@@ -328,6 +370,8 @@ def cmd_prelabel(args) -> int:
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
                                 classical=args.classical)
     model = None if args.classical else load_model(args.model)
+    if model is not None:
+        model.config.scale_for(args.pixel_size)
     if args.helper and model is not None:
         from .models.store import with_helper_of
 
@@ -370,6 +414,7 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model)
     cfg = model.config
+    cfg.scale_for(args.pixel_size)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
@@ -551,6 +596,21 @@ def cmd_models(args) -> int:
         if m.config.description:
             print(f"    {m.config.description}")
     print("\n'eosdetect models NAME' shows a model's full card.")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .errors import EosdetectError
+
+    try:
+        from .server import ServeSettings, serve
+    except ImportError as exc:
+        raise EosdetectError(f"eosdetect serve needs the web extras ({exc.name} is missing): "
+                             "pip install 'eosdetect[serve]'") from None
+    settings = ServeSettings(model=args.model, model_dirs=args.model_dir, max_upload_mb=args.max_upload_mb,
+                             max_megapixels=args.max_megapixels, workers=args.workers, queue=args.queue)
+    print(f"eosdetect: serving on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    serve(settings, host=args.host, port=args.port, log_level=["warning", "info", "debug"][min(args.verbose, 2)])
     return 0
 
 

@@ -169,6 +169,13 @@ def test_pixel_size_gives_densities(images, tmp_path, tiny_model_dir, capsys):
     assert summary["clinical"]["hpf_area_mm2"] == 0.24
 
 
+def test_absurd_pixel_size_is_one_error_before_any_image(images, tmp_path, tiny_model_dir, capsys):
+    out_dir = tmp_path / "res"
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--pixel-size", "5000"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "check the pixel size" in err
+    assert not out_dir.exists()
+
+
 def test_models_command(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

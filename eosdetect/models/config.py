@@ -29,6 +29,11 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {
 }
 
 
+#: Input pixels may be resized by at most these factors per axis to reach a model's pixel size
+#: (a wrong --pixel-size would otherwise ask for a terabyte-sized image, or shrink it to nothing).
+MIN_SCALE = 1 / 64
+MAX_SCALE = 8.0
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model and run it on a new image.
@@ -130,9 +135,16 @@ class ModelConfig:
     def scale_for(self, input_pixel_size_um: float | None) -> float:
         """Resize factor from input pixels to model pixels."""
         p = self.input_pixel_size_um if input_pixel_size_um is None else input_pixel_size_um
-        if p <= 0:
+        if not p > 0:
             raise ConfigError(f"pixel size must be > 0, got {p}")
-        return p / self.pixel_size_um
+        scale = p / self.pixel_size_um
+        if not MIN_SCALE <= scale <= MAX_SCALE:
+            raise ConfigError(
+                f"pixel size {p:g} um/px is {scale:.3g} times this model's {self.pixel_size_um:g} um/px; "
+                f"it must be between {self.pixel_size_um * MIN_SCALE:.3g} and {self.pixel_size_um * MAX_SCALE:.3g} "
+                "um/px (check the pixel size: cells would be far too small or too large to see)"
+            )
+        return scale
 
     # --------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,671 @@
+"""``eosdetect serve``: a web page and a REST API over the counting pipeline.
+
+The page (``GET /``) and the API call the same functions as ``eosdetect count``
+and ``eosdetect prelabel`` (:func:`eosdetect.runner.analyse_image`,
+:func:`eosdetect.prelabel.prelabel_annotation`), so an upload gets exactly the
+answer the command line gives for that file.
+
+Endpoints: ``POST /api/v1/count``, ``POST /api/v1/prelabel``,
+``GET /api/v1/models``, ``GET /healthz``, and the OpenAPI schema at
+``/openapi.json``. (FastAPI's interactive ``/docs`` page is off: it loads its
+scripts from a CDN, which a lab network often cannot reach.)
+
+Resources:
+
+* Models are loaded once, on first use (the default one at start-up), and
+  shared by all requests; a lock makes concurrent first uses load it once.
+* Inference runs in worker threads, never on the event loop; at most
+  ``workers`` run at once and at most ``queue`` more wait. Beyond that the
+  answer is 503 with ``Retry-After``, rather than running out of memory.
+* Request bodies over ``max_upload_mb`` get 413 before they are read; images
+  over ``max_megapixels`` get 413 too (count those with ``eosdetect count``,
+  which tiles them and has no time limit).
+* An upload is written only into a temporary folder, removed when the request
+  ends.
+"""
+
+import base64
+import logging
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .errors import EosdetectError, InputError, ModelError
+from .io import encode_png, read_image
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+
+
+@dataclass
+class ServeSettings:
+    """Limits and models of one server (``eosdetect serve`` flags)."""
+
+    #: Default model: a bundled name or a model folder (None: the bundled default).
+    model: str | None = None
+    #: Further model folders offered in the model list.
+    model_dirs: list[str] = field(default_factory=list)
+    #: Largest request body accepted, megabytes.
+    max_upload_mb: float = 30.0
+    #: Largest image counted while the client waits, megapixels.
+    max_megapixels: float = 30.0
+    #: Inferences running at once.
+    workers: int = 2
+    #: Requests allowed to wait for a worker; more get 503.
+    queue: int = 16
+    #: Load (and trace) the default model at start-up instead of on the first request.
+    preload: bool = True
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelRegistry:
+    """The models a server offers, each loaded once and shared."""
+
+    def __init__(self, default: str | None = None, model_dirs=()):
+        from .models.store import DEFAULT_MODEL, bundled_names, load_model, resolve_model_dir
+
+        self._load_model = load_model
+        self._paths: dict[str, Path] = {}
+        for name in bundled_names():
+            self._paths[name] = resolve_model_dir(name)
+        for d in model_dirs:
+            m = load_model(d)  # ModelError for a bad folder: the server does not start
+            name = m.name if m.name not in self._paths else f"{m.name} ({Path(d).name})"
+            self._paths[name] = m.path
+        if default is None:
+            default = DEFAULT_MODEL
+        elif default not in self._paths:
+            m = load_model(default)
+            found = [n for n, p in self._paths.items() if p.resolve() == m.path.resolve()]
+            default = found[0] if found else m.name
+            self._paths.setdefault(default, m.path)
+        self.default = default
+        self._loaded: dict = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # how many times a model was read from disk (tests check it stays one per model)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._paths)
+
+    def get(self, name: str | None = None):
+        """The loaded model called ``name`` (default: the server's default).
+
+        Raises :class:`KeyError` with the list of names for an unknown one."""
+        name = name or self.default
+        if name not in self._paths:
+            raise KeyError(name)
+        with self._lock:
+            model = self._loaded.get(name)
+            if model is None:
+                model = self._load_model(self._paths[name])
+                _warm_up(model)
+                self._loaded[name] = model
+                self.loads += 1
+        return model
+
+    def describe(self) -> list[dict]:
+        from .models.store import BUNDLED_DIR
+
+        out = []
+        for name, path in self._paths.items():
+            m = self._loaded.get(name) or self._load_model(path)
+            v = m.metrics.get("validation", {}) if m.metrics else {}
+            out.append(
+                {
+                    "name": name,
+                    "version": m.config.version,
+                    "class_name": m.config.class_name,
+                    "description": m.config.description,
+                    "input_pixel_size_um": m.config.input_pixel_size_um,
+                    "two_stage": m.config.helper_enabled,
+                    "bundled": path.parent == BUNDLED_DIR,
+                    "default": name == self.default,
+                    "validation_f1": v.get("f1"),
+                }
+            )
+        return out
+
+
+def _warm_up(model) -> None:
+    """Build the networks and trace their graphs now, in one thread, so that
+    concurrent first requests neither race to build them nor pay for it."""
+    import numpy as np
+
+    from .predict import detect
+
+    model.predict_fn  # noqa: B018 (builds the U-Net)
+    if model.config.helper_enabled:
+        fn = model.classify_fn
+        s = model.config.helper_crop_size
+        fn(np.zeros((1, s, s, 3), np.float32))
+    detect(model, np.full((64, 64, 3), 255, np.uint8))
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class Busy(Exception):
+    """All workers busy and the queue full."""
+
+
+class Gate:
+    """At most ``workers`` jobs run in threads at once and ``queue`` more wait.
+
+    Used from the event loop only, so the counter needs no lock."""
+
+    def __init__(self, workers: int, queue: int):
+        import anyio
+
+        self.workers = max(1, int(workers))
+        self.queue = max(0, int(queue))
+        self.limiter = anyio.CapacityLimiter(self.workers)
+        self.pending = 0
+
+    async def run(self, fn, *args):
+        import anyio
+
+        if self.pending >= self.workers + self.queue:
+            raise Busy()
+        self.pending += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            self.pending -= 1
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_name(filename: str | None) -> str:
+    """A file name for the upload inside the temporary folder (keeps the suffix,
+    which decides how the image is read)."""
+    name = Path(filename or "upload").name
+    name = _SAFE.sub("_", name).strip("._") or "upload"
+    return name[-100:]
+
+
+def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
+    """Decode an uploaded image as ``eosdetect count`` reads a file.
+
+    The bytes go to a temporary folder that is removed before returning.
+    Returns ``(rgb_uint8, seconds)``; raises :class:`InputError` naming the
+    upload, or :class:`TooLarge`."""
+    from PIL import Image
+
+    t0 = time.perf_counter()
+    shown = Path(filename or "upload").name
+    if not data:
+        raise InputError(shown, "empty upload")
+    with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp:
+        path = Path(tmp) / _safe_name(filename)
+        path.write_bytes(data)
+        try:  # the header alone says the size: refuse huge images before decoding them
+            with Image.open(path) as im:
+                w, h = im.size
+            if w * h > max_pixels:
+                raise TooLarge(shown, w, h, max_pixels)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pass  # read_image gives the proper error, or reads what Pillow cannot (some TIFFs)
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            raise InputError(shown, exc.problem) from None
+    h, w = image.shape[:2]
+    if w * h > max_pixels:
+        raise TooLarge(shown, w, h, max_pixels)
+    return image, time.perf_counter() - t0
+
+
+class TooLarge(EosdetectError):
+    def __init__(self, name, w, h, max_pixels):
+        super().__init__(
+            f"{name}: image of {w}x{h} px ({w * h / 1e6:.1f} MP) is over this server's limit of "
+            f"{max_pixels / 1e6:g} MP; count it with the command line (eosdetect count), which tiles large images"
+        )
+
+
+def thresholds_with(model, overrides: dict):
+    """The model's fitted thresholds with the request's overrides."""
+    from .errors import ConfigError
+
+    try:
+        return model.thresholds.replace(**overrides)
+    except ConfigError as exc:
+        raise InputError("thresholds", str(exc)) from None
+
+
+def count_upload(
+    model,
+    data: bytes,
+    filename: str | None,
+    *,
+    pixel_size_um=None,
+    thresholds=None,
+    max_pixels: float,
+    overlay: bool = False,
+    voc: bool = False,
+) -> dict:
+    """Everything ``POST /api/v1/count`` answers, as a dict (runs in a worker thread)."""
+    from .annotations.voc import voc_bytes
+    from .prelabel import PrelabelSettings, prelabel_annotation
+    from .runner import analyse_image
+
+    t0 = time.perf_counter()
+    image, t_read = read_upload(data, filename, max_pixels)
+    name = Path(filename or "upload").name
+    a = analyse_image(model, image, source=name, pixel_size_um=pixel_size_um, thresholds=thresholds, overlay=overlay)
+    det = a.detections
+    out = {
+        "model": {"name": model.name, "version": model.config.version},
+        "image": {"filename": name, "width": int(image.shape[1]), "height": int(image.shape[0])},
+        "class_name": model.config.class_name,
+        "count": len(det),
+        "candidates": int(a.row["candidates"]),
+        "pixel_size_um": pixel_size_um,
+        "clinical": None,
+        "detections": [
+            {"x": x, "y": y, "score": s, "area": ar, "box": [x0, y0, x1, y1]}
+            for x, y, s, ar, x0, y0, x1, y1 in det.rows()
+        ],
+        "thresholds": (thresholds or model.thresholds).to_dict(),
+        "timings": {},
+    }
+    if a.hpf is not None:
+        out["clinical"] = {
+            "area_mm2": a.row["area_mm2"],
+            "density_per_mm2": a.row["density_per_mm2"],
+            "peak_hpf_count": int(a.row["peak_hpf_count"]),
+            "hpf_flag": bool(a.row["hpf_flag"]),
+            "hpf_area_mm2": a.hpf.hpf_area_mm2,
+            "threshold": a.hpf.threshold,
+            "whole_image_is_one_hpf": bool(a.hpf.whole_image_is_one_hpf),
+        }
+    if overlay:
+        t = time.perf_counter()
+        out["overlay_png"] = base64.b64encode(encode_png(a.overlay)).decode("ascii")
+        a.result.timings["overlay"] = a.result.timings.get("overlay", 0.0) + time.perf_counter() - t
+    if voc:
+        settings = PrelabelSettings(pixel_size_um=pixel_size_um)
+        ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name, result=a.result)
+        out["voc_xml"] = voc_bytes(ann).decode("utf-8")
+    timings = {"read": t_read, **a.result.timings, "total": time.perf_counter() - t0}
+    out["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
+    return out
+
+
+def prelabel_upload(
+    model, data: bytes, filename: str | None, *, pixel_size_um=None, class_name=None, max_pixels: float
+) -> bytes:
+    """The Pascal VOC XML ``eosdetect prelabel`` would write for this upload."""
+    from .annotations.voc import voc_bytes
+    from .prelabel import PrelabelSettings, prelabel_annotation
+
+    image, _ = read_upload(data, filename, max_pixels)
+    name = Path(filename or "upload").name
+    settings = PrelabelSettings(pixel_size_um=pixel_size_um, class_name=class_name)
+    ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name)
+    return voc_bytes(ann)
+
+
+# --------------------------------------------------------------------------- API schema
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="one-line reason")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ImageInfo(BaseModel):
+    filename: str
+    width: int
+    height: int
+
+
+class DetectionOut(BaseModel):
+    x: float = Field(description="centroid column, input pixels")
+    y: float = Field(description="centroid row, input pixels")
+    score: float
+    area: float = Field(description="segment area, input pixels")
+    box: list[int] = Field(description="xmin, ymin, xmax, ymax (xmax/ymax exclusive), input pixels")
+
+
+class ClinicalOut(BaseModel):
+    area_mm2: float
+    density_per_mm2: float
+    peak_hpf_count: int
+    hpf_flag: bool
+    hpf_area_mm2: float
+    threshold: float
+    whole_image_is_one_hpf: bool
+
+
+class CountOut(BaseModel):
+    model: ModelRef
+    image: ImageInfo
+    class_name: str
+    count: int
+    candidates: int = Field(description="objects the U-Net segmented (counted or not)")
+    pixel_size_um: float | None
+    clinical: ClinicalOut | None = Field(description="density and per-HPF peak; null without pixel_size")
+    detections: list[DetectionOut]
+    thresholds: dict[str, float]
+    timings: dict[str, float] = Field(description="seconds per stage and in total")
+    overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
+    voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    class_name: str
+    description: str
+    input_pixel_size_um: float
+    two_stage: bool
+    bundled: bool
+    default: bool
+    validation_f1: float | None
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    default_model: str
+    models_loaded: list[str]
+    busy: int
+    workers: int
+    queue: int
+
+
+Img = Annotated[UploadFile, File(description="the image: PNG, JPEG, TIFF (8/16-bit), BMP...")]
+ModelName = Annotated[str | None, Form(description="model name (GET /api/v1/models); default: the server's")]
+PixelSize = Annotated[
+    float | None, Form(gt=0, le=1000, description="micrometres per pixel of the upload; gives density and HPF peak")
+]
+Prob = Annotated[float | None, Form(ge=0, le=1, description="override: U-Net probability threshold")]
+Helper = Annotated[float | None, Form(ge=0, le=1, description="override: helper CNN threshold (two-stage models)")]
+Um = Annotated[float | None, Form(ge=0, le=1e9, description="override, micrometres")]
+Um2 = Annotated[float | None, Form(ge=0, le=1e12, description="override, square micrometres")]
+ClassName = Annotated[str | None, Form(max_length=100, description="box label; default the model's class")]
+
+
+class BodyLimit:
+    """ASGI middleware: a POST body over ``max_bytes`` gets 413, before it is
+    read when the client says its length, as soon as it passes the limit when
+    it streams (``Transfer-Encoding: chunked``, as curl sends uploads)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    def _message(self, size: int | None = None) -> str:
+        what = f"upload of {size / 1e6:.1f} MB" if size is not None else "upload"
+        return f"{what} is over this server's limit of {self.max_bytes / 1e6:g} MB"
+
+    async def __call__(self, scope, receive, send):
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return await JSONResponse({"detail": "invalid Content-Length"}, status_code=400)(scope, receive, send)
+            if n > self.max_bytes:
+                detail = self._message(n)
+                return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | None = None):
+    """The FastAPI application (``uvicorn`` serves it; tests call it directly)."""
+    from contextlib import asynccontextmanager
+
+    import anyio
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    settings = settings or ServeSettings()
+    registry = registry or ModelRegistry(settings.model, settings.model_dirs)
+    gate = Gate(settings.workers, settings.queue)
+    max_body = int(settings.max_upload_mb * 1e6)
+    max_pixels = settings.max_megapixels * 1e6
+
+    errors = {
+        400: {"model": ErrorOut, "description": "not an image, or a corrupt one"},
+        404: {"model": ErrorOut, "description": "unknown model"},
+        413: {"model": ErrorOut, "description": "upload or image too large"},
+        422: {"model": ErrorOut, "description": "invalid parameter"},
+        503: {"model": ErrorOut, "description": "all workers busy and the queue full; retry later"},
+    }
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if settings.preload:
+            await anyio.to_thread.run_sync(registry.get)
+        yield
+
+    app = FastAPI(
+        title="eosdetect",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Count cells in stained slide images (U-Net + watershed). The same pipeline as "
+        "`eosdetect count`; coordinates are in pixels of the uploaded image.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body)
+    _form_fields_without_null(app)
+    app.state.registry = registry
+    app.state.gate = gate
+    app.state.settings = settings
+
+    # ------------------------------------------------------------------ limits and errors
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    def model_or_404(name: str | None):
+        try:
+            return registry.get(name or None)
+        except KeyError:
+            raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(registry.names)}") from None
+        except ModelError as exc:
+            raise HTTPException(500, str(exc)) from None
+
+    async def run(fn, *args):
+        try:
+            return await gate.run(fn, *args)
+        except Busy:
+            raise HTTPException(
+                503,
+                f"busy: {gate.workers} image(s) being counted and {gate.queue} waiting; retry later",
+                headers={"Retry-After": "2"},
+            ) from None
+        except TooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except EosdetectError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except MemoryError:
+            raise HTTPException(503, "out of memory for this image; retry later or use eosdetect count") from None
+
+    async def upload_bytes(image: UploadFile) -> bytes:
+        data = await image.read(max_body + 1)
+        if len(data) > max_body:
+            raise HTTPException(413, f"upload is over this server's limit of {settings.max_upload_mb:g} MB")
+        return data
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(resources.files("eosdetect.web").joinpath("index.html").read_text(encoding="utf-8"))
+
+    @app.get("/healthz", response_model=HealthOut, tags=["service"])
+    async def healthz():
+        """Liveness: the server answers and which models are in memory."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "default_model": registry.default,
+            "models_loaded": sorted(registry._loaded),
+            "busy": gate.pending,
+            "workers": gate.workers,
+            "queue": gate.queue,
+        }
+
+    @app.get(f"{API}/models", response_model=list[ModelOut], tags=["models"])
+    async def models():
+        """The models this server offers: the bundled ones and any given with --model-dir."""
+        return await anyio.to_thread.run_sync(registry.describe)
+
+    @app.post(
+        f"{API}/count", response_model=CountOut, response_model_exclude_none=False, responses=errors, tags=["count"]
+    )
+    async def count(
+        image: Img,
+        model: ModelName = None,
+        pixel_size: PixelSize = None,
+        prob_threshold: Prob = None,
+        helper_threshold: Helper = None,
+        min_distance_um: Um = None,
+        min_area_um2: Um2 = None,
+        max_area_um2: Um2 = None,
+        overlay: Annotated[bool, Query(description="add the overlay PNG (base64)")] = False,
+        voc: Annotated[bool, Query(description="add LabelImg Pascal VOC pre-labels")] = False,
+    ):
+        """Count the cells in one uploaded image."""
+        m = model_or_404(model)
+        data = await upload_bytes(image)
+        try:
+            thr = thresholds_with(
+                m,
+                {
+                    "prob_threshold": prob_threshold,
+                    "helper_threshold": helper_threshold,
+                    "min_distance_um": min_distance_um,
+                    "min_area_um2": min_area_um2,
+                    "max_area_um2": max_area_um2,
+                },
+            )
+        except InputError as exc:
+            raise HTTPException(422, exc.problem) from None
+
+        def job():
+            return count_upload(
+                m,
+                data,
+                image.filename,
+                pixel_size_um=pixel_size,
+                thresholds=thr,
+                max_pixels=max_pixels,
+                overlay=overlay,
+                voc=voc,
+            )
+
+        return await run(job)
+
+    @app.post(
+        f"{API}/prelabel",
+        response_class=Response,
+        tags=["prelabel"],
+        responses={
+            200: {
+                "content": {"application/xml": {"schema": {"type": "string"}}},
+                "description": "Pascal VOC XML as LabelImg writes it",
+            },
+            **errors,
+        },
+    )
+    async def prelabel(image: Img, model: ModelName = None, pixel_size: PixelSize = None, class_name: ClassName = None):
+        """Pre-label one uploaded image: the LabelImg XML ``eosdetect prelabel`` writes
+        (uncertain cells marked difficult)."""
+        m = model_or_404(model)
+        data = await upload_bytes(image)
+
+        def job():
+            return prelabel_upload(
+                m, data, image.filename, pixel_size_um=pixel_size, class_name=class_name or None, max_pixels=max_pixels
+            )
+
+        xml = await run(job)
+        stem = _safe_name(Path(image.filename or "upload").stem) or "upload"
+        return Response(
+            xml, media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{stem}.xml"'}
+        )
+
+    return app
+
+
+def _form_fields_without_null(app) -> None:
+    """Optional form fields have no null value in multipart/form-data (a field
+    is sent or left out), but FastAPI describes them as ``anyOf [type, null]``;
+    a client reading the schema would then send the text "null". Describe them
+    by their type alone."""
+    from fastapi.openapi.utils import get_openapi
+
+    def build():
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            for name, comp in schema.get("components", {}).get("schemas", {}).items():
+                if not name.startswith("Body_"):
+                    continue
+                for prop in comp.get("properties", {}).values():
+                    options = prop.get("anyOf")
+                    if options and {"type": "null"} in options:
+                        rest = [o for o in options if o != {"type": "null"}]
+                        if len(rest) == 1:
+                            del prop["anyOf"]
+                            prop.update(rest[0])
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = build
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

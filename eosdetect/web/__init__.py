@@ -1,0 +1,1 @@
+"""The page ``eosdetect serve`` shows at ``/`` (index.html, no external assets)."""

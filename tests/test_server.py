@@ -1,0 +1,287 @@
+"""The web service (eosdetect serve): API answers, limits, bad input, concurrency, schema."""
+
+import base64
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extras are not installed (pip install 'eosdetect[serve]')")
+pytest.importorskip("httpx", reason="httpx is needed by FastAPI's TestClient")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from eosdetect.annotations.voc import read_voc  # noqa: E402
+from eosdetect.io import read_image  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.runner import analyse_image  # noqa: E402
+from eosdetect.server import Busy, Gate, ModelRegistry, ServeSettings, create_app  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+SAMPLE = SAMPLES / "synthetic_smear_01.jpg"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return ModelRegistry()
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    app = create_app(ServeSettings(max_upload_mb=2, max_megapixels=2, workers=2, queue=16), registry=registry)
+    with TestClient(app) as c:  # runs the start-up (loads the default model)
+        yield c
+
+
+def _png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def post_image(client, data: bytes, name="x.png", url="/api/v1/count", **form):
+    return client.post(url, files={"image": (name, data, "application/octet-stream")},
+                       data={k: str(v) for k, v in form.items()})
+
+
+def test_health_and_models(client):
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["default_model"] == "eosinophil-smear"
+    assert "eosinophil-smear" in h["models_loaded"]  # loaded at start-up
+    models = client.get("/api/v1/models").json()
+    names = [m["name"] for m in models]
+    assert {"eosinophil-smear", "nuclei-he"} <= set(names)
+    default = [m for m in models if m["default"]]
+    assert [m["name"] for m in default] == ["eosinophil-smear"]
+    assert all(m["bundled"] for m in models)
+
+
+def test_page_is_served_without_external_assets(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'id="files"' in r.text and "api/v1/count" in r.text
+    assert "http://" not in r.text and "https://" not in r.text  # works offline
+
+
+def test_count_matches_the_command_line_pipeline(client):
+    data = SAMPLE.read_bytes()
+    r = post_image(client, data, name=SAMPLE.name)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    model = load_model()
+    a = analyse_image(model, read_image(SAMPLE), overlay=False)
+    assert d["count"] == len(a.detections) > 0
+    assert d["model"] == {"name": "eosinophil-smear", "version": model.config.version}
+    assert d["image"] == {"filename": SAMPLE.name, "width": 640, "height": 480}
+    rows = a.detections.rows()
+    got = [(c["x"], c["y"], c["score"], c["area"], *c["box"]) for c in d["detections"]]
+    assert got == [tuple(r) for r in rows]
+    assert d["clinical"] is None and d["pixel_size_um"] is None
+    assert d["timings"]["total"] > 0 and "unet" in d["timings"]
+    assert d.get("overlay_png") is None and d.get("voc_xml") is None
+
+
+def test_count_with_pixel_size_overlay_and_voc(client, tmp_path):
+    r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, url="/api/v1/count?overlay=true&voc=true",
+                   pixel_size=0.06)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    c = d["clinical"]
+    assert c["peak_hpf_count"] == d["count"] and c["whole_image_is_one_hpf"] is True
+    assert c["density_per_mm2"] == pytest.approx(d["count"] / (640 * 480 * 0.06**2 * 1e-6), rel=1e-3)
+    png = base64.b64decode(d["overlay_png"])
+    over = np.asarray(Image.open(io.BytesIO(png)))
+    assert over.shape[1] == 640 and over.shape[0] >= 480
+    xml = tmp_path / "x.xml"
+    xml.write_text(d["voc_xml"], encoding="utf-8")
+    ann = read_voc(xml)
+    assert (ann.width, ann.height) == (640, 480) and ann.filename == SAMPLE.name
+    assert len([o for o in ann.objects if not o.difficult]) >= d["count"] - 0  # counted cells are not "difficult"
+
+
+def test_threshold_override_changes_the_count(client):
+    base = post_image(client, SAMPLE.read_bytes()).json()
+    strict = post_image(client, SAMPLE.read_bytes(), helper_threshold=1.0).json()
+    assert strict["count"] <= base["count"]
+    assert strict["thresholds"]["helper_threshold"] == 1.0
+
+
+def test_prelabel_returns_labelimg_xml(client, tmp_path):
+    r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, url="/api/v1/prelabel")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/xml")
+    assert 'filename="synthetic_smear_01.xml"' in r.headers["content-disposition"]
+    p = tmp_path / "a.xml"
+    p.write_bytes(r.content)
+    ann = read_voc(p)
+    assert ann.objects and {o.name for o in ann.objects} == {"eosinophil"}
+
+
+def test_other_model_by_name(client):
+    r = post_image(client, SAMPLE.read_bytes(), model="nuclei-he")
+    assert r.status_code == 200 and r.json()["model"]["name"] == "nuclei-he"
+
+
+@pytest.mark.parametrize(
+    "data, name, status, words",
+    [
+        (b"", "empty.png", 400, "empty.png: empty upload"),
+        (b"hello, not an image", "notes.txt", 400, "notes.txt: not an image"),
+        (SAMPLE.read_bytes()[:3000], "cut.jpg", 400, "cut.jpg: image file is truncated"),
+        (_png(np.zeros((4, 4, 3), np.uint8)), "tiny.png", 400, "too small"),
+        (_png(np.zeros((1500, 1500, 3), np.uint8)), "big.png", 413, "over this server's limit of 2 MP"),
+    ],
+)
+def test_bad_uploads_get_one_line_errors(client, data, name, status, words):
+    r = post_image(client, data, name=name)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert words in detail and "\n" not in detail
+    assert "/tmp" not in detail and "eosdetect-" not in detail  # names the upload, not the temporary file
+
+
+def test_unknown_model_lists_the_names(client):
+    r = post_image(client, SAMPLE.read_bytes(), model="no-such")
+    assert r.status_code == 404
+    assert "eosinophil-smear" in r.json()["detail"] and "nuclei-he" in r.json()["detail"]
+
+
+def test_invalid_parameters_get_422_in_one_line(client):
+    r = post_image(client, SAMPLE.read_bytes(), pixel_size=-1)
+    assert r.status_code == 422 and r.json()["detail"].startswith("pixel_size:")
+    r = client.post("/api/v1/count", data={"model": "nuclei-he"}, files={"other": ("x", b"1")})
+    assert r.status_code == 422 and "image" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("px", ["5e-324", "999"])
+def test_absurd_pixel_size_is_refused_not_attempted(client, px):
+    r = post_image(client, SAMPLE.read_bytes(), pixel_size=px)
+    assert r.status_code == 400 and "check the pixel size" in r.json()["detail"]
+
+
+def test_upload_over_the_size_limit_gets_413(client):
+    big = b"\0" * 2_500_000
+    r = post_image(client, big, name="big.tif")
+    assert r.status_code == 413 and "limit of 2 MB" in r.json()["detail"]
+
+    def chunks():  # a streamed (chunked) upload has no Content-Length: stopped as it passes the limit
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\n'
+        for _ in range(60):
+            yield b"x" * 50_000
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/api/v1/count", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413
+
+
+def test_concurrent_requests_share_one_model_and_agree(client, registry):
+    images = sorted(SAMPLES.glob("*.jpg"))
+    alone = {p.name: post_image(client, p.read_bytes(), name=p.name).json()["detections"] for p in images}
+    loads = registry.loads
+    jobs = [images[i % len(images)] for i in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda p: post_image(client, p.read_bytes(), name=p.name), jobs))
+    assert all(a.status_code == 200 for a in answers)
+    for p, a in zip(jobs, answers):
+        assert a.json()["image"]["filename"] == p.name
+        assert a.json()["detections"] == alone[p.name]  # no cross-talk between requests
+    assert registry.loads == loads  # nothing reloaded
+
+
+def test_registry_loads_each_model_once_under_concurrent_first_use():
+    reg = ModelRegistry()
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: reg.get("nuclei-he"), range(4)))
+    assert all(m is models[0] for m in models) and reg.loads == 1
+    with pytest.raises(KeyError):
+        reg.get("nope")
+
+
+def test_gate_answers_busy_instead_of_queueing_without_bound():
+    import anyio
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return "done"
+
+    async def scenario():
+        gate = Gate(workers=1, queue=1)
+        results = []
+
+        async def call():
+            try:
+                results.append(await gate.run(slow))
+            except Busy:
+                results.append("busy")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)  # runs
+            tg.start_soon(call)  # waits in the queue
+            await anyio.sleep(0.2)
+            tg.start_soon(call)  # over workers + queue: busy at once
+            await anyio.sleep(0.2)
+            assert results == ["busy"]
+            release.set()
+        return results, gate.pending
+
+    results, pending = anyio.run(scenario)
+    assert sorted(results) == ["busy", "done", "done"] and pending == 0
+
+
+def test_busy_server_answers_503(registry):
+    app = create_app(ServeSettings(workers=1, queue=0, preload=False), registry=registry)
+    gate = app.state.gate
+    gate.pending = 1  # as if one image were being counted
+    with TestClient(app) as c:
+        r = post_image(c, SAMPLE.read_bytes())
+    assert r.status_code == 503 and r.headers["retry-after"] and "busy" in r.json()["detail"]
+
+
+def test_nothing_is_left_on_disk(client, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name).status_code == 200
+    assert post_image(client, b"junk", name="junk.png").status_code == 400
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_binds_to_localhost_by_default():
+    from eosdetect.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.port == 8000
+
+
+# --------------------------------------------------------------------------- the OpenAPI schema
+
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import positive_data_acceptance  # noqa: E402
+
+_schema_app = create_app(ServeSettings(max_upload_mb=1, max_megapixels=1, preload=False))
+schema = schemathesis.openapi.from_asgi("/openapi.json", _schema_app)
+
+
+def test_openapi_schema_lists_the_endpoints():
+    paths = TestClient(_schema_app).get("/openapi.json").json()["paths"]
+    assert {"/api/v1/count", "/api/v1/prelabel", "/api/v1/models", "/healthz"} <= set(paths)
+    assert set(paths["/api/v1/count"]["post"]["responses"]) >= {"200", "400", "404", "413", "422", "503"}
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case):
+    """Generated requests (random uploads, parameters) get documented answers, never a server error.
+
+    Not checked: that every schema-valid request is accepted. The schema cannot
+    say "a decodable image", so random bytes are rightly refused with 400."""
+    case.call_and_validate(excluded_checks=[positive_data_acceptance])
