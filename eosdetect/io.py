@@ -29,7 +29,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 #: File name suffixes taken as images when a folder is searched.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".svs", ".ndpi", ".scn", ".bif")
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif")
 
 _UMASK = os.umask(0)

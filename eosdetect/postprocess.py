@@ -93,6 +93,19 @@ class Detections:
             self.xmin * f, self.ymin * f, self.xmax * f, self.ymax * f, self.label,
         )
 
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same cells with coordinates moved by ``(dx, dy)`` pixels (a block's offset in a slide)."""
+        return Detections(self.x + dx, self.y + dy, self.score, self.area, self.xmin + dx, self.ymin + dy,
+                          self.xmax + dx, self.ymax + dy, self.label)
+
+    @classmethod
+    def concatenate(cls, parts: list[Detections]) -> Detections:
+        """All cells of several tables, in order."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(*[np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)])
+
     def rows(self) -> list[tuple]:
         """Table rows in :data:`DETECTION_COLUMNS` order (boxes as integers)."""
         return [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class CountSettings:
     thresholds: Thresholds | None = None  # None: the model's own
     overlay: bool = True
     overwrite: bool = False
+    #: Whole-slide images: block side at the model's scale, and the pyramidal-TIFF size
+    #: from which a TIFF is counted block by block (see :mod:`eosdetect.wsi`).
+    slide_block: int = 1024
+    slide_min_pixels: int = 64_000_000
 
 
 @dataclass
@@ -212,6 +217,10 @@ class CountRun:
     # ------------------------------------------------------------------ one image
     def count_image(self, image_path: Path, name: str) -> dict:
         """Process one image and write its files; returns its counts.csv row."""
+        from .wsi import is_slide
+
+        if is_slide(image_path, self.settings.slide_min_pixels):
+            return self.count_slide(image_path, name)
         t0 = time.perf_counter()
         image = read_image(image_path)
         s = self.settings
@@ -223,6 +232,63 @@ class CountRun:
         if a.overlay is not None:
             write_image(p["overlay"], a.overlay)
         row = {"image": str(image_path), **a.row, "seconds": round(time.perf_counter() - t0, 3)}
+        return row
+
+    def count_slide(self, path: Path, name: str) -> dict:
+        """A whole-slide image, block by block: the usual files (the overlay at thumbnail
+        size) and ``<name>_heatmap.png``; returns its counts.csv row."""
+        import sys
+
+        from tqdm import tqdm
+
+        from .wsi import count_slide, density_heatmap
+
+        t0 = time.perf_counter()
+        s = self.settings
+        bar = tqdm(desc=f"{path.name} (blocks)", unit="block", leave=False, disable=None, file=sys.stderr)
+
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            sc = count_slide(self.model, path, pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
+                             block_px=s.slide_block, progress=progress)
+        finally:
+            bar.close()
+        det = sc.detections
+        rows, cols = sc.shape
+        known_px = sc.pixel_size_source != "not given; the model's training pixel size"
+        row = {
+            "image": str(path), "status": "ok", "count": len(det), "width": cols, "height": rows,
+            "pixel_size_um": sc.pixel_size_um if known_px else None, "area_mm2": None, "density_per_mm2": None,
+            "peak_hpf_count": None, "hpf_flag": None, "candidates": sc.candidates, "error": "",
+        }
+        caption = [f"whole slide {cols}x{rows} px, {sc.blocks_with_tissue} of {sc.blocks} blocks with tissue"]
+        peak_box = None
+        if known_px:
+            hpf = hpf_summary(det.xy, (rows, cols), sc.pixel_size_um, hpf_area_mm2=s.hpf_area_mm2,
+                              threshold=s.threshold)
+            area = sc.tissue_area_mm2
+            row.update(area_mm2=round(area, 6), density_per_mm2=round(len(det) / area, 2) if area else 0.0,
+                       peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
+            caption.append(f"{row['density_per_mm2']:.1f}/mm2 of tissue ({area:.2f} mm2), peak {hpf.peak_count}/HPF"
+                           + (f"  >= {s.threshold:g}" if hpf.flag else ""))
+            peak_box = hpf.peak_box
+        p = self._paths(name)
+        write_csv(p["detections"], DETECTION_COLUMNS, det.rows())
+        if s.overlay:
+            f = 1.0 / sc.thumb_factor
+            box = None if peak_box is None else tuple(int(round(v * f)) for v in peak_box)
+            over = draw_overlay(sc.thumbnail, det.rescaled(f), title=f"{self.model.config.class_name}: {len(det)}",
+                                lines=caption, highlight_box=box)
+            write_image(p["overlay"], over)
+            side_um = math.sqrt(s.hpf_area_mm2) * 1000.0
+            heat = density_heatmap(sc, bin_um=side_um / 4, class_name=self.model.config.class_name,
+                                   peak_box=peak_box)
+            write_image(self.out_dir / f"{name}_heatmap.png", heat)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
         return row
 
     # ------------------------------------------------------------------ batch
@@ -286,7 +352,7 @@ class CountRun:
             "failures": [{"image": r.image, "error": r.row.get("error", r.error)} for r in failed],
             "seconds": round(time.time() - started, 2),
         }
-        if self.settings.pixel_size_um and ok:
+        if any(r.row.get("peak_hpf_count") is not None for r in ok):
             peaks = [(r.row["peak_hpf_count"], r.image) for r in ok if r.row.get("peak_hpf_count") is not None]
             area = sum(float(r.row["area_mm2"]) for r in ok if r.row.get("area_mm2"))
             if peaks:

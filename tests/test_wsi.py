@@ -1,0 +1,150 @@
+"""Whole-slide counting: block by block, every cell exactly once, glass skipped."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tifffile = pytest.importorskip("tifffile")
+pytest.importorskip("zarr", reason="zarr is needed to read slide regions (pip install zarr)")
+
+from eosdetect.io import read_image  # noqa: E402
+from eosdetect.metrics import match_points  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.predict import detect  # noqa: E402
+from eosdetect.runner import CountRun, CountSettings  # noqa: E402
+from eosdetect.wsi import SlideReader, block_geometry, count_slide, is_slide, tissue_mask  # noqa: E402
+
+SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))
+GLASS = (243, 242, 245)
+
+
+def write_pyramid(path, image, *, levels=2, pixel_size_um=None, description=None):
+    """A tiled pyramidal TIFF (sub-resolutions in SubIFDs, as OME-TIFF and many scanners write)."""
+    import cv2
+
+    kw = {}
+    if pixel_size_um:
+        kw = dict(resolution=(1e4 / pixel_size_um, 1e4 / pixel_size_um), resolutionunit="CENTIMETER")
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), subifds=levels, photometric="rgb", description=description, **kw)
+        im = image
+        for _ in range(levels):
+            im = cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            tif.write(im, tile=(256, 256), subfiletype=1, photometric="rgb")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mosaic():
+    """3x3 synthetic smear photos (1920x1440) with the middle-right one replaced by bare glass."""
+    tiles = [read_image(p) for p in SAMPLES]
+    rows = []
+    for i in range(3):
+        row = []
+        for j in range(3):
+            t = tiles[(i + j) % len(tiles)].copy()
+            if (i, j) == (1, 2):
+                t[:] = GLASS
+            row.append(t[:, ::-1] if (i + j) % 2 else t)
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory, mosaic):
+    return write_pyramid(tmp_path_factory.mktemp("slide") / "mosaic.tif", mosaic, pixel_size_um=0.06)
+
+
+def test_reader_levels_regions_and_pixel_size(slide, mosaic):
+    with SlideReader(slide) as r:
+        assert r.shapes[0] == (1440, 1920) and r.shapes[1] == (720, 960) and len(r.shapes) == 3
+        assert r.mpp == pytest.approx(0.06)
+        np.testing.assert_array_equal(r.read(100, 300, 250, 700), mosaic[100:300, 250:700])
+        np.testing.assert_array_equal(r.read(-5, 20, 1900, 2000), mosaic[0:20, 1900:1920])  # clipped
+        thumb, f = r.thumbnail(max_side=480)
+        assert thumb.shape == (360, 480, 3) and f == pytest.approx(4.0)
+
+
+def test_svs_description_gives_the_pixel_size(tmp_path, mosaic):
+    p = write_pyramid(tmp_path / "a.tif", mosaic[:512, :512], levels=1,
+                      description="Aperio Image Library v12 |AppMag = 40|MPP = 0.2512")
+    with SlideReader(p) as r:
+        assert r.mpp == pytest.approx(0.2512)
+
+
+def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
+    """Small blocks (256 px cores) cut through many cells; the slide count must equal
+    the whole-image count cell for cell."""
+    sc = count_slide(model, slide, block_px=64)
+    core, halo = block_geometry(model, 0.06, 64)
+    assert core == 256 and halo >= model.config.cell_diameter_um / 0.06
+    whole = detect(model, mosaic, pixel_size_um=0.06).detections
+    assert len(whole) >= 10
+    # the test means something only if cells straddle core borders
+    crossing = [(x0 // core != (x1 - 1) // core) or (y0 // core != (y1 - 1) // core)
+                for x0, y0, x1, y1 in zip(whole.xmin, whole.ymin, whole.xmax, whole.ymax)]
+    assert sum(crossing) >= 3
+    assert len(sc.detections) == len(whole)
+    m = match_points(sc.detections.xy, whole.xy, radius=3.0)
+    assert m.tp == len(whole) and m.fp == 0 and m.fn == 0
+
+
+def test_glass_is_skipped(slide, model):
+    sc = count_slide(model, slide, block_px=64)
+    assert sc.blocks == 6 * 8 and sc.blocks_with_tissue < sc.blocks
+    assert sc.tissue_area_mm2 < 1920 * 1440 * 0.06**2 * 1e-6
+
+
+def test_a_blank_slide_counts_nothing_and_reads_no_block(tmp_path, model):
+    p = write_pyramid(tmp_path / "glass.tif", np.full((1024, 1024, 3), GLASS, np.uint8), pixel_size_um=0.06)
+    sc = count_slide(model, p, block_px=64)
+    assert len(sc.detections) == 0 and sc.blocks_with_tissue == 0 and sc.tissue_area_mm2 == 0
+
+
+def test_tissue_mask_finds_stain_not_glass():
+    thumb = np.full((40, 40, 3), GLASS, np.uint8)
+    thumb[10:30, 10:30] = (200, 120, 180)
+    m = tissue_mask(thumb)
+    assert m[20, 20] and not m[0, 0] and not m[39, 39]
+
+
+def test_which_files_are_slides(slide, tmp_path):
+    assert not is_slide(slide)  # 2.8 MP: small enough to read whole
+    assert is_slide(slide, min_pixels=1_000_000)
+    assert is_slide(tmp_path / "x.svs") and not is_slide(SAMPLES[0])
+
+
+def test_count_run_writes_slide_outputs(slide, tmp_path, model):
+    out = tmp_path / "res"
+    run = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
+    recs = run.run([slide])
+    assert recs[0].row["status"] == "ok", recs[0].row
+    for name in ("mosaic_detections.csv", "mosaic_overlay.png", "mosaic_heatmap.png"):
+        assert (out / name).is_file(), name
+    row = next(csv.DictReader(open(out / "counts.csv")))
+    # the pixel size came from the file's resolution tags, so the clinical fields are there
+    assert float(row["pixel_size_um"]) == pytest.approx(0.06)
+    assert 0 < float(row["area_mm2"]) < 1920 * 1440 * 0.06**2 * 1e-6
+    assert float(row["density_per_mm2"]) == pytest.approx(int(row["count"]) / float(row["area_mm2"]), rel=1e-3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clinical"]["peak_hpf_count"] == int(row["peak_hpf_count"])
+    heat = read_image(out / "mosaic_heatmap.png")
+    assert heat.shape[0] > 200 and heat.shape[1] > 200
+    n = sum(1 for _ in open(out / "mosaic_detections.csv")) - 1
+    assert n == int(row["count"])
+
+
+def test_unreadable_slide_is_one_line_error(tmp_path, model):
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"II*\x00 definitely not a slide")
+    run = CountRun(model, tmp_path / "res", CountSettings())
+    rec = run.run([bad])[0]
+    assert rec.row["status"] == "error" and "broken.svs" in rec.error and "\n" not in rec.row["error"]
