@@ -185,6 +185,25 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, _describe_read_error(exc)) from None
 
 
+def read_image_bytes(data: bytes, filename: str | None = None) -> np.ndarray:
+    """Decode an image held in memory (an upload, a file sent to a worker)
+    exactly as :func:`read_image` reads a file: the bytes go to a temporary
+    folder, removed before returning. Errors name ``filename``."""
+    import tempfile
+
+    shown = Path(filename or "image").name
+    if not data:
+        raise InputError(shown, "empty file (0 bytes)")
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in shown).strip("._")[-100:] or "image"
+    with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp:
+        path = Path(tmp) / safe
+        path.write_bytes(data)
+        try:
+            return read_image(path)
+        except InputError as exc:
+            raise InputError(shown, exc.problem) from None
+
+
 def _describe_read_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = text.lower()

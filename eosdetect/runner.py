@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .clinical import DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, HpfSummary, hpf_summary
 from .errors import EosdetectError, InputError
-from .io import read_image, read_json, write_csv, write_image, write_json
+from .io import atomic_write_bytes, read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
 from .overlay import draw_overlay
 from .postprocess import DETECTION_COLUMNS
@@ -38,6 +38,8 @@ COUNT_COLUMNS = (
     "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
 )
 STATE_DIR = ".eosdetect"
+#: Images decoded ahead of the networks, and finished images waiting to be written.
+PIPELINE_DEPTH = 2
 
 
 @dataclass
@@ -52,6 +54,8 @@ class CountSettings:
     #: from which a TIFF is counted block by block (see :mod:`eosdetect.wsi`).
     slide_block: int = 1024
     slide_min_pixels: int = 64_000_000
+    #: A Dask scheduler address (``tcp://host:8786``): count on that cluster (see :mod:`eosdetect.distributed`).
+    scheduler: str | None = None
 
 
 @dataclass
@@ -217,22 +221,39 @@ class CountRun:
     # ------------------------------------------------------------------ one image
     def count_image(self, image_path: Path, name: str) -> dict:
         """Process one image and write its files; returns its counts.csv row."""
+        t0 = time.perf_counter()
+        row, write = self._analyse(image_path, name, self._read(image_path))
+        if write is not None:
+            write()
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        return row
+
+    def _read(self, path: Path):
+        """The image's pixels, or None for a whole-slide image (read block by block later)."""
         from .wsi import is_slide
 
-        if is_slide(image_path, self.settings.slide_min_pixels):
-            return self.count_slide(image_path, name)
-        t0 = time.perf_counter()
-        image = read_image(image_path)
+        if is_slide(path, self.settings.slide_min_pixels):
+            return None
+        return read_image(path)
+
+    def _analyse(self, path: Path, name: str, image) -> tuple[dict, Callable[[], None] | None]:
+        """Detect and draw; returns the counts.csv row and a function that writes the files
+        (None when they are written already: slides)."""
+        if image is None:
+            return self.count_slide(path, name), None
         s = self.settings
-        a = analyse_image(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um,
+        a = analyse_image(self.model, image, source=path, pixel_size_um=s.pixel_size_um,
                           thresholds=self.thresholds, hpf_area_mm2=s.hpf_area_mm2, threshold=s.threshold,
                           overlay=s.overlay)
         p = self._paths(name)
-        write_csv(p["detections"], DETECTION_COLUMNS, a.detections.rows())
-        if a.overlay is not None:
-            write_image(p["overlay"], a.overlay)
-        row = {"image": str(image_path), **a.row, "seconds": round(time.perf_counter() - t0, 3)}
-        return row
+        rows, overlay = a.detections.rows(), a.overlay
+
+        def write():
+            write_csv(p["detections"], DETECTION_COLUMNS, rows)
+            if overlay is not None:
+                write_image(p["overlay"], overlay)
+
+        return {"image": str(path), **a.row}, write
 
     def count_slide(self, path: Path, name: str) -> dict:
         """A whole-slide image, block by block: the usual files (the overlay at thumbnail
@@ -293,39 +314,206 @@ class CountRun:
 
     # ------------------------------------------------------------------ batch
     def run(self, images: list[Path], *, progress: Callable[[ImageRecord], None] | None = None) -> list[ImageRecord]:
-        """Count every image; a failing image is recorded and skipped."""
+        """Count every image; a failing image is recorded and skipped.
+
+        A pipeline: one thread decodes the next images while this one runs the
+        networks, and another encodes and writes the finished image's files
+        (PNG encoding, CSV). At most :data:`PIPELINE_DEPTH` images wait at
+        each end, so memory stays bounded. Records come out in input order.
+        """
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
         fingerprint = self._fingerprint()
         names = output_names(images)
         self.records = []
         started = time.time()
+        jobs = []
         for image_path, name in zip(images, names):
             rec = ImageRecord(image=str(image_path), name=name)
             cached = None if self.settings.overwrite else self._done(image_path, name, fingerprint)
             if cached is not None:
-                rec.row = cached
-                rec.status = "skipped"
-            else:
+                rec.row, rec.status = cached, "skipped"
+            jobs.append(rec)
+        if self.settings.scheduler:
+            return self._run_distributed(jobs, fingerprint, started, progress)
+        todo = [i for i, rec in enumerate(jobs) if rec.status != "skipped"]
+        reader = ThreadPoolExecutor(1, thread_name_prefix="eosdetect-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="eosdetect-write")
+        reads: dict[int, object] = {}
+        pending: deque = deque()  # (record, write future or None, seconds so far) in input order
+
+        def timed(fn, *args):
+            t = time.perf_counter()
+            return fn(*args), time.perf_counter() - t
+
+        def prefetch(k: int) -> None:
+            for i in todo[k : k + PIPELINE_DEPTH]:
+                if i not in reads:
+                    reads[i] = reader.submit(timed, self._read, Path(jobs[i].image))
+
+        def finish(rec, fut, seconds) -> None:
+            if fut is not None:
                 try:
-                    rec.row = self.count_image(image_path, name)
-                    st = image_path.stat()
-                    write_json(self._paths(name)["state"], {
-                        "image": str(image_path), "fingerprint": fingerprint, "mtime": st.st_mtime,
-                        "size": st.st_size, "row": rec.row,
-                    })
+                    _, dt = fut.result()
+                    rec.row["seconds"] = round(seconds + dt, 3)
+                    self._mark_done(rec, fingerprint)
                 except EosdetectError as exc:
-                    rec.status, rec.error = "error", str(exc)
-                    rec.row = {"image": str(image_path), "status": "error", "error": _error_reason(exc, image_path)}
-                except MemoryError:
-                    rec.status, rec.error = "error", f"{image_path}: out of memory"
-                    rec.row = {"image": str(image_path), "status": "error", "error": "out of memory"}
+                    self._fail(rec, exc)
             self.records.append(rec)
             self._write_tables(started, partial=True)
             if progress is not None:
                 progress(rec)
+
+        try:
+            k = 0
+            for i, rec in enumerate(jobs):
+                if rec.status == "skipped":
+                    pending.append((rec, None, 0.0))
+                else:
+                    prefetch(k)
+                    k += 1
+                    path = Path(rec.image)
+                    try:
+                        image, t_read = reads.pop(i).result()
+                        t0 = time.perf_counter()
+                        rec.row, write = self._analyse(path, rec.name, image)
+                        del image
+                        seconds = t_read + time.perf_counter() - t0
+                        if write is None:  # a slide: its files are written
+                            rec.row["seconds"] = round(seconds, 3)
+                            self._mark_done(rec, fingerprint)
+                            pending.append((rec, None, seconds))
+                        else:
+                            pending.append((rec, writer.submit(timed, write), seconds))
+                    except EosdetectError as exc:
+                        self._fail(rec, exc)
+                        pending.append((rec, None, 0.0))
+                    except MemoryError:
+                        rec.status, rec.error = "error", f"{path}: out of memory"
+                        rec.row = {"image": str(path), "status": "error", "error": "out of memory"}
+                        pending.append((rec, None, 0.0))
+                while len(pending) > PIPELINE_DEPTH or (pending and pending[0][1] is None):
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
+        except BaseException:  # interrupted: keep (and mark done) the images already counted
+            reader.shutdown(wait=True, cancel_futures=True)
+            while pending:
+                try:
+                    finish(*pending.popleft())
+                except Exception:  # noqa: BLE001 - already failing; a re-run redoes what is not marked done
+                    break
+            raise
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
         self._write_tables(started, partial=False)
         return self.records
+
+    def _run_distributed(self, jobs: list[ImageRecord], fingerprint: str, started: float, progress):
+        """:meth:`run` on a Dask cluster: workers count, this process writes (see
+        :mod:`eosdetect.distributed`). Whole-slide images are counted here."""
+        from .distributed import IN_FLIGHT_PER_THREAD, connect, count_bytes, model_payload, worker_threads
+        from .wsi import is_slide
+
+        s = self.settings
+        client = connect(s.scheduler)
+        finished: dict[int, ImageRecord] = {}
+
+        def record(i: int) -> None:
+            finished[i] = jobs[i]
+            self.records = [finished[k] for k in sorted(finished)]
+            self._write_tables(started, partial=True)
+            if progress is not None:
+                progress(jobs[i])
+
+        try:
+            from distributed import as_completed
+
+            key, files = model_payload(self.model)
+            [files_f] = client.scatter([files], broadcast=True)
+            settings = {"pixel_size_um": s.pixel_size_um, "thresholds": self.thresholds.to_dict(),
+                        "hpf_area_mm2": s.hpf_area_mm2, "threshold": s.threshold, "overlay": s.overlay}
+            remote, local = [], []
+            for i, rec in enumerate(jobs):
+                if rec.status == "skipped":
+                    record(i)
+                elif is_slide(Path(rec.image), s.slide_min_pixels):
+                    local.append(i)
+                else:
+                    remote.append(i)
+            index = {}
+            queue = iter(remote)
+            ac = as_completed()
+
+            def submit_next() -> bool:
+                for i in queue:
+                    path = Path(jobs[i].image)
+                    try:
+                        data = path.read_bytes()
+                    except OSError as exc:
+                        self._fail(jobs[i], InputError(path, exc.strerror or "cannot read"))
+                        record(i)
+                        continue
+                    fut = client.submit(count_bytes, key, files_f, data, path.name, settings, pure=False)
+                    index[fut.key] = i
+                    ac.add(fut)
+                    return True
+                return False
+
+            for _ in range(worker_threads(client) * IN_FLIGHT_PER_THREAD):
+                if not submit_next():
+                    break
+            for fut in ac:
+                i = index.pop(fut.key)
+                rec = jobs[i]
+                path = Path(rec.image)
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker died or hit a bug: report, go on
+                    res = {"error": f"worker failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"}
+                fut.release()
+                if "error" in res:
+                    self._fail(rec, InputError(path, res["error"]))
+                else:
+                    p = self._paths(rec.name)
+                    write_csv(p["detections"], DETECTION_COLUMNS, res["detections"])
+                    if res["overlay_png"] is not None:
+                        atomic_write_bytes(p["overlay"], res["overlay_png"])
+                    rec.row = {"image": str(path), **res["row"], "seconds": round(res["seconds"], 3)}
+                    self._mark_done(rec, fingerprint)
+                record(i)
+                submit_next()
+            for i in local:
+                rec = jobs[i]
+                try:
+                    rec.row = self.count_image(Path(rec.image), rec.name)
+                    self._mark_done(rec, fingerprint)
+                except EosdetectError as exc:
+                    self._fail(rec, exc)
+                record(i)
+        finally:
+            client.close()
+        self._write_tables(started, partial=False)
+        return self.records
+
+    def _mark_done(self, rec: ImageRecord, fingerprint: str) -> None:
+        """Written last: the record that lets a re-run skip this image."""
+        path = Path(rec.image)
+        st = path.stat()
+        write_json(self._paths(rec.name)["state"], {
+            "image": str(path), "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
+            "row": rec.row,
+        })
+
+    @staticmethod
+    def _fail(rec: ImageRecord, exc: EosdetectError) -> None:
+        path = Path(rec.image)
+        rec.status, rec.error = "error", str(exc)
+        rec.row = {"image": str(path), "status": "error", "error": _error_reason(exc, path)}
 
     def _write_tables(self, started: float, *, partial: bool) -> None:
         rows = []

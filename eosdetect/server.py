@@ -27,7 +27,6 @@ Resources:
 import base64
 import logging
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .errors import EosdetectError, InputError, ModelError
-from .io import encode_png, read_image
+from .io import encode_png, read_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -190,39 +189,34 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _safe_name(filename: str | None) -> str:
-    """A file name for the upload inside the temporary folder (keeps the suffix,
-    which decides how the image is read)."""
+    """A plain file name (letters, digits, ``._-``) for a download's Content-Disposition."""
     name = Path(filename or "upload").name
     name = _SAFE.sub("_", name).strip("._") or "upload"
     return name[-100:]
 
 
 def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
-    """Decode an uploaded image as ``eosdetect count`` reads a file.
+    """Decode an uploaded image as ``eosdetect count`` reads a file
+    (:func:`eosdetect.io.read_image_bytes`: a temporary folder, removed at once).
 
-    The bytes go to a temporary folder that is removed before returning.
     Returns ``(rgb_uint8, seconds)``; raises :class:`InputError` naming the
     upload, or :class:`TooLarge`."""
+    import io
+
     from PIL import Image
 
     t0 = time.perf_counter()
     shown = Path(filename or "upload").name
     if not data:
         raise InputError(shown, "empty upload")
-    with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp:
-        path = Path(tmp) / _safe_name(filename)
-        path.write_bytes(data)
-        try:  # the header alone says the size: refuse huge images before decoding them
-            with Image.open(path) as im:
-                w, h = im.size
-            if w * h > max_pixels:
-                raise TooLarge(shown, w, h, max_pixels)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            pass  # read_image gives the proper error, or reads what Pillow cannot (some TIFFs)
-        try:
-            image = read_image(path)
-        except InputError as exc:
-            raise InputError(shown, exc.problem) from None
+    try:  # the header alone says the size: refuse huge images before decoding them
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        w = h = 0  # read_image_bytes gives the proper error, or reads what Pillow cannot (some TIFFs)
+    if w * h > max_pixels:
+        raise TooLarge(shown, w, h, max_pixels)
+    image = read_image_bytes(data, shown)
     h, w = image.shape[:2]
     if w * h > max_pixels:
         raise TooLarge(shown, w, h, max_pixels)

@@ -1,0 +1,74 @@
+"""Counting on a Dask cluster (a LocalCluster started here) gives the local run's results."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
+
+from eosdetect.cli import main  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.runner import CountRun, CountSettings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # separate worker processes, as on real machines: data and the model travel by pickling
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                                  silence_logs=40) as c:
+        yield c
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cluster_run_matches_local_run(cluster, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in SAMPLES:
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    files = sorted(images.iterdir())
+    model = load_model()
+    CountRun(model, tmp_path / "local", CountSettings(pixel_size_um=0.06)).run(files)
+    recs = CountRun(model, tmp_path / "dask", CountSettings(pixel_size_um=0.06, scheduler=cluster.scheduler_address)).run(files)
+    assert [r.image for r in recs] == [str(f) for f in files]  # input order kept
+    local, remote = _rows(tmp_path / "local" / "counts.csv"), _rows(tmp_path / "dask" / "counts.csv")
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in remote] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in local]
+    bad = [r for r in remote if r["status"] == "error"]
+    assert len(bad) == 1 and "broken.jpg" in bad[0]["image"] and bad[0]["error"]
+    for p in SAMPLES:
+        a = (tmp_path / "local" / f"{p.stem}_detections.csv").read_text()
+        assert (tmp_path / "dask" / f"{p.stem}_detections.csv").read_text() == a
+        assert (tmp_path / "dask" / f"{p.stem}_overlay.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "dask" / "summary.json").read_text())
+    assert summary["complete"] and summary["images_failed"] == 1
+
+
+def test_cli_scheduler_option_ships_a_model_folder_and_resumes(cluster, tmp_path, tiny_model_dir, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in SAMPLES:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "res"
+    args = ["count", str(images), "-m", str(tiny_model_dir), "-o", str(out), "--scheduler", cluster.scheduler_address]
+    assert main(args) == 0
+    assert [r["status"] for r in _rows(out / "counts.csv")] == ["ok"] * len(SAMPLES)
+    capsys.readouterr()
+    assert main(args) == 0  # a re-run skips what is done
+    assert f"{len(SAMPLES)} already done" in capsys.readouterr().out
+
+
+def test_unreachable_scheduler_is_one_line_error(tmp_path, capsys):
+    code = main(["count", str(SAMPLES[0]), "-o", str(tmp_path / "r"), "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "Dask scheduler at tcp://127.0.0.1:9" in err[0]
