@@ -115,6 +115,8 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"image has no pixels (shape {a.shape})")
 
+    if a.dtype == np.uint8 and a.shape[2] in (1, 3):  # the common case: no arithmetic (and no float copy)
+        return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else np.array(a, order="C", copy=True)
     f = _to_unit_float(a)
     channels = f.shape[2]
     if channels in (2, 4):
@@ -348,6 +350,21 @@ def _fmt(value):
     return value
 
 
+def _png_params() -> list[int]:
+    """Fast PNG settings: zlib level 1 with run-length matching and the "sub" row filter.
+    On a 1920x1440 overlay: 0.11 s and 2.1 MB, against 0.30 s and 1.9 MB for
+    OpenCV's default adaptive filter at level 3 (scripts/bench_count.py)."""
+    import cv2
+
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+    return params
+
+
+_PNG_PARAMS: list[int] = []
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """Encode an RGB uint8 image as PNG bytes."""
     import cv2
@@ -355,7 +372,9 @@ def encode_png(rgb: np.ndarray) -> bytes:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (M, N, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not _PNG_PARAMS:
+        _PNG_PARAMS.extend(_png_params())
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS)
     if not ok:
         raise OSError("PNG encoding failed")
     return buf.tobytes()
