@@ -99,6 +99,11 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self._paths)
 
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the models in memory."""
+        return sorted(self._loaded)
+
     def get(self, name: str | None = None):
         """The loaded model called ``name`` (default: the server's default).
 
@@ -541,7 +546,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
             "status": "ok",
             "version": __version__,
             "default_model": registry.default,
-            "models_loaded": sorted(registry._loaded),
+            "models_loaded": registry.loaded,
             "busy": gate.pending,
             "workers": gate.workers,
             "queue": gate.queue,
