@@ -502,11 +502,11 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
-    def model_or_404(name: str | None):
-        try:
-            return registry.get(name or None)
-        except KeyError:
-            raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(registry.names)}") from None
+    async def model_or_404(name: str | None):
+        if name and name not in registry.names:
+            raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(registry.names)}")
+        try:  # a first use loads and warms the model: in a thread, not on the event loop
+            return await anyio.to_thread.run_sync(registry.get, name or None)
         except ModelError as exc:
             raise HTTPException(500, str(exc)) from None
 
@@ -573,7 +573,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
         voc: Annotated[bool, Query(description="add LabelImg Pascal VOC pre-labels")] = False,
     ):
         """Count the cells in one uploaded image."""
-        m = model_or_404(model)
+        m = await model_or_404(model)
         data = await upload_bytes(image)
         try:
             thr = thresholds_with(
@@ -618,7 +618,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
     async def prelabel(image: Img, model: ModelName = None, pixel_size: PixelSize = None, class_name: ClassName = None):
         """Pre-label one uploaded image: the LabelImg XML ``eosdetect prelabel`` writes
         (uncertain cells marked difficult)."""
-        m = model_or_404(model)
+        m = await model_or_404(model)
         data = await upload_bytes(image)
 
         def job():
