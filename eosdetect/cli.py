@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flag images whose peak count per HPF is at least N (default 15)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="images counted at once on this machine (default: CPU cores + 1, at most 4)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="count on a Dask cluster, e.g. tcp://host:8786 (workers need eosdetect installed; "
                    "this machine reads the images and writes every output; pip install 'eosdetect[distributed]')")
@@ -332,7 +334,7 @@ def cmd_count(args) -> int:
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
         thresholds=thresholds, overlay=not args.no_overlay, overwrite=args.overwrite, slide_block=args.block_size,
-        scheduler=args.scheduler,
+        scheduler=args.scheduler, workers=args.workers or 0,
     )
     run = CountRun(model, args.out_dir, settings)
     bar = tqdm(total=len(images), unit="image", desc=f"counting ({model.name})", disable=None, file=sys.stderr)

@@ -38,8 +38,15 @@ COUNT_COLUMNS = (
     "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
 )
 STATE_DIR = ".eosdetect"
-#: Images decoded ahead of the networks, and finished images waiting to be written.
-PIPELINE_DEPTH = 2
+#: While a folder is counted, counts.csv and summary.json are rewritten at most this often
+#: (each image's own files and resume record are written as soon as it is done).
+TABLES_EVERY_S = 2.0
+
+
+def default_workers() -> int:
+    """Images counted at once: the CPU cores plus one (at most 4). On 2 cores, 3 threads
+    count the 292 BCCD photos 1.5x faster than one (scripts/bench_folder.py)."""
+    return max(1, min(4, (os.cpu_count() or 1) + 1))
 
 
 @dataclass
@@ -54,6 +61,8 @@ class CountSettings:
     #: from which a TIFF is counted block by block (see :mod:`eosdetect.wsi`).
     slide_block: int = 1024
     slide_min_pixels: int = 64_000_000
+    #: Images counted at once in threads (0: :func:`default_workers`).
+    workers: int = 0
     #: A Dask scheduler address (``tcp://host:8786``): count on that cluster (see :mod:`eosdetect.distributed`).
     scheduler: str | None = None
 
@@ -316,13 +325,17 @@ class CountRun:
     def run(self, images: list[Path], *, progress: Callable[[ImageRecord], None] | None = None) -> list[ImageRecord]:
         """Count every image; a failing image is recorded and skipped.
 
-        A pipeline: one thread decodes the next images while this one runs the
-        networks, and another encodes and writes the finished image's files
-        (PNG encoding, CSV). At most :data:`PIPELINE_DEPTH` images wait at
-        each end, so memory stays bounded. Records come out in input order.
+        Images are counted ``workers`` at a time in threads (reading, the
+        networks, the watershed and PNG encoding all release the GIL for most
+        of their time), so both cores stay busy; at most ``2 * workers``
+        images are in flight, so memory stays bounded. Whole-slide images are
+        counted one at a time. Records, ``counts.csv`` and the resume records
+        follow the input order.
         """
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
+
+        from .wsi import is_slide
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
@@ -339,77 +352,60 @@ class CountRun:
             jobs.append(rec)
         if self.settings.scheduler:
             return self._run_distributed(jobs, fingerprint, started, progress)
-        todo = [i for i, rec in enumerate(jobs) if rec.status != "skipped"]
-        reader = ThreadPoolExecutor(1, thread_name_prefix="eosdetect-read")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="eosdetect-write")
-        reads: dict[int, object] = {}
-        pending: deque = deque()  # (record, write future or None, seconds so far) in input order
+        workers = self.settings.workers or default_workers()
+        if any(rec.status != "skipped" for rec in jobs):
+            self.model.predict_fn  # noqa: B018 - build the networks once, before threads share them
+            self.model.classify_fn  # noqa: B018
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="eosdetect-count")
+        pending: deque = deque()  # (record, future or None), in input order
 
-        def timed(fn, *args):
-            t = time.perf_counter()
-            return fn(*args), time.perf_counter() - t
-
-        def prefetch(k: int) -> None:
-            for i in todo[k : k + PIPELINE_DEPTH]:
-                if i not in reads:
-                    reads[i] = reader.submit(timed, self._read, Path(jobs[i].image))
-
-        def finish(rec, fut, seconds) -> None:
+        def finish(rec, fut) -> None:
             if fut is not None:
                 try:
-                    _, dt = fut.result()
-                    rec.row["seconds"] = round(seconds + dt, 3)
+                    rec.row = fut.result()
                     self._mark_done(rec, fingerprint)
                 except EosdetectError as exc:
                     self._fail(rec, exc)
+                except MemoryError:
+                    rec.status, rec.error = "error", f"{rec.image}: out of memory"
+                    rec.row = {"image": rec.image, "status": "error", "error": "out of memory"}
             self.records.append(rec)
-            self._write_tables(started, partial=True)
+            if time.time() - last_tables[0] >= TABLES_EVERY_S:
+                self._write_tables(started, partial=True)
+                last_tables[0] = time.time()
             if progress is not None:
                 progress(rec)
 
+        last_tables = [0.0]
         try:
-            k = 0
-            for i, rec in enumerate(jobs):
+            for rec in jobs:
                 if rec.status == "skipped":
-                    pending.append((rec, None, 0.0))
+                    pending.append((rec, None))
+                elif is_slide(Path(rec.image), self.settings.slide_min_pixels):
+                    while pending:  # a slide alone: it needs the memory
+                        finish(*pending.popleft())
+                    pending.append((rec, pool.submit(self.count_image, Path(rec.image), rec.name)))
+                    finish(*pending.popleft())
                 else:
-                    prefetch(k)
-                    k += 1
-                    path = Path(rec.image)
-                    try:
-                        image, t_read = reads.pop(i).result()
-                        t0 = time.perf_counter()
-                        rec.row, write = self._analyse(path, rec.name, image)
-                        del image
-                        seconds = t_read + time.perf_counter() - t0
-                        if write is None:  # a slide: its files are written
-                            rec.row["seconds"] = round(seconds, 3)
-                            self._mark_done(rec, fingerprint)
-                            pending.append((rec, None, seconds))
-                        else:
-                            pending.append((rec, writer.submit(timed, write), seconds))
-                    except EosdetectError as exc:
-                        self._fail(rec, exc)
-                        pending.append((rec, None, 0.0))
-                    except MemoryError:
-                        rec.status, rec.error = "error", f"{path}: out of memory"
-                        rec.row = {"image": str(path), "status": "error", "error": "out of memory"}
-                        pending.append((rec, None, 0.0))
-                while len(pending) > PIPELINE_DEPTH or (pending and pending[0][1] is None):
+                    pending.append((rec, pool.submit(self.count_image, Path(rec.image), rec.name)))
+                while pending and (len(pending) > 2 * workers or pending[0][1] is None or pending[0][1].done()):
                     finish(*pending.popleft())
             while pending:
                 finish(*pending.popleft())
         except BaseException:  # interrupted: keep (and mark done) the images already counted
-            reader.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             while pending:
-                try:
-                    finish(*pending.popleft())
-                except Exception:  # noqa: BLE001 - already failing; a re-run redoes what is not marked done
+                rec, fut = pending.popleft()
+                if fut is not None and (fut.cancelled() or not fut.done()):
                     break
+                try:
+                    finish(rec, fut)
+                except BaseException:  # noqa: BLE001 - already failing; a re-run redoes what is not marked done
+                    break
+            self._write_tables(started, partial=True)
             raise
         finally:
-            reader.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         self._write_tables(started, partial=False)
         return self.records
 
