@@ -151,35 +151,42 @@ class SlideReader:
             arr = np.moveaxis(arr, kept.index("S"), -1)
         return to_rgb_uint8(arr)
 
-    def thumbnail(self, max_side: int = THUMB_MAX_SIDE) -> tuple[np.ndarray, float]:
-        """A small picture of the whole slide, and level-0 pixels per thumbnail pixel."""
+    def thumbnail(self, max_side: int = THUMB_MAX_SIDE, *, whole_limit: float = 160e6) -> tuple[np.ndarray, float]:
+        """A small picture of the whole slide, and level-0 pixels per thumbnail pixel.
+
+        Taken from the smallest pyramid level still ``max_side`` across; a level
+        over ``whole_limit`` pixels (a flat TIFF has no smaller one) is read in
+        strips of bounded size and shrunk strip by strip."""
         import cv2
 
-        # the smallest level still at least max_side across (or the smallest there is)
         order = sorted(range(len(self.shapes)), key=lambda i: max(self.shapes[i]))
         level = next((i for i in order if max(self.shapes[i]) >= max_side), order[-1])
         rows, cols = self.shapes[level]
-        if rows * cols > 4 * MAX_IMAGE_PIXELS // 10:  # a flat TIFF: build the thumbnail by strips
-            return self._strip_thumbnail(max_side), max(self.shape) / max_side
-        img = self.read(0, rows, 0, cols, level)
-        f = max_side / max(rows, cols)
-        if f < 1:
-            img = cv2.resize(img, (max(1, round(cols * f)), max(1, round(rows * f))), interpolation=cv2.INTER_AREA)
+        f = min(1.0, max_side / max(rows, cols))
+        size = (max(1, round(cols * f)), max(1, round(rows * f)))
+        if rows * cols > whole_limit:
+            img = self._strip_thumbnail(level, size)
+        else:
+            img = self.read(0, rows, 0, cols, level)
+            if f < 1:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         return img, self.shape[1] / img.shape[1]
 
-    def _strip_thumbnail(self, max_side: int) -> np.ndarray:
+    def _strip_thumbnail(self, level: int, size: tuple[int, int], strip_pixels: float = 32e6) -> np.ndarray:
+        """Shrink a level to ``size`` (width, height) reading about ``strip_pixels`` at a time."""
         import cv2
 
-        rows, cols = self.shape
-        f = max_side / max(rows, cols)
-        out_cols = max(1, round(cols * f))
-        strips = []
-        step = max(1, int(1024 / f) // 1)
-        for r0 in range(0, rows, step):
-            strip = self.read(r0, r0 + step, 0, cols)
-            h = max(1, round(strip.shape[0] * f))
-            strips.append(cv2.resize(strip, (out_cols, h), interpolation=cv2.INTER_AREA))
-        return np.concatenate(strips, axis=0)
+        rows, cols = self.shapes[level]
+        out_w, out_h = size
+        # whole output rows per strip, so that strips join without seams
+        out_rows_per_strip = max(1, int(strip_pixels / cols * out_h / rows))
+        parts = []
+        for o0 in range(0, out_h, out_rows_per_strip):
+            o1 = min(out_h, o0 + out_rows_per_strip)
+            r0, r1 = int(o0 * rows / out_h), int(round(o1 * rows / out_h))
+            strip = self.read(r0, r1, 0, cols, level)
+            parts.append(cv2.resize(strip, (out_w, o1 - o0), interpolation=cv2.INTER_AREA))
+        return np.concatenate(parts, axis=0)
 
     def close(self) -> None:
         if self._openslide is not None:

@@ -73,6 +73,22 @@ def test_reader_levels_regions_and_pixel_size(slide, mosaic):
         assert thumb.shape == (360, 480, 3) and f == pytest.approx(4.0)
 
 
+def test_flat_tiff_thumbnail_is_built_in_strips(tmp_path, mosaic):
+    """A big TIFF without a pyramid: the thumbnail is shrunk strip by strip, and matches a whole resize."""
+    import cv2
+
+    p = tmp_path / "flat.tif"
+    tifffile.imwrite(p, mosaic, tile=(256, 256), photometric="rgb")
+    with SlideReader(p) as r:
+        assert len(r.shapes) == 1
+        thumb, f = r.thumbnail(max_side=480, whole_limit=1)
+        strips = r._strip_thumbnail(0, (480, 360), strip_pixels=200_000)  # about 14 strips
+    assert thumb.shape == strips.shape == (360, 480, 3) and f == pytest.approx(4.0)
+    ref = cv2.resize(mosaic, (480, 360), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(strips, ref)  # strips of whole output rows: no seams
+    np.testing.assert_array_equal(thumb, ref)
+
+
 def test_svs_description_gives_the_pixel_size(tmp_path, mosaic):
     p = write_pyramid(tmp_path / "a.tif", mosaic[:512, :512], levels=1,
                       description="Aperio Image Library v12 |AppMag = 40|MPP = 0.2512")
