@@ -618,7 +618,6 @@ def cmd_serve(args) -> int:
                              "pip install 'eosdetect[serve]'") from None
     settings = ServeSettings(model=args.model, model_dirs=args.model_dir, max_upload_mb=args.max_upload_mb,
                              max_megapixels=args.max_megapixels, workers=args.workers, queue=args.queue)
-    print(f"eosdetect: serving on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
     serve(settings, host=args.host, port=args.port, log_level=["warning", "info", "debug"][min(args.verbose, 2)])
     return 0
 

@@ -187,6 +187,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, _describe_read_error(exc)) from None
 
 
+def safe_filename(name: str | None, default: str = "file") -> str:
+    """A plain file name (letters, digits, ``._-``; at most 100 characters, suffix kept) for a name
+    that came from outside (an upload, a remote file)."""
+    base = Path(name or default).name
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in base).strip("._")[-100:] or default
+
+
 def read_image_bytes(data: bytes, filename: str | None = None) -> np.ndarray:
     """Decode an image held in memory (an upload, a file sent to a worker)
     exactly as :func:`read_image` reads a file: the bytes go to a temporary
@@ -196,7 +203,7 @@ def read_image_bytes(data: bytes, filename: str | None = None) -> np.ndarray:
     shown = Path(filename or "image").name
     if not data:
         raise InputError(shown, "empty file (0 bytes)")
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in shown).strip("._")[-100:] or "image"
+    safe = safe_filename(shown, "image")
     with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp:
         path = Path(tmp) / safe
         path.write_bytes(data)

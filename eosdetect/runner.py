@@ -230,39 +230,21 @@ class CountRun:
     # ------------------------------------------------------------------ one image
     def count_image(self, image_path: Path, name: str) -> dict:
         """Process one image and write its files; returns its counts.csv row."""
-        t0 = time.perf_counter()
-        row, write = self._analyse(image_path, name, self._read(image_path))
-        if write is not None:
-            write()
-        row["seconds"] = round(time.perf_counter() - t0, 3)
-        return row
-
-    def _read(self, path: Path):
-        """The image's pixels, or None for a whole-slide image (read block by block later)."""
         from .wsi import is_slide
 
-        if is_slide(path, self.settings.slide_min_pixels):
-            return None
-        return read_image(path)
-
-    def _analyse(self, path: Path, name: str, image) -> tuple[dict, Callable[[], None] | None]:
-        """Detect and draw; returns the counts.csv row and a function that writes the files
-        (None when they are written already: slides)."""
-        if image is None:
-            return self.count_slide(path, name), None
+        if is_slide(image_path, self.settings.slide_min_pixels):
+            return self.count_slide(image_path, name)
+        t0 = time.perf_counter()
+        image = read_image(image_path)
         s = self.settings
-        a = analyse_image(self.model, image, source=path, pixel_size_um=s.pixel_size_um,
+        a = analyse_image(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um,
                           thresholds=self.thresholds, hpf_area_mm2=s.hpf_area_mm2, threshold=s.threshold,
                           overlay=s.overlay)
         p = self._paths(name)
-        rows, overlay = a.detections.rows(), a.overlay
-
-        def write():
-            write_csv(p["detections"], DETECTION_COLUMNS, rows)
-            if overlay is not None:
-                write_image(p["overlay"], overlay)
-
-        return {"image": str(path), **a.row}, write
+        write_csv(p["detections"], DETECTION_COLUMNS, a.detections.rows())
+        if a.overlay is not None:
+            write_image(p["overlay"], a.overlay)
+        return {"image": str(image_path), **a.row, "seconds": round(time.perf_counter() - t0, 3)}
 
     def count_slide(self, path: Path, name: str) -> dict:
         """A whole-slide image, block by block: the usual files (the overlay at thumbnail
@@ -419,10 +401,14 @@ class CountRun:
         client = connect(s.scheduler)
         finished: dict[int, ImageRecord] = {}
 
+        last_tables = [0.0]
+
         def record(i: int) -> None:
             finished[i] = jobs[i]
             self.records = [finished[k] for k in sorted(finished)]
-            self._write_tables(started, partial=True)
+            if time.time() - last_tables[0] >= TABLES_EVERY_S:
+                self._write_tables(started, partial=True)
+                last_tables[0] = time.time()
             if progress is not None:
                 progress(jobs[i])
 

@@ -26,7 +26,6 @@ Resources:
 
 import base64
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .errors import EosdetectError, InputError, ModelError
-from .io import encode_png, read_image_bytes
+from .io import encode_png, read_image_bytes, safe_filename
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +187,6 @@ class Gate:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         finally:
             self.pending -= 1
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _safe_name(filename: str | None) -> str:
-    """A plain file name (letters, digits, ``._-``) for a download's Content-Disposition."""
-    name = Path(filename or "upload").name
-    name = _SAFE.sub("_", name).strip("._") or "upload"
-    return name[-100:]
 
 
 def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
@@ -627,7 +616,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
             )
 
         xml = await run(job)
-        stem = _safe_name(Path(image.filename or "upload").stem) or "upload"
+        stem = safe_filename(Path(image.filename or "upload").stem, "upload")
         return Response(
             xml, media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{stem}.xml"'}
         )
@@ -663,8 +652,18 @@ def _form_fields_without_null(app) -> None:
 
 
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted. A bad model folder or a port that is taken is a
+    one-line :class:`EosdetectError` before anything is announced."""
+    import socket
+    import sys
+
     import uvicorn
 
     app = create_app(settings)
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise EosdetectError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print(f"eosdetect: serving on http://{host}:{port}/ (Ctrl+C to stop)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

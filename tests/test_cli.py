@@ -66,21 +66,21 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
     from eosdetect import runner
 
     out_dir = tmp_path / "res"
-    real = runner.CountRun._analyse
+    real = runner.CountRun.count_image
     calls = []
 
-    def flaky(self, path, name, image):
+    def flaky(self, path, name):
         calls.append(name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, path, name, image)
+        return real(self, path, name)
 
-    monkeypatch.setattr(runner.CountRun, "_analyse", flaky)
+    monkeypatch.setattr(runner.CountRun, "count_image", flaky)
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 130 and "re-run to resume" in err
     rows = _rows(out_dir / "counts.csv")  # complete, well-formed CSV with the finished image
     assert [r["status"] for r in rows] == ["ok"]
-    monkeypatch.setattr(runner.CountRun, "_analyse", real)
+    monkeypatch.setattr(runner.CountRun, "count_image", real)
     code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 0 and "1 already done" in out
 

@@ -254,6 +254,21 @@ def test_nothing_is_left_on_disk(client, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_serve_port_taken_or_bad_model_dir_is_one_line_error(tmp_path, capsys):
+    import socket
+
+    from eosdetect.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0]
+    assert main(["serve", "--model-dir", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such model folder" in err[0]
+
+
 def test_serve_binds_to_localhost_by_default():
     from eosdetect.cli import build_parser
 
