@@ -351,6 +351,15 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
                 f"{s['f1']:.3f} | {s['count_mae']:.2f} | "
                 + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
             )
+    cv = metrics.get("crossval")
+    if cv:
+        s = cv["pooled"]
+        lines.append(
+            f"| {config.name}, {cv.get('folds', 5)}-fold cross-validation | {s['precision']:.3f} | "
+            f"{s['recall']:.3f} | {s['f1']:.3f} | {s['count_mae']:.2f} | "
+            + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
+        )
+        lines += ["", f"Cross-validation: {cv['method']}"]
     limits = LIMITS.get(config.training.get("recipe", config.name)) or [
         f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on; the thresholds were "
         "fitted on them, so expect lower figures on images from other labs, stains or scanners.",

@@ -2,12 +2,16 @@
 """Five-fold cross-validation of the eosinophil helper CNN on BCCD.
 
     python scripts/crossval_eosinophil.py configs/eosinophil-smear.yaml \
-        -m eosdetect/models/bundled/eosinophil-smear -o build/crossval-eosinophil.json
+        -m eosdetect/models/bundled/eosinophil-smear -o build/crossval-eosinophil.json [--record]
+
+``--record`` also writes the pooled figures into the model folder's
+``metrics.json`` (key ``crossval``) and regenerates its ``MODEL_CARD.md``;
+with ``--reuse`` an existing ``-o`` file is recorded without retraining.
 
 The bundled model's validation F1 is measured on the fold its thresholds were
 fitted on (and its helper early-stopped on), so it is optimistic. Here every
 labelled BCCD image is scored by a helper trained without it: for each fold
-k, a helper is trained on the other folds (early stopping on fold k+1, never
+k, a helper is trained on the three other folds (early stopping on fold k+1, never
 on k), then fold k is counted with the bundled model's U-Net and its fixed
 thresholds (no refitting). The pooled precision, recall and F1 over all folds
 estimate what the model does on new smears of this kind. The U-Net (white
@@ -29,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from eosdetect import recipes, shared_data  # noqa: E402
 from eosdetect.evaluation import evaluate_model  # noqa: E402
-from eosdetect.io import write_json  # noqa: E402
+from eosdetect.io import atomic_write_text, write_json  # noqa: E402
 from eosdetect.metrics import MatchResult, summarize  # noqa: E402
 from eosdetect.models.store import Model, load_model  # noqa: E402
 from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
@@ -41,7 +45,14 @@ def main(argv=None):
     ap.add_argument("-m", "--model", default="eosinophil-smear")
     ap.add_argument("-o", "--out", default="build/crossval-eosinophil.json")
     ap.add_argument("--work-dir", default="build/crossval-eosinophil")
+    ap.add_argument("--record", action="store_true", help="write the pooled figures into the model folder")
+    ap.add_argument("--reuse", action="store_true", help="record the existing -o file instead of recomputing it")
     args = ap.parse_args(argv)
+    if args.reuse:
+        if not args.record:
+            ap.error("--reuse only makes sense with --record")
+        record(args.model, json.loads(Path(args.out).read_text()))
+        return
     reproducible_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -79,6 +90,26 @@ def main(argv=None):
     }
     write_json(args.out, out)
     print(json.dumps({"pooled": pooled, "per_fold": per_fold}, indent=2))
+    if args.record:
+        record(args.model, out)
+
+
+def record(model_dir: str, result: dict) -> None:
+    """Put the pooled cross-validation figures into a model folder's metrics and card."""
+    model = load_model(model_dir)
+    if str(model.path) == "<in memory>" or not (model.path / "metrics.json").is_file():
+        raise SystemExit(f"{model_dir}: not a model folder with metrics.json")
+    metrics = json.loads((model.path / "metrics.json").read_text())
+    metrics["crossval"] = {
+        "method": " ".join(next(p for p in __doc__.split("\n\n") if "Here every" in p).split()),
+        "folds": len(result["per_fold"]),
+        "pooled": result["pooled"],
+        "f1_per_fold": [round(f["f1"], 4) for f in result["per_fold"]],
+        "thresholds": result["thresholds"],
+    }
+    write_json(model.path / "metrics.json", metrics)
+    atomic_write_text(model.path / "MODEL_CARD.md", recipes.model_card(model.config, metrics))
+    print(f"recorded in {model.path}/metrics.json and MODEL_CARD.md")
 
 
 if __name__ == "__main__":

@@ -83,3 +83,16 @@ def test_bundled_models_are_complete():
         size = sum(p.stat().st_size for p in m.path.glob("*.h5"))
         assert size < 20e6
         assert m.metrics["validation"]["f1"] > 0
+
+
+def test_model_card_shows_the_recorded_cross_validation():
+    from eosdetect.recipes import model_card
+
+    model = load_model("eosinophil-smear")
+    metrics = json.loads((model.path / "metrics.json").read_text())
+    card = model_card(model.config, metrics)
+    assert (model.path / "MODEL_CARD.md").read_text() == card  # the shipped card is the generated one
+    cv = metrics["crossval"]["pooled"]
+    assert f"5-fold cross-validation | {cv['precision']:.3f} | {cv['recall']:.3f} | {cv['f1']:.3f} |" in card
+    del metrics["crossval"]
+    assert "cross-validation" not in model_card(model.config, metrics)
