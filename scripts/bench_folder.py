@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.io import IMAGE_SUFFIXES  # noqa: E402
+from eosdetect.io import find_images  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
 from eosdetect.runner import CountRun, CountSettings, default_workers, output_names  # noqa: E402
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("-n", type=int, default=0, help="first n images only (default all)")
     ap.add_argument("--workers", type=int, default=0, help="runner threads (default: CPU cores + 1, at most 4)")
     args = ap.parse_args(argv)
-    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = find_images([args.images], recursive=False)
     if args.n:
         files = files[: args.n]
     model = load_model(args.model)

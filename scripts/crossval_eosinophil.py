@@ -97,7 +97,7 @@ def main(argv=None):
 def record(model_dir: str, result: dict) -> None:
     """Put the pooled cross-validation figures into a model folder's metrics and card."""
     model = load_model(model_dir)
-    if str(model.path) == "<in memory>" or not (model.path / "metrics.json").is_file():
+    if not (model.path / "metrics.json").is_file():
         raise SystemExit(f"{model_dir}: not a model folder with metrics.json")
     metrics = json.loads((model.path / "metrics.json").read_text())
     metrics["crossval"] = {

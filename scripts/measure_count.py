@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.io import IMAGE_SUFFIXES  # noqa: E402
+from eosdetect.io import find_images  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("-m", "--model", default="eosinophil-smear")
     ap.add_argument("-n", type=int, default=20)
     args = ap.parse_args(argv)
-    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n]
+    files = find_images([args.images], recursive=False)[: args.n]
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "in"
         inputs.mkdir()
