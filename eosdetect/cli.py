@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classical", choices=["smear", "he"],
                    help="no network: classical candidates (smear: white cells in Wright/Giemsa smears, "
                    "he: nuclei in H&E), every box marked difficult")
-    p.add_argument("--helper", metavar="MODEL", help="take the helper CNN (and its threshold) from this "
+    p.add_argument("--helper", metavar="MODEL", help="take the helper (and its threshold) from this "
                    "two-stage model folder, on top of the U-Net of -m")
     p.add_argument("--yolo", action="store_true", help="also write LabelImg's YOLO files (<name>.txt, classes.txt)")
     p.set_defaults(func=cmd_prelabel)
@@ -185,16 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     # -- train-helper
     p = sub.add_parser(
         "train-helper",
-        help="train the helper CNN that tells the target class from look-alikes; writes a two-stage model folder",
+        help="train the helper classifier that tells the target class from look-alikes; writes a two-stage model folder",
         description="Train a helper classifier on crops around the base model's U-Net candidates: positives at "
         "the labelled cells of --class, negatives at the other candidates. Writes a model folder combining "
-        "the base model's U-Net with the new helper, its counting threshold fitted on the validation images.",
+        "the base model's U-Net with the new helper, its counting threshold fitted on the validation images. "
+        "The helper is of the base model's kind (helper_kind: cnn, a small CNN, or colour, a logistic regression "
+        "on colour statistics) unless --config says otherwise.",
     )
     _label_options(p)
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"base model whose U-Net finds the candidates (default {DEFAULT_MODEL})")
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--config", metavar="FILE", help="YAML config (helper_* keys in 'model', helper_* keys in 'train')")
-    p.add_argument("--epochs", type=int, metavar="N", help="helper epochs (overrides the config)")
+    p.add_argument("--config", metavar="FILE", help="YAML config: helper_* keys in 'model' (e.g. helper_kind: colour), "
+                   "helper_* keys in 'train'")
+    p.add_argument("--epochs", type=int, metavar="N", help="CNN helper epochs (overrides the config)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
     p.add_argument("--name", help="model name (default the folder name)")
     p.add_argument("--val-fraction", type=_number(0.0, 0.9, low_open=True), default=0.2, metavar="F",
@@ -240,7 +243,7 @@ def _threshold_options(p) -> None:
     g.add_argument("--min-area", type=_nonneg_float, metavar="UM2", help="smallest cell area")
     g.add_argument("--max-area", type=_nonneg_float, metavar="UM2", help="largest cell area")
     g.add_argument("--helper-threshold", type=_unit_float, metavar="P",
-                   help="helper CNN probability needed to count a cell (two-stage models)")
+                   help="helper probability needed to count a cell (two-stage models)")
 
 
 def _label_options(p) -> None:

@@ -2,7 +2,7 @@
 
 Counted cells get a bright outline (with a dark rim so it stands out on pale
 and dark stains alike) and a number matching their row in
-``<stem>_detections.csv``; candidates the helper CNN rejected get a thin grey
+``<stem>_detections.csv``; candidates the helper rejected get a thin grey
 outline, so a reviewer sees what was considered and not counted.
 """
 

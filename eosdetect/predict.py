@@ -1,4 +1,4 @@
-"""Image -> detections: rescale, U-Net (whole or tiled), watershed, optional helper CNN.
+"""Image -> detections: rescale, U-Net (whole or tiled), watershed, optional helper classifier.
 
 All array functions; no file I/O. Detections are returned in pixels of the
 input image.

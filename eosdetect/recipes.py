@@ -108,15 +108,21 @@ def smear_eval_item(item: sd.BccdImage, image: np.ndarray | None = None) -> Eval
 
 
 def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra: int = 40,
-                       negatives_per_image: int = 1, seed: int = 0):
-    """Crops for the helper CNN at its pixel size, ``extra`` pixels larger than
+                       negatives_per_image: int | None = None, seed: int = 0):
+    """Crops for the helper at its pixel size, ``extra`` pixels larger than
     the crop size (room for shift augmentation).
 
     Positives: eosinophil boxes. Negatives: the other labelled white cells
     (neutrophils, lymphocytes, monocytes, basophils), every white cell of
     images whose subtype is unknown is skipped, plus ``negatives_per_image``
-    red cells or platelets per image.
+    red cells or platelets per image. By default that is 1 for a CNN helper
+    and 0 for a colour helper: the U-Net hands the helper white cells only,
+    and red cells (orange-red, like eosinophil granules) pull a linear
+    colour model away from the white-cell decision (cross-validated
+    per-crop ROC AUC 0.86 with them, 0.93 without).
     """
+    if negatives_per_image is None:
+        negatives_per_image = 0 if config.helper_kind == "colour" else 1
     from .models.helper_cnn import extract_crops
 
     rng = np.random.default_rng(seed)
@@ -172,8 +178,9 @@ def nuclei_data_description() -> dict:
     }
 
 
-def smear_data_description(fold: int) -> dict:
+def smear_data_description(fold: int, config: ModelConfig | None = None) -> dict:
     items = sd.load_bccd()
+    red_negatives = config is None or config.helper_kind != "colour"
     train, val = sd.bccd_split(items, fold)
     scored = [i for i in val if i.subtype is not None]
     return {
@@ -185,8 +192,9 @@ def smear_data_description(fold: int) -> dict:
         "validation_eosinophils": sum(i.subtype == "eosinophil" for i in scored),
         "validation_other_white_cells": sum(i.subtype not in (None, "eosinophil") for i in scored),
         "unet_targets": "every WBC box (ellipse inscribed, 90%) is foreground",
-        "helper_targets": "eosinophil WBC boxes positive; other labelled white cells and one red cell or "
-                          "platelet per image negative; images without a subtype label unused",
+        "helper_targets": "eosinophil WBC boxes positive; other labelled white cells "
+                          + ("and one red cell or platelet per image " if red_negatives else "")
+                          + "negative; images without a subtype label unused",
     }
 
 
@@ -300,8 +308,10 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         "## What it does",
         "",
         f"Counts **{config.class_name}** objects. "
-        + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; a helper CNN "
-           f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
+        + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; "
+           + ("a helper (logistic regression on 11 colour statistics of the cell's stained pixels) "
+              if config.helper_kind == "colour" else "a helper CNN ")
+           + f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
            f"only those above `helper_threshold` are counted."
            if config.helper_enabled else
            f"A U-Net ({config.unet_depth} poolings, {config.unet_base_filters} base filters) predicts a "

@@ -32,7 +32,7 @@ def pr_curve(model, items, cache, thresholds) -> tuple[str, list[dict]]:
     """Precision and recall over the score that decides what is counted.
 
     One-stage models: the U-Net probability threshold (re-segmenting at each
-    value, 0.05 to 0.95). Two-stage models: the helper CNN's threshold on the
+    value, 0.05 to 0.95). Two-stage models: the helper's threshold on the
     fixed U-Net candidates (0 to 1 in steps of 0.02).
 
     Returns the name of the swept threshold and one row per value.

@@ -387,7 +387,7 @@ PixelSize = Annotated[
     float | None, Form(gt=0, le=1000, description="micrometres per pixel of the upload; gives density and HPF peak")
 ]
 Prob = Annotated[float | None, Form(ge=0, le=1, description="override: U-Net probability threshold")]
-Helper = Annotated[float | None, Form(ge=0, le=1, description="override: helper CNN threshold (two-stage models)")]
+Helper = Annotated[float | None, Form(ge=0, le=1, description="override: helper threshold (two-stage models)")]
 Um = Annotated[float | None, Form(ge=0, le=1e9, description="override, micrometres")]
 Um2 = Annotated[float | None, Form(ge=0, le=1e12, description="override, square micrometres")]
 ClassName = Annotated[str | None, Form(max_length=100, description="box label; default the model's class")]

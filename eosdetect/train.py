@@ -1,4 +1,4 @@
-"""Training the U-Net and the helper CNN.
+"""Training the U-Net and the helper classifier (CNN or colour statistics).
 
 Losses suited to small sparse objects (binary cross-entropy + soft Dice, with
 a per-pixel weight map), Adam with cosine decay, early stopping on the
@@ -76,6 +76,11 @@ class TrainConfig:
     #: At least this many optimizer steps per epoch (small crop sets are resampled), so that batch
     #: normalisation's moving statistics settle even on a few dozen labelled cells.
     helper_min_steps_per_epoch: int = 10
+    #: Colour helper (``helper_kind: colour``): L2 penalty of its logistic regression (on
+    #: standardised features), and how many shifted, stain-jittered copies of each training
+    #: crop join the originals (augmentation; the fit itself is exact, no epochs).
+    helper_l2: float = 1.0
+    helper_augment_copies: int = 4
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> TrainConfig:
@@ -277,8 +282,11 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
 
     Returns the trained Keras model with the weights of the epoch of best
     validation ROC AUC (the ranking the count threshold is later chosen on).
-    Classes are balanced by sample weights.
+    Classes are balanced by sample weights. A ``helper_kind: colour`` helper
+    is fitted by :func:`train_colour_helper` instead.
     """
+    if config.helper_kind == "colour":
+        return train_colour_helper(config, tcfg, train_crops, train_labels, val_crops, val_labels, work_dir)
     import keras
     import tensorflow as tf
 
@@ -345,6 +353,94 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
               verbose=verbose)
     _load_best(model, work_dir / "helper_best.weights.h5")
     return model
+
+
+def _roc_auc(p: np.ndarray, y: np.ndarray) -> float | None:
+    pos, neg = p[y > 0.5], p[y <= 0.5]
+    if not len(pos) or not len(neg):
+        return None
+    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+
+
+def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labels, val_crops, val_labels,
+                        work_dir):
+    """Fit a ``helper_kind: colour`` helper: a class-balanced, L2-regularised
+    logistic regression on :func:`~eosdetect.models.helper_cnn.colour_features`.
+
+    The training set is each crop's centre plus ``helper_augment_copies``
+    copies shifted by up to ``helper_jitter_px`` and stain-jittered like the
+    CNN's crops (candidates are not perfectly centred, stains vary). The
+    features are standardised on the training set and the fit is exact
+    (L-BFGS, convex), so there are no epochs and no early stopping; the
+    standardisation is folded into the ``Dense`` unit's weights. The
+    validation ROC AUC is logged and written to ``helper_log.csv``.
+    """
+    from scipy.optimize import minimize
+
+    from . import augment
+    from .models.helper_cnn import build_helper, colour_features
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    S = config.helper_crop_size
+    rng = np.random.default_rng(tcfg.train_seed)
+    aug = tcfg.augment()
+    crops = np.asarray(train_crops)
+    y = np.asarray(train_labels, dtype=np.float64)
+    if not len(y):
+        raise ConfigError("no crops to train the helper on")
+
+    def centre(batch, dr=0, dc=0):
+        o = (batch.shape[1] - S) // 2
+        return batch[:, o + dr : o + dr + S, o + dc : o + dc + S]
+
+    feats, labels = [colour_features(centre(crops))], [y]
+    j = int(min(tcfg.helper_jitter_px, (crops.shape[1] - S) // 2))
+    for _ in range(tcfg.helper_augment_copies):
+        copies = []
+        for crop in crops:
+            dr, dc = rng.integers(-j, j + 1, size=2) if j > 0 else (0, 0)
+            x = centre(crop[None], dr, dc)[0].astype(np.float32) / 255.0
+            copies.append(augment.colour_augment(x, rng, hed_strength=aug.hed_strength, hed_shift=aug.hed_shift,
+                                                 brightness=aug.brightness, contrast=aug.contrast))
+        feats.append(colour_features(np.stack(copies)))
+        labels.append(y)
+    z, t = np.concatenate(feats).astype(np.float64), np.concatenate(labels)
+    mu, sd = z.mean(0), z.std(0) + 1e-6
+    zs = (z - mu) / sd
+    n_pos, n_neg = max(t.sum(), 1.0), max(len(t) - t.sum(), 1.0)
+    sw = np.where(t > 0.5, len(t) / (2 * n_pos), len(t) / (2 * n_neg))
+    # the penalty is scaled to the number of distinct crops, so copies do not weaken it
+    l2 = tcfg.helper_l2 * len(t) / len(y)
+
+    def loss_and_grad(w):
+        logits = zs @ w[1:] + w[0]
+        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))
+        loss = -(sw * (t * np.log(p + 1e-12) + (1 - t) * np.log(1 - p + 1e-12))).sum() + l2 * (w[1:] ** 2).sum()
+        g = sw * (p - t)
+        return loss, np.concatenate([[g.sum()], zs.T @ g + 2 * l2 * w[1:]])
+
+    w = minimize(loss_and_grad, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B").x
+    kernel = (w[1:] / sd)[:, None]
+    bias = np.array([w[0] - float((w[1:] * mu / sd).sum())])
+    model = build_helper(config)
+    model.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+
+    def auc_of(x, labels_):
+        p = 1.0 / (1.0 + np.exp(-(colour_features(x).astype(np.float64) @ kernel[:, 0] + bias[0])))
+        return _roc_auc(p, np.asarray(labels_, dtype=np.float64))
+
+    train_auc = auc_of(centre(crops), y)
+    val_auc = auc_of(centre(np.asarray(val_crops)), val_labels) if len(val_labels) else None
+    log.info("colour helper: %d weights, %d training crops (%d positive) + %d augmented copies each; "
+             "ROC AUC train %s, validation %s", model.count_params(), len(y), int(y.sum()),
+             tcfg.helper_augment_copies, _fmt(train_auc), _fmt(val_auc))
+    (work_dir / "helper_log.csv").write_text(f"epoch,auc,val_auc\n0,{_fmt(train_auc)},{_fmt(val_auc)}\n")
+    return model
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
 
 
 # --------------------------------------------------------------------------- a model folder from labelled images
@@ -539,7 +635,7 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
 
 
 
-# --------------------------------------------------------------------------- a helper CNN from labelled images
+# --------------------------------------------------------------------------- a helper from labelled images
 
 HELPER_GRID = [round(v, 2) for v in np.arange(0.1, 0.951, 0.05)]
 #: Fewer true cells than this among the validation images: the helper threshold is not fitted.
@@ -547,7 +643,7 @@ MIN_VALIDATION_POSITIVES = 5
 
 
 def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 40, input_pixel_size_um=None):
-    """Crops for the helper CNN: positives at the labelled cells, negatives at the
+    """Crops for the helper: positives at the labelled cells, negatives at the
     base model's U-Net candidates that lie on no labelled cell (nor in a
     ``difficult`` box). Returns ``(crops, labels)``."""
     from .models.helper_cnn import extract_crops
@@ -583,10 +679,10 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
                              epochs: int | None = None, val_fraction: float = 0.2,
                              val_names: list[str] | None = None, command: str = "", label_report=None,
                              verbose: int = 2) -> dict:
-    """Train a helper CNN on labelled images and write a two-stage model folder:
+    """Train a helper (CNN or colour, per the config) on labelled images and write a two-stage model folder:
     ``base``'s U-Net finds the cells, the new helper says which are ``class_name``.
 
-    The helper's crop size, pixel size and width come from the ``model``
+    The helper's kind, crop size, pixel size and width come from the ``model``
     section of ``file_cfg`` or else from ``base`` (when it has a helper) or
     the defaults. The counting threshold is fitted on the validation images.
     """
@@ -609,7 +705,7 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
         class_name=class_name or base.config.class_name, **overrides,
         training={"command": command, "seed": tcfg.train_seed, "base_model": base.name},
         description=f"{class_name or base.config.class_name} among the {base.config.unet_class_name} objects "
-                    f"of {base.name} (helper CNN trained with eosdetect train-helper)",
+                    f"of {base.name} (helper trained with eosdetect train-helper)",
     )
     if input_pixel_size_um is not None:
         config = dataclasses.replace(config, input_pixel_size_um=input_pixel_size_um)

@@ -8,7 +8,7 @@ first level doubling to 256, four poolings, two 3x3 convolutions per level,
 elu; random weights, which do not change the time) at full input resolution
 over 256x256 tiles, one ``model.predict`` call per tile. eosdetect: the whole
 ``count`` of the same image with a bundled model (read, rescale, U-Net,
-watershed, helper CNN, detections CSV, overlay PNG written), through the same
+watershed, helper, detections CSV, overlay PNG written), through the same
 code as the command. Both are timed on a 1920x1440 and a 640x480 RGB image
 (a real BCCD smear resized, or the shipped synthetic sample without the
 shared data), median of ``--runs`` runs after one warm-up.

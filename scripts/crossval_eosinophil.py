@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Five-fold cross-validation of the eosinophil helper CNN on BCCD.
+"""Five-fold cross-validation of the eosinophil model's helper on BCCD.
 
     python scripts/crossval_eosinophil.py configs/eosinophil-smear.yaml \
         -m eosdetect/models/bundled/eosinophil-smear -o build/crossval-eosinophil.json [--record]
@@ -9,14 +9,19 @@
 with ``--reuse`` an existing ``-o`` file is recorded without retraining.
 
 The bundled model's validation F1 is measured on the fold its thresholds were
-fitted on (and its helper early-stopped on), so it is optimistic. Here every
+fitted on (and a CNN helper early-stopped on), so it is optimistic. Here every
 labelled BCCD image is scored by a helper trained without it: for each fold
-k, a helper is trained on the three other folds (early stopping on fold k+1, never
-on k), then fold k is counted with the bundled model's U-Net and its fixed
-thresholds (no refitting). The pooled precision, recall and F1 over all folds
+k, a helper of the bundled model's kind is trained on the four other folds
+(a CNN helper on three, early-stopping on fold k+1, never on k), then fold k
+is counted with the bundled model's U-Net and its fixed thresholds (no
+refitting). The pooled precision, recall and F1 over all folds
 estimate what the model does on new smears of this kind. The U-Net (white
 cells, not subtypes) is the bundled one; it saw folds 1-4 in training, which
 flatters white-cell detection a little but not the eosinophil decision.
+
+The output also holds the pooled precision and recall at other helper
+thresholds (the same out-of-fold scores, ``helper_threshold_curve``): what a
+pre-labelling band trades between missed eosinophils and boxes to delete.
 """
 
 from __future__ import annotations
@@ -28,15 +33,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from eosdetect import recipes, shared_data  # noqa: E402
-from eosdetect.evaluation import evaluate_model  # noqa: E402
+from eosdetect.evaluation import PredictionCache, evaluate_model  # noqa: E402
 from eosdetect.io import atomic_write_text, write_json  # noqa: E402
 from eosdetect.metrics import MatchResult, summarize  # noqa: E402
 from eosdetect.models.store import Model, load_model  # noqa: E402
 from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
+
+#: Counting thresholds at which the pooled out-of-fold precision and recall are also reported.
+CURVE_THRESHOLDS = [float(round(t, 2)) for t in np.arange(0.05, 0.96, 0.05)]
 
 
 def main(argv=None):
@@ -61,20 +71,27 @@ def main(argv=None):
     base = load_model(args.model)
     items = shared_data.load_bccd()
     folds = shared_data.BCCD_FOLDS
-    per_image, per_fold = [], []
+    per_image, per_fold, curve_counts = [], [], {}
     t0 = time.time()
     for k in range(folds):
-        stop_fold = (k + 1) % folds
+        # a CNN helper early-stops on fold k+1; a colour helper has no epochs and trains on all four
+        stop_fold = (k + 1) % folds if base.config.helper_kind == "cnn" else None
         train = [i for i in items if i.fold not in (k, stop_fold)]
         stop = [i for i in items if i.fold == stop_fold]
         test = [i for i in items if i.fold == k and i.subtype is not None]
         hx, hy = recipes.smear_helper_crops(train, base.config)
-        vx, vy = recipes.smear_helper_crops(stop, base.config, negatives_per_image=0)
+        vx, vy = (recipes.smear_helper_crops(stop, base.config, negatives_per_image=0) if stop
+                  else (hx[:0, :0, :0], hy[:0]))
         helper = train_helper(base.config, tcfg, hx, hy, vx, vy, Path(args.work_dir) / f"fold{k}", verbose=0)
         model = Model.in_memory(base.config, base.thresholds, base.unet, helper)
-        ev = evaluate_model(model, [recipes.smear_eval_item(i) for i in test])
+        test_items = [recipes.smear_eval_item(i) for i in test]
+        cache = PredictionCache(model, test_items)
+        ev = evaluate_model(model, test_items, cache=cache)
         per_fold.append({"fold": k, **ev["summary"]})
         per_image += ev["per_image"]
+        for t in CURVE_THRESHOLDS:  # the same out-of-fold scores at other counting thresholds
+            e = evaluate_model(model, test_items, cache=cache, thresholds=base.thresholds.replace(helper_threshold=t))
+            curve_counts.setdefault(t, []).extend(MatchResult(r["tp"], r["fp"], r["fn"]) for r in e["per_image"])
         logging.info("fold %d: %s", k, ev["summary"])
     pooled = summarize([MatchResult(r["tp"], r["fp"], r["fn"]) for r in per_image])
     missed = [r["image"] for r in per_image if r["fn"]]
@@ -86,6 +103,9 @@ def main(argv=None):
         "per_fold": per_fold,
         "missed_eosinophils": missed,
         "images_with_false_positives": false_pos,
+        "helper_threshold_curve": [{"helper_threshold": t, **{k: v for k, v in summarize(r).items()
+                                                               if k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
+                                   for t, r in curve_counts.items()],
         "seconds": round(time.time() - t0, 1),
     }
     write_json(args.out, out)

@@ -5,7 +5,7 @@
 
 Writes one contact sheet: every labelled eosinophil of the chosen fold(s)
 (green frame: found, red: missed) and every false positive (orange frame),
-each crop captioned with the image number and the helper CNN's score. This
+each crop captioned with the image number and the helper's score. This
 is how the label noise in BCCD is shown rather than asserted: missed
 "eosinophils" without orange-red granules are neutrophil-like labels.
 """

@@ -4,7 +4,7 @@
     python scripts/learning_curve.py configs/eosinophil-smear.yaml -o build/learning-curve
 
 Like the original EOS-Detection table (10, 20, ... images), so that a lab can
-judge how many images to label. For each size N the helper CNN (the part
+judge how many images to label. For each size N the helper (the part
 that tells eosinophils from other white cells) is trained on the first N
 subtype-labelled images of the training folds, in a fixed random order with
 every class kept in proportion, and scored on the validation fold with the

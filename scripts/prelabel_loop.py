@@ -8,7 +8,7 @@ Round 0 pre-labels the evaluation images with the bundled model's U-Net alone
 an annotator gets before any eosinophil has been labelled. Then, each round,
 the "annotator" corrects the next ``--batch`` images of the training folds
 (their pre-labels are replaced by the true eosinophil boxes and saved as
-verified LabelImg files), a helper CNN is trained with ``train-helper`` on
+verified LabelImg files), a helper (of the base model's kind) is trained with ``train-helper`` on
 every verified file so far (``--verified-only``), and the evaluation images
 are pre-labelled again with ``prelabel --helper`` (default band: every
 candidate scoring at least half the counting threshold, the uncertain ones

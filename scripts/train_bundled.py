@@ -5,7 +5,7 @@
     python scripts/train_bundled.py configs/eosinophil-smear.yaml -o eosdetect/models/bundled/eosinophil-smear
 
 Reads ``../shared/data`` (or ``$EOSDETECT_SHARED_DATA``), trains the U-Net
-(and the helper CNN for two-stage models), fits thresholds on the validation
+(and the helper for two-stage models), fits thresholds on the validation
 split, scores the model and the classical baseline on it, and writes a
 complete model folder: config, weights, thresholds, metrics.json, MODEL_CARD.md.
 Checkpoints and epoch logs go to ``--work-dir`` (default ``build/train/<name>``),
@@ -77,7 +77,7 @@ def main(argv=None):
         d = recipes.smear_data(mcfg, fold)
         train_s, val_s, val_items = d["unet_train"], d["unet_val"], d["eval_val"]
         unet_val_items = d["wbc_val"]
-        data_desc = recipes.smear_data_description(fold)
+        data_desc = recipes.smear_data_description(fold, mcfg)
     else:
         ap.error(f"unknown data recipe {recipe!r}")
     t_data = time.time() - t0

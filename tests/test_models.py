@@ -28,6 +28,8 @@ def test_old_config_is_migrated():
 def test_config_validation():
     with pytest.raises(ConfigError, match="unet_depth"):
         ModelConfig(unet_depth=9)
+    with pytest.raises(ConfigError, match="helper_kind must be one of cnn, colour"):
+        ModelConfig(helper_kind="svm")
     with pytest.raises(ConfigError, match="max_area"):
         Thresholds(min_area_um2=10, max_area_um2=5)
 
@@ -96,3 +98,63 @@ def test_model_card_shows_the_recorded_cross_validation():
     assert f"5-fold cross-validation | {cv['precision']:.3f} | {cv['recall']:.3f} | {cv['f1']:.3f} |" in card
     del metrics["crossval"]
     assert "cross-validation" not in model_card(model.config, metrics)
+
+
+def _disc_crops(colours, n=32, radius=9, seed=0):
+    """Grey crops with a disc of each colour at the centre, a little noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n]
+    disc = np.hypot(yy - n / 2, xx - n / 2) <= radius
+    out = np.empty((len(colours), n, n, 3), np.uint8)
+    for i, colour in enumerate(colours):
+        crop = np.full((n, n, 3), 225.0) + rng.normal(0, 3, (n, n, 3))
+        crop[disc] = np.array(colour) + rng.normal(0, 6, (int(disc.sum()), 3))
+        out[i] = np.clip(crop, 0, 255)
+    return out
+
+
+def test_colour_features_describe_the_stained_centre():
+    import numpy as np
+
+    from eosdetect.models.helper_cnn import N_COLOUR_FEATURES, colour_features
+
+    crops = _disc_crops([(225, 225, 225), (215, 80, 50), (95, 45, 150)])  # empty, orange-red, purple
+    f = colour_features(crops)
+    assert f.shape == (3, N_COLOUR_FEATURES) and f.dtype == np.float32
+    stained, orange = f[:, 9], f[:, 10]
+    assert stained[0] == 0 and stained[1] > 0.5 and stained[2] > 0.5
+    assert orange[0] == 0 and orange[1] > 0.5 and orange[2] == 0
+    assert f[1, 4] > 150 and f[2, 4] > 150 and abs(f[0, 4] - 128) < 5  # median a*: both stains red-ish, grey neutral
+    assert f[2, 7] < 128 < f[1, 7]  # median b*: purple is blue, orange-red is yellowish
+    np.testing.assert_array_equal(colour_features(crops.astype(np.float32) / 255), f)  # float input, same
+    assert colour_features(crops[:0]).shape == (0, N_COLOUR_FEATURES)
+
+
+def test_colour_helper_trains_saves_and_loads(tmp_path):
+    """A colour helper separates orange-red from purple cells, and survives the model folder."""
+    import numpy as np
+
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.store import save_model
+    from eosdetect.models.unet import build_unet
+    from eosdetect.train import TrainConfig, train_helper
+
+    cfg = ModelConfig(name="colour", unet_depth=2, unet_base_filters=4, tile_size=64, helper_enabled=True,
+                      helper_kind="colour", helper_crop_size=24)
+    rng = np.random.default_rng(1)
+    y = np.array([1, 0] * 12)
+    reds = rng.integers(180, 230, (len(y), 1)) * [1, 0.35, 0.25]
+    purples = rng.integers(80, 120, (len(y), 1)) * [1, 0.5, 1.6]
+    crops = _disc_crops(np.where(y[:, None] == 1, reds, purples), n=32)  # 8 px larger: room for shifts
+    tcfg = TrainConfig(helper_jitter_px=3, helper_augment_copies=2)
+    helper = train_helper(cfg, tcfg, crops[:16], y[:16], crops[16:, 4:28, 4:28], y[16:], tmp_path / "work")
+    assert helper.count_params() == 12
+    assert (tmp_path / "work" / "helper_log.csv").read_text().splitlines()[1] == "0,1.0000,1.0000"
+    path = save_model(tmp_path / "m", cfg, Thresholds(), build_unet(cfg, seed=0), helper)
+    loaded = load_model(path)
+    assert loaded.config.helper_kind == "colour"
+    assert (path / "helper.weights.h5").stat().st_size < 50_000
+    p = loaded.classify_fn(crops[16:, 4:28, 4:28].astype(np.float32) / 255)
+    assert p.shape == (8,) and p[y[16:] == 1].min() > 0.8 and p[y[16:] == 0].max() < 0.2

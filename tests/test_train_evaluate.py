@@ -142,7 +142,8 @@ def test_training_resumes_after_an_interruption(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_helper_writes_a_two_stage_model(tmp_path):
+@pytest.mark.parametrize("kind", ["cnn", "colour"])
+def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
     """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
     from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
     from eosdetect.labelset import load_labelled
@@ -175,7 +176,8 @@ def test_train_helper_writes_a_two_stage_model(tmp_path):
         Image.fromarray(img).save(imgs / f"s{i}.png")
         write_voc(labs / f"s{i}.xml", VocAnnotation(f"s{i}.png", 96, 64, objects=objects))
     items, _ = load_labelled(imgs, labs, "voc")
-    file_cfg = {"train": {"helper_epochs": 3, "helper_batch_size": 4, "helper_jitter_px": 2}}
+    file_cfg = {"model": {"helper_kind": kind},
+                "train": {"helper_epochs": 3, "helper_batch_size": 4, "helper_jitter_px": 2}}
     out = tmp_path / "eos-helper"
     metrics = train_helper_from_labels(base, items, out, file_cfg=file_cfg, class_name="eos", verbose=0)
     crops = metrics["data"]["crops"]
@@ -187,6 +189,7 @@ def test_train_helper_writes_a_two_stage_model(tmp_path):
         assert (out / name).is_file(), name
     trained = load_model(out)
     assert trained.config.helper_enabled and trained.config.class_name == "eos"
+    assert trained.config.helper_kind == kind
     combined = with_helper_of(base, trained)
     combined._predict_fn = base._predict_fn
     rec = prelabel_image(combined, imgs / "s0.png", tmp_path / "s0.xml", PrelabelSettings(min_score=0.0))

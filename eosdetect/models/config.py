@@ -34,6 +34,10 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {
 MIN_SCALE = 1 / 64
 MAX_SCALE = 8.0
 
+#: What the second stage of a two-stage model can be (see :mod:`eosdetect.models.helper_cnn`).
+HELPER_KINDS = ("cnn", "colour")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model and run it on a new image.
@@ -51,7 +55,7 @@ class ModelConfig:
     #: What one detection is (the counted class), e.g. ``"eosinophil"``.
     class_name: str = "cell"
     #: What the U-Net segments; differs from ``class_name`` in two-stage models
-    #: (U-Net finds white cells, the helper CNN says which are eosinophils).
+    #: (U-Net finds white cells, the helper says which are eosinophils).
     unet_class_name: str = "cell"
     description: str = ""
 
@@ -81,6 +85,10 @@ class ModelConfig:
 
     # -- optional second stage
     helper_enabled: bool = False
+    #: ``"cnn"``: a small convolutional network on the crop. ``"colour"``: a logistic
+    #: regression on 11 colour statistics of the crop's centre (12 weights;
+    #: generalises better when only a few dozen positives are labelled).
+    helper_kind: str = "cnn"
     helper_pixel_size_um: float = 0.5
     helper_crop_size: int = 64
     helper_base_filters: int = 16
@@ -106,6 +114,7 @@ class ModelConfig:
             (self.tile_batch_size >= 1, "tile_batch_size must be >= 1"),
             (self.helper_crop_size >= 16, "helper_crop_size must be >= 16"),
             (1 <= self.helper_depth <= 5, "helper_depth must be in 1..5"),
+            (self.helper_kind in HELPER_KINDS, f"helper_kind must be one of {', '.join(HELPER_KINDS)}"),
         ]
         for ok, message in checks:
             if not ok:

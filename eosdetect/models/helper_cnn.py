@@ -1,16 +1,68 @@
-"""The helper CNN: a small classifier on fixed-size crops around candidate cells.
+"""The helper: a small classifier on fixed-size crops around candidate cells.
 
 It answers "is this candidate the target class" (e.g. eosinophil, not another
 white cell). Input: RGB crops in [0, 1] of ``helper_crop_size`` pixels at
-``helper_pixel_size_um``; output: one sigmoid probability.
+``helper_pixel_size_um``; output: one sigmoid probability. Two kinds
+(``helper_kind`` in the model's config):
+
+``cnn``
+    A small convolutional network on the crop (about 300,000 weights).
+``colour``
+    A logistic regression (a single Keras ``Dense`` unit) on the 11 colour
+    statistics of :func:`colour_features`. With a few dozen labelled
+    eosinophils it generalises better than the CNN (five-fold
+    cross-validation on BCCD, ``scripts/crossval_eosinophil.py``).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ..tiling import read_region
 from .config import ModelConfig
+
+#: Length of the :func:`colour_features` vector.
+N_COLOUR_FEATURES = 11
+
+
+def colour_features(crops: np.ndarray) -> np.ndarray:
+    """Colour statistics of the stained pixels near the centre of each crop.
+
+    For each crop, the pixels within 0.35 crop widths of its centre whose HSV
+    saturation exceeds 40 (of 255) are the cell's stained pixels. The
+    features are the 10th, 50th and 90th percentiles of each 8-bit CIE
+    L*a*b* channel (OpenCV's scaling: a*, b* offset by 128) over those
+    pixels (over all the centre's pixels when fewer than 11 are stained), the
+    stained fraction of the centre, and the fraction of its pixels that are
+    stained and orange-red (a* > 150 and b* > 135: eosinophil granules).
+
+    Parameters
+    ----------
+    crops : (n, S, S, 3) uint8 RGB, or float in [0, 1]
+
+    Returns
+    -------
+    features : (n, 11) float32 ndarray
+    """
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8:
+        crops = np.clip(np.rint(crops * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty((len(crops), N_COLOUR_FEATURES), dtype=np.float32)
+    if not len(crops):
+        return out
+    n = crops.shape[1]
+    yy, xx = np.mgrid[:n, : crops.shape[2]]
+    inner = (np.hypot(yy - n / 2, xx - crops.shape[2] / 2) < 0.35 * n).ravel()
+    for i, crop in enumerate(crops):
+        lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).reshape(-1, 3)[inner].astype(np.float32)
+        sat = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)[..., 1].ravel()[inner]
+        stained = sat > 40
+        values = lab[stained] if stained.sum() > 10 else lab
+        out[i, :9] = np.percentile(values, [10, 50, 90], axis=0).T.ravel()
+        out[i, 9] = stained.mean()
+        out[i, 10] = ((lab[:, 1] > 150) & (lab[:, 2] > 135) & stained).mean()
+    return out
 
 
 def build_helper(config: ModelConfig, *, seed: int | None = None):
@@ -20,6 +72,10 @@ def build_helper(config: ModelConfig, *, seed: int | None = None):
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    if config.helper_kind == "colour":
+        inputs = keras.Input(shape=(N_COLOUR_FEATURES,), name="colour_features")
+        outputs = layers.Dense(1, activation="sigmoid", name="prob", dtype="float32")(inputs)
+        return keras.Model(inputs, outputs, name="helper_colour")
     size = config.helper_crop_size
     inputs = keras.Input(shape=(size, size, 3), name="crop")
     x = inputs
@@ -56,8 +112,12 @@ def extract_crops(image: np.ndarray, xy: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def make_classify_fn(model):
-    """Wrap the helper into ``(n, S, S, 3) float32 -> (n,)`` probabilities (compiled once)."""
+def make_classify_fn(model, kind: str = "cnn"):
+    """Wrap the helper into ``(n, S, S, 3) float32 -> (n,)`` probabilities (compiled once).
+
+    ``kind`` is the model's ``helper_kind``; a ``"colour"`` helper is given
+    the crops' :func:`colour_features`.
+    """
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -67,6 +127,8 @@ def make_classify_fn(model):
     def classify(batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
+        if kind == "colour":
+            batch = colour_features(batch)
         return _run(tf.convert_to_tensor(batch, dtype=tf.float32)).numpy()
 
     return classify

@@ -4,7 +4,7 @@ A model is a folder::
 
     config.json          ModelConfig (architecture, pixel size, tiles, classes, version)
     weights.weights.h5   U-Net weights
-    helper.weights.h5    helper CNN weights (two-stage models only)
+    helper.weights.h5    helper classifier weights (two-stage models only)
     thresholds.json      post-processing parameters fitted on validation data
     metrics.json         what it scored, on what data, how measured
     MODEL_CARD.md        training data, licence, intended use, limits
@@ -135,7 +135,7 @@ class Model:
         if self._classify_fn is None and self.config.helper_enabled:
             from .helper_cnn import make_classify_fn
 
-            self._classify_fn = make_classify_fn(self.helper)
+            self._classify_fn = make_classify_fn(self.helper, self.config.helper_kind)
         return self._classify_fn
 
     def summary(self) -> dict:
@@ -220,12 +220,12 @@ def _save_weights(network, target: Path) -> None:
 
 
 def with_helper_of(base: Model, other: Model) -> Model:
-    """``base``'s U-Net and thresholds with ``other``'s helper CNN, its crop
+    """``base``'s U-Net and thresholds with ``other``'s helper, its crop
     settings, class name and counting threshold."""
     import dataclasses
 
     if not other.config.helper_enabled:
-        raise ModelError(f"{other.path}: has no helper CNN (not a two-stage model)")
+        raise ModelError(f"{other.path}: has no helper (not a two-stage model)")
     helper_fields = {f.name: getattr(other.config, f.name) for f in dataclasses.fields(other.config)
                      if f.name.startswith("helper_")}
     config = dataclasses.replace(base.config, class_name=other.config.class_name, **helper_fields)
