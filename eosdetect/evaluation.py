@@ -17,7 +17,7 @@ import numpy as np
 from .dataset import resize
 from .metrics import MatchResult, match_points, summarize
 from .models.config import Thresholds
-from .models.helper_cnn import extract_crops
+from .models.helper_cnn import extract_crops, helper_view
 from .postprocess import detections_from_labels, segment
 from .predict import predict_probability, thresholds_in_pixels
 
@@ -81,8 +81,7 @@ class PredictionCache:
             self.probs.append(predict_probability(model.predict_fn, im, cfg))
             self.factors.append(it.image.shape[1] / im.shape[1])
             if cfg.helper_enabled:
-                hs = self.scale * cfg.pixel_size_um / cfg.helper_pixel_size_um
-                self.helper_images.append(im if abs(hs - self.scale) < 1e-9 else resize(it.image, hs))
+                self.helper_images.append(helper_view(it.image, cfg, pixel_size_um, model_view=im))
             if progress is not None:
                 progress()
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .dataset import resize
 from .models.config import ModelConfig, Thresholds
-from .models.helper_cnn import extract_crops
+from .models.helper_cnn import extract_crops, helper_view
 from .postprocess import Detections, detections_from_labels, segment
 from .tiling import predict_tiled, predict_whole
 
@@ -94,6 +94,7 @@ def detect(
     pixel_size_um: float | None = None,
     thresholds: Thresholds | None = None,
     keep_prob: bool = False,
+    helper_gains=None,
 ) -> Result:
     """Find cells in one image.
 
@@ -108,6 +109,10 @@ def detect(
         Overrides the model's fitted thresholds.
     keep_prob : bool
         Keep the probability map in the result.
+    helper_gains : (3,) array, optional
+        White-balance gains for a helper with ``helper_white_balance``
+        (default: measured on this image; a slide passes one set for all its
+        blocks).
 
     Returns
     -------
@@ -131,8 +136,7 @@ def detect(
     candidates = cands_model.rescaled(factor)
     t3 = time.perf_counter()
     if cfg.helper_enabled and len(candidates):
-        helper_scale = cfg.scale_for(pixel_size_um) * cfg.pixel_size_um / cfg.helper_pixel_size_um
-        image_helper = image_model if abs(helper_scale - scale) < 1e-9 else resize(image, helper_scale)
+        image_helper = helper_view(image, cfg, pixel_size_um, model_view=image_model, gains=helper_gains)
         hf = image.shape[1] / image_helper.shape[1]
         xy_h = (candidates.xy + 0.5) / hf - 0.5
         crops = extract_crops(image_helper, xy_h, cfg.helper_crop_size).astype(np.float32) / 255.0

@@ -123,17 +123,16 @@ def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra:
     """
     if negatives_per_image is None:
         negatives_per_image = 0 if config.helper_kind == "colour" else 1
-    from .models.helper_cnn import extract_crops
+    from .models.helper_cnn import extract_crops, helper_view
 
     rng = np.random.default_rng(seed)
     size = config.helper_crop_size + extra
-    hs = config.scale_for(None) * config.pixel_size_um / config.helper_pixel_size_um
     crops, labels = [], []
     for item in items:
         if item.subtype is None:
             continue
         image = read_image(item.path)
-        small = resize(image, hs)
+        small = helper_view(image, config)
         f = small.shape[1] / image.shape[1]
         b = item.subtype_box
         pts = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)]
@@ -311,6 +310,8 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; "
            + ("a helper (logistic regression on 11 colour statistics of the cell's stained pixels) "
               if config.helper_kind == "colour" else "a helper CNN ")
+           + ("(on the image white-balanced so that its background is neutral grey) "
+              if config.helper_white_balance else "")
            + f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
            f"only those above `helper_threshold` are counted."
            if config.helper_enabled else

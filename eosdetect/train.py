@@ -646,11 +646,10 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
     """Crops for the helper: positives at the labelled cells, negatives at the
     base model's U-Net candidates that lie on no labelled cell (nor in a
     ``difficult`` box). Returns ``(crops, labels)``."""
-    from .models.helper_cnn import extract_crops
+    from .models.helper_cnn import extract_crops, helper_view
     from .predict import detect
 
     size = config.helper_crop_size + extra
-    hs = config.scale_for(input_pixel_size_um) * config.pixel_size_um / config.helper_pixel_size_um
     radius = config.cell_diameter_um / 2 / (input_pixel_size_um or config.input_pixel_size_um)
     crops, labels = [], []
     for it in items:
@@ -665,7 +664,7 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
         pts = np.concatenate([it.points.reshape(-1, 2), np.asarray(neg, dtype=float).reshape(-1, 2)])
         if not len(pts):
             continue
-        small = resize(it.image, hs)
+        small = helper_view(it.image, config, input_pixel_size_um)
         f = small.shape[1] / it.image.shape[1]
         crops.append(extract_crops(small, (pts + 0.5) * f - 0.5, size))
         labels += [1] * len(it.points) + [0] * len(neg)

@@ -294,6 +294,7 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
     its metadata, else the model's training pixel size. ``progress`` is
     called with ``(blocks done, blocks to do)``.
     """
+    from .models.helper_cnn import background_gains
     from .postprocess import Detections
     from .predict import detect
 
@@ -309,6 +310,8 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
         core, halo = block_geometry(model, px, block_px)
         thumb, tf = reader.thumbnail()
         mask = tissue_mask(thumb)
+        # one white balance for the whole slide (helpers that ask for it), so blocks agree with a whole-image pass
+        gains = background_gains(thumb) if model.config.helper_white_balance else None
         todo = []
         n_blocks = 0
         for r0 in range(0, rows, core):
@@ -322,7 +325,7 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
         for i, (r0, c0) in enumerate(todo):
             R0, C0 = max(0, r0 - halo), max(0, c0 - halo)
             block = reader.read(R0, r0 + core + halo, C0, c0 + core + halo)
-            res = detect(model, block, pixel_size_um=px, thresholds=thresholds)
+            res = detect(model, block, pixel_size_um=px, thresholds=thresholds, helper_gains=gains)
 
             det = res.detections.shifted(C0, R0)
             parts.append(det.subset(_in_core(det, r0, c0, core)))

@@ -22,11 +22,15 @@ flatters white-cell detection a little but not the eosinophil decision.
 The output also holds the pooled precision and recall at other helper
 thresholds (the same out-of-fold scores, ``helper_threshold_curve``): what a
 pre-labelling band trades between missed eosinophils and boxes to delete.
+With ``--casts``, every test fold is also counted under four colour casts
+(R, G, B gains of a warmer or cooler lamp, a brighter or darker exposure;
+``colour_casts``): how much the counts depend on the camera's colour.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -42,11 +46,21 @@ from eosdetect import recipes, shared_data  # noqa: E402
 from eosdetect.evaluation import PredictionCache, evaluate_model  # noqa: E402
 from eosdetect.io import atomic_write_text, write_json  # noqa: E402
 from eosdetect.metrics import MatchResult, summarize  # noqa: E402
+from eosdetect.models.helper_cnn import apply_gains  # noqa: E402
 from eosdetect.models.store import Model, load_model  # noqa: E402
 from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 #: Counting thresholds at which the pooled out-of-fold precision and recall are also reported.
 CURVE_THRESHOLDS = [float(round(t, 2)) for t in np.arange(0.05, 0.96, 0.05)]
+
+
+#: Per-channel (R, G, B) gains that imitate another lamp or camera (``--casts``).
+COLOUR_CASTS = {
+    "warmer": (1.04, 1.0, 0.96),
+    "cooler": (0.96, 1.0, 1.04),
+    "brighter": (1.05, 1.05, 1.05),
+    "darker": (0.95, 0.95, 0.95),
+}
 
 
 def main(argv=None):
@@ -57,6 +71,8 @@ def main(argv=None):
     ap.add_argument("--work-dir", default="build/crossval-eosinophil")
     ap.add_argument("--record", action="store_true", help="write the pooled figures into the model folder")
     ap.add_argument("--reuse", action="store_true", help="record the existing -o file instead of recomputing it")
+    ap.add_argument("--casts", action="store_true",
+                    help="also count every test fold under four colour casts (another lamp or camera)")
     args = ap.parse_args(argv)
     if args.reuse:
         if not args.record:
@@ -71,7 +87,7 @@ def main(argv=None):
     base = load_model(args.model)
     items = shared_data.load_bccd()
     folds = shared_data.BCCD_FOLDS
-    per_image, per_fold, curve_counts = [], [], {}
+    per_image, per_fold, curve_counts, cast_counts = [], [], {}, {}
     t0 = time.time()
     for k in range(folds):
         # a CNN helper early-stops on fold k+1; a colour helper has no epochs and trains on all four
@@ -92,6 +108,11 @@ def main(argv=None):
         for t in CURVE_THRESHOLDS:  # the same out-of-fold scores at other counting thresholds
             e = evaluate_model(model, test_items, cache=cache, thresholds=base.thresholds.replace(helper_threshold=t))
             curve_counts.setdefault(t, []).extend(MatchResult(r["tp"], r["fp"], r["fn"]) for r in e["per_image"])
+        if args.casts:
+            for name, gains in COLOUR_CASTS.items():
+                cast_items = [dataclasses.replace(it, image=apply_gains(it.image, gains)) for it in test_items]
+                e = evaluate_model(model, cast_items)
+                cast_counts.setdefault(name, []).extend(MatchResult(r["tp"], r["fp"], r["fn"]) for r in e["per_image"])
         logging.info("fold %d: %s", k, ev["summary"])
     pooled = summarize([MatchResult(r["tp"], r["fp"], r["fn"]) for r in per_image])
     missed = [r["image"] for r in per_image if r["fn"]]
@@ -108,6 +129,9 @@ def main(argv=None):
                                    for t, r in curve_counts.items()],
         "seconds": round(time.time() - t0, 1),
     }
+    if cast_counts:
+        out["colour_casts"] = {name: {"gains": list(COLOUR_CASTS[name]), **summarize(r)}
+                               for name, r in cast_counts.items()}
     write_json(args.out, out)
     print(json.dumps({"pooled": pooled, "per_fold": per_fold}, indent=2))
     if args.record:

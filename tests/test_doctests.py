@@ -12,6 +12,7 @@ MODULES = [
     "eosdetect.metrics",
     "eosdetect.clinical",
     "eosdetect.models.config",
+    "eosdetect.models.helper_cnn",
     "eosdetect.annotations.masks",
     "eosdetect.recipes",
 ]

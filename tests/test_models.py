@@ -158,3 +158,41 @@ def test_colour_helper_trains_saves_and_loads(tmp_path):
     assert (path / "helper.weights.h5").stat().st_size < 50_000
     p = loaded.classify_fn(crops[16:, 4:28, 4:28].astype(np.float32) / 255)
     assert p.shape == (8,) and p[y[16:] == 1].min() > 0.8 and p[y[16:] == 0].max() < 0.2
+
+
+def test_white_balance_undoes_a_colour_cast():
+    """The helper's view of a smear is the same under a warm or a cool lamp."""
+    import dataclasses
+
+    import numpy as np
+
+    from eosdetect.models.config import ModelConfig
+    from eosdetect.models.helper_cnn import apply_gains, background_gains, helper_view
+
+    rng = np.random.default_rng(0)
+    smear = np.empty((120, 160, 3))
+    smear[:] = (221, 226, 219)  # glass and plasma
+    yy, xx = np.mgrid[:120, :160]
+    glass = np.ones((120, 160), bool)
+    for _ in range(12):  # red cells
+        disc = np.hypot(yy - rng.uniform(0, 120), xx - rng.uniform(0, 160)) < 12
+        smear[disc] = (214, 160, 150)
+        glass &= ~disc
+    disc = np.hypot(yy - 60, xx - 80) < 20
+    smear[disc] = (120, 90, 190)  # a white cell
+    glass &= ~disc
+    smear = np.clip(smear + rng.normal(0, 2, smear.shape), 0, 255).astype(np.uint8)
+    balanced = apply_gains(smear, background_gains(smear))
+    assert np.abs(np.median(balanced[glass], axis=0) - 225).max() <= 2  # the background is grey now
+    for cast in ((1.06, 1.0, 0.94), (0.94, 1.0, 1.06), (0.9, 0.9, 0.9)):
+        shifted = apply_gains(smear, cast)
+        again = apply_gains(shifted, background_gains(shifted))
+        assert np.abs(again.astype(int) - balanced).max() <= 3, cast
+    cfg = ModelConfig(pixel_size_um=1.0, input_pixel_size_um=1.0, helper_enabled=True, helper_pixel_size_um=1.0,
+                      helper_white_balance=True)
+    view = helper_view(smear, cfg, model_view=smear)
+    np.testing.assert_array_equal(view, balanced)
+    assert view is not smear and smear[0, 0, 0] != view[0, 0, 0]  # the U-Net's input is left alone
+    plain = dataclasses.replace(cfg, helper_white_balance=False)
+    assert helper_view(smear, plain, model_view=smear) is smear
+    np.testing.assert_array_equal(helper_view(smear, cfg, gains=(1, 1, 1)), smear)  # a slide's own gains win

@@ -89,6 +89,10 @@ class ModelConfig:
     #: regression on 11 colour statistics of the crop's centre (12 weights;
     #: generalises better when only a few dozen positives are labelled).
     helper_kind: str = "cnn"
+    #: White-balance the image the helper crops from, so that its unstained background
+    #: is neutral grey (:func:`~eosdetect.models.helper_cnn.white_balance`): colour
+    #: decisions then survive another camera's or lamp's colour cast.
+    helper_white_balance: bool = False
     helper_pixel_size_um: float = 0.5
     helper_crop_size: int = 64
     helper_base_filters: int = 16

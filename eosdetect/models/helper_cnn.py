@@ -65,6 +65,62 @@ def colour_features(crops: np.ndarray) -> np.ndarray:
     return out
 
 
+#: :func:`white_balance` maps the background's median colour to this grey.
+BACKGROUND_GREY = 225.0
+
+
+def background_gains(image: np.ndarray, *, max_saturation: int = 35) -> np.ndarray:
+    """Per-channel gains that make the unstained background of an RGB uint8
+    image neutral grey (:data:`BACKGROUND_GREY`).
+
+    The background is the pixels of HSV saturation below ``max_saturation``
+    (of 255) that are brighter than the image's 30th brightness percentile
+    (glass and plasma between the cells, not dark debris). With fewer than
+    500 such pixels (or 1% of the image), the 95th percentile of each channel
+    stands in for it. Gains are limited to 0.5-2.
+
+    >>> [round(float(g), 3) for g in background_gains(np.full((40, 40, 3), (200, 210, 225), np.uint8))]
+    [1.125, 1.071, 1.0]
+    """
+    flat = image.reshape(-1, 3)
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV).reshape(-1, 3)
+    background = (hsv[:, 1] < max_saturation) & (hsv[:, 2] >= np.percentile(hsv[:, 2], 30))
+    if background.sum() >= max(500, 0.01 * len(flat)):
+        ref = np.median(flat[background], axis=0)
+    else:
+        ref = np.percentile(flat, 95, axis=0)
+    return np.clip(BACKGROUND_GREY / np.maximum(ref, 1.0), 0.5, 2.0).astype(np.float32)
+
+
+def apply_gains(image: np.ndarray, gains) -> np.ndarray:
+    """``image`` (RGB uint8) with each channel multiplied by ``gains``, clipped to uint8."""
+    return np.clip(np.rint(image * np.asarray(gains, np.float32)), 0, 255).astype(np.uint8)
+
+
+def helper_view(image: np.ndarray, config: ModelConfig, pixel_size_um: float | None = None, *,
+                model_view: np.ndarray | None = None, gains=None) -> np.ndarray:
+    """The picture the helper takes its crops from: ``image`` (input pixels)
+    resized to ``helper_pixel_size_um``, white-balanced when the config says
+    so (``helper_white_balance``) with ``gains`` (default: the
+    :func:`background_gains` of this picture; a slide passes its own, so
+    that every block is balanced alike).
+
+    ``model_view`` is ``image`` already resized for the U-Net; it is reused
+    (not modified) when the two pixel sizes agree.
+    """
+    from ..dataset import resize
+
+    unet_scale = config.scale_for(pixel_size_um)
+    scale = unet_scale * config.pixel_size_um / config.helper_pixel_size_um
+    if model_view is not None and abs(scale - unet_scale) < 1e-9:
+        view = model_view
+    else:
+        view = resize(image, scale)
+    if not config.helper_white_balance:
+        return view
+    return apply_gains(view, background_gains(view) if gains is None else gains)
+
+
 def build_helper(config: ModelConfig, *, seed: int | None = None):
     """Build the helper classifier described by ``config`` (fresh weights)."""
     import keras
