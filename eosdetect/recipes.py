@@ -308,10 +308,10 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         "",
         f"Counts **{config.class_name}** objects. "
         + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; "
-           + ("a helper (logistic regression on 11 colour statistics of the cell's stained pixels) "
-              if config.helper_kind == "colour" else "a helper CNN ")
-           + ("(on the image white-balanced so that its background is neutral grey) "
-              if config.helper_white_balance else "")
+           + ("a helper (a logistic regression on 11 colour statistics of the cell's stained pixels"
+              if config.helper_kind == "colour" else "a helper (a small CNN")
+           + (", on the image white-balanced so that its background is neutral grey) "
+              if config.helper_white_balance else ") ")
            + f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
            f"only those above `helper_threshold` are counted."
            if config.helper_enabled else
