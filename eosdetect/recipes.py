@@ -232,7 +232,7 @@ def classical_nuclei_baseline(items: list[EvalItem], grid: dict | None = None) -
 
 
 def eosin_rule_baseline(model, items: list[EvalItem]) -> dict:
-    """Two-stage baseline without the helper CNN: the model's U-Net finds white
+    """Two-stage baseline without the helper: the model's U-Net finds white
     cells, and a cell counts as an eosinophil when its mean eosin concentration
     (colour deconvolution, ``rgb2hed``) is above a threshold fitted on the same
     items by F1 — the "orange-red granules" rule a person would try first."""

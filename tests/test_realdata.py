@@ -6,7 +6,6 @@ any part of the pipeline (reading, scaling, tiling, network, watershed,
 helper) shows up here.
 """
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
