@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,19 @@ def test_white_balance_undoes_a_colour_cast():
     plain = dataclasses.replace(cfg, helper_white_balance=False)
     assert helper_view(smear, plain, model_view=smear) is smear
     np.testing.assert_array_equal(helper_view(smear, cfg, gains=(1, 1, 1)), smear)  # a slide's own gains win
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    """Every YAML in configs/ loads; a bundled model's config.json is what its YAML describes."""
+    from eosdetect.train import TrainConfig, load_config_file
+
+    cfg = load_config_file(path)
+    model = ModelConfig.from_dict(cfg.get("model", {}), source=path)
+    TrainConfig.from_dict(cfg.get("train", {}), source=path)
+    Thresholds.from_dict(cfg.get("thresholds", {}))
+    shipped = [n for n in bundled_names() if load_model(n).config.training.get("config_file") == Path(path).name]
+    assert shipped or Path(path).name in ("unet.yaml", "eosinophil-smear-cnn.yaml")  # the others built a bundled model
+    for name in shipped:
+        bundled = load_model(name).config
+        assert {**bundled.to_dict(), "training": {}} == {**model.to_dict(), "training": {}}, name
