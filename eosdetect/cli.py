@@ -603,6 +603,9 @@ def cmd_models(args) -> int:
         m = load_model(name)
         v = (m.metrics or {}).get("validation", {})
         metric = f"validation F1 {v['f1']:.3f} (P {v['precision']:.3f}, R {v['recall']:.3f})" if "f1" in v else "no metrics"
+        cv = (m.metrics or {}).get("crossval", {}).get("pooled", {})
+        if "f1" in cv:  # the estimate for new images: thresholds were fitted on the validation images
+            metric += f"; {m.metrics['crossval'].get('folds', 5)}-fold cross-validated F1 {cv['f1']:.3f}"
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{default}  v{m.config.version}  counts: {m.config.class_name}  {metric}")
         if m.config.description:

@@ -137,6 +137,7 @@ class ModelRegistry:
                     "bundled": path.parent == BUNDLED_DIR,
                     "default": name == self.default,
                     "validation_f1": v.get("f1"),
+                    "crossval_f1": (m.metrics or {}).get("crossval", {}).get("pooled", {}).get("f1"),
                 }
             )
         return out
@@ -369,6 +370,8 @@ class ModelOut(BaseModel):
     bundled: bool
     default: bool
     validation_f1: float | None
+    #: Pooled F1 of the model's k-fold cross-validation, when one was recorded (the estimate for new images).
+    crossval_f1: float | None = None
 
 
 class HealthOut(BaseModel):

@@ -180,6 +180,10 @@ def test_models_command(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "eosinophil-smear (default)" in out and "nuclei-he" in out
+    from eosdetect.models.store import load_model
+
+    cv = load_model("eosinophil-smear").metrics["crossval"]["pooled"]["f1"]
+    assert f"5-fold cross-validated F1 {cv:.3f}" in out.splitlines()[0]  # the honest figure, next to fold 0's
     assert main(["models", "nuclei-he"]) == 0
     assert "# nuclei-he" in capsys.readouterr().out
 

@@ -58,6 +58,8 @@ def test_health_and_models(client):
     default = [m for m in models if m["default"]]
     assert [m["name"] for m in default] == ["eosinophil-smear"]
     assert all(m["bundled"] for m in models)
+    assert 0 < default[0]["crossval_f1"] < default[0]["validation_f1"]  # the honest figure is served too
+    assert [m["crossval_f1"] for m in models if m["name"] == "nuclei-he"] == [None]  # none recorded
 
 
 def test_page_is_served_without_external_assets(client):
