@@ -406,7 +406,10 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
         feats.append(colour_features(np.stack(copies)))
         labels.append(y)
     z, t = np.concatenate(feats).astype(np.float64), np.concatenate(labels)
-    mu, sd = z.mean(0), z.std(0) + 1e-6
+    mu, sd = z.mean(0), z.std(0)
+    # a feature (almost) constant in training gets no weight: dividing by its tiny spread would
+    # let it swamp every other feature on new images where it varies
+    sd = np.where(sd > 1e-3, sd, np.inf)
     zs = (z - mu) / sd
     n_pos, n_neg = max(t.sum(), 1.0), max(len(t) - t.sum(), 1.0)
     sw = np.where(t > 0.5, len(t) / (2 * n_pos), len(t) / (2 * n_neg))

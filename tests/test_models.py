@@ -213,3 +213,23 @@ def test_shipped_configs_are_valid(path):
     for name in shipped:
         bundled = load_model(name).config
         assert {**bundled.to_dict(), "training": {}} == {**model.to_dict(), "training": {}}, name
+
+
+def test_colour_helper_ignores_a_feature_constant_in_training(tmp_path):
+    """A statistic that barely varied in training (one orange-red pixel in 32 crops) gets weight 0."""
+    import numpy as np
+
+    from eosdetect.models.config import ModelConfig
+    from eosdetect.models.helper_cnn import colour_features
+    from eosdetect.train import TrainConfig, train_helper
+
+    cfg = ModelConfig(helper_enabled=True, helper_kind="colour", helper_crop_size=24)
+    y = np.array([1, 0] * 16)
+    crops = _disc_crops(np.where(y[:, None] == 1, [[150, 60, 160]], [[95, 45, 150]]), n=24)
+    crops[0, 12, 12] = (230, 90, 20)  # one orange-red pixel in one crop: a spread of under 0.001
+    orange = colour_features(crops)[:, 10]
+    assert 0 < orange.std() < 1e-3
+    helper = train_helper(cfg, TrainConfig(helper_augment_copies=0), crops, y, crops[:0], y[:0], tmp_path)
+    kernel, bias = helper.get_weights()
+    assert np.isfinite(kernel).all() and np.isfinite(bias).all()
+    assert kernel[10, 0] == 0  # the orange-red fraction gets no say
