@@ -639,6 +639,10 @@ def main(argv=None) -> int:
     _quiet_tensorflow(args.verbose, args.command)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into a reader that stopped early (`eosdetect models | head -1`)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
+        return 141  # what a shell reports for a process stopped by SIGPIPE
     except EosdetectError as exc:
         print(f"eosdetect: error: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -194,3 +195,15 @@ def test_output_folder_that_is_a_file(images, tmp_path, tiny_model_dir, capsys):
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", blocker], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "res" in err
     assert blocker.read_text() == "I am a file"
+
+
+def test_output_into_a_closed_pipe_is_quiet():
+    """`eosdetect models | head -1`: the reader leaves early; no traceback, no error line."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "eosdetect", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "error" not in err, err
