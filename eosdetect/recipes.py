@@ -107,6 +107,11 @@ def smear_eval_item(item: sd.BccdImage, image: np.ndarray | None = None) -> Eval
     return EvalItem(item.name, read_image(item.path) if image is None else image, xy, true_boxes=boxes)
 
 
+def red_cell_negatives(config: ModelConfig) -> int:
+    """Red cells or platelets per image among a smear helper's negatives (see :func:`smear_helper_crops`)."""
+    return 0 if config.helper_kind == "colour" else 1
+
+
 def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra: int = 40,
                        negatives_per_image: int | None = None, seed: int = 0):
     """Crops for the helper at its pixel size, ``extra`` pixels larger than
@@ -122,7 +127,7 @@ def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra:
     per-crop ROC AUC 0.86 with them, 0.93 without).
     """
     if negatives_per_image is None:
-        negatives_per_image = 0 if config.helper_kind == "colour" else 1
+        negatives_per_image = red_cell_negatives(config)
     from .models.helper_cnn import extract_crops, helper_view
 
     rng = np.random.default_rng(seed)
@@ -179,7 +184,7 @@ def nuclei_data_description() -> dict:
 
 def smear_data_description(fold: int, config: ModelConfig | None = None) -> dict:
     items = sd.load_bccd()
-    red_negatives = config is None or config.helper_kind != "colour"
+    red_negatives = config is None or red_cell_negatives(config) > 0
     train, val = sd.bccd_split(items, fold)
     scored = [i for i in val if i.subtype is not None]
     return {

@@ -378,7 +378,7 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
     from scipy.optimize import minimize
 
     from . import augment
-    from .models.helper_cnn import build_helper, colour_features
+    from .models.helper_cnn import build_helper, colour_features, make_classify_fn
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -429,12 +429,9 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
     model = build_helper(config)
     model.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
-    def auc_of(x, labels_):
-        p = 1.0 / (1.0 + np.exp(-(colour_features(x).astype(np.float64) @ kernel[:, 0] + bias[0])))
-        return _roc_auc(p, np.asarray(labels_, dtype=np.float64))
-
-    train_auc = auc_of(centre(crops), y)
-    val_auc = auc_of(centre(np.asarray(val_crops)), val_labels) if len(val_labels) else None
+    classify = make_classify_fn(model, "colour")
+    train_auc = _roc_auc(classify(centre(crops)), y)
+    val_auc = _roc_auc(classify(centre(np.asarray(val_crops))), np.asarray(val_labels)) if len(val_labels) else None
     log.info("colour helper: %d weights, %d training crops (%d positive) + %d augmented copies each; "
              "ROC AUC train %s, validation %s", model.count_params(), len(y), int(y.sum()),
              tcfg.helper_augment_copies, _fmt(train_auc), _fmt(val_auc))

@@ -90,7 +90,7 @@ class ModelConfig:
     #: generalises better when only a few dozen positives are labelled).
     helper_kind: str = "cnn"
     #: White-balance the image the helper crops from, so that its unstained background
-    #: is neutral grey (:func:`~eosdetect.models.helper_cnn.white_balance`): colour
+    #: is neutral grey (:func:`~eosdetect.models.helper_cnn.background_gains`): colour
     #: decisions then survive another camera's or lamp's colour cast.
     helper_white_balance: bool = False
     helper_pixel_size_um: float = 0.5

@@ -65,7 +65,7 @@ def colour_features(crops: np.ndarray) -> np.ndarray:
     return out
 
 
-#: :func:`white_balance` maps the background's median colour to this grey.
+#: :func:`background_gains` map the background's median colour to this grey.
 BACKGROUND_GREY = 225.0
 
 
