@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def _number(low: float, high: float = float("inf"), *, low_open: bool = False):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value < low or value > high or (low_open and value == low):
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             rng = f"between {low:g} and {high:g}" if high != float("inf") else bound
@@ -56,14 +59,31 @@ def _integer(low: int):
     return parse
 
 
+def _noun(n: int, word: str) -> str:
+    """``"1 eosinophil"``, ``"3 eosinophils"``, ``"2 nuclei"``: a count with its class name."""
+    if n == 1:
+        return f"{n} {word}"
+    irregular = {"nucleus": "nuclei", "bacterium": "bacteria"}
+    if word in irregular:
+        return f"{n} {irregular[word]}"
+    return f"{n} {word}" if word.endswith("s") else f"{n} {word}s"
+
+
 _positive_int = _integer(1)
 _nonneg_int = _integer(0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .models.store import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eosdetect",
         description="Find and count eosinophils (or other cells) in stained slide images.",
     )
@@ -89,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "enables densities (default: assume the model's training pixel size, no densities)")
     p.add_argument("--hpf-area", type=_positive_float, default=0.24, metavar="MM2",
                    help="area of one high-power field in mm^2 (default 0.24)")
-    p.add_argument("--threshold", type=_nonneg_float, default=15, metavar="N",
-                   help="flag images whose peak count per HPF is at least N (default 15)")
+    p.add_argument("--threshold", type=_nonneg_float, metavar="N",
+                   help="flag images whose peak count per HPF is at least N (default 15 for eosinophil "
+                   "models; other models are not flagged unless N is given)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--workers", type=_positive_int, metavar="N",
@@ -358,7 +379,7 @@ def cmd_count(args) -> int:
     print(
         f"{len(done)} image(s) counted"
         + (f" ({skipped} already done, skipped)" if skipped else "")
-        + f", {total} {model.config.class_name}(s) in all"
+        + f", {_noun(total, model.config.class_name)} in all"
         + (f"; {len(failed)} failed" if failed else "")
         + f". Results in {Path(args.out_dir)}/ (counts.csv, summary.json)"
     )
@@ -581,7 +602,7 @@ def _train_dry_run(args, items, report, file_cfg) -> int:
     else:
         scale = (f"No pixel size given, so sizes are in image pixels: network at 1/{config.pixel_size_um:g} of the "
                  f"image size; cell diameter {config.cell_diameter_um:g} image px")
-    print(f"{len(items)} labelled image(s), {report.objects} {config.class_name}(s); {len(train)} for training, "
+    print(f"{len(items)} labelled image(s), {_noun(report.objects, config.class_name)}; {len(train)} for training, "
           f"{len(val)} for validation. {scale} = {config.cell_diameter_px:.1f} network pixels. "
           f"Training targets of {len(shown)} image(s) in {folder}/ (green: target outlines, +: centres, "
           "dimmed: ignored)")
@@ -648,7 +669,10 @@ def main(argv=None) -> int:
         return 1
     except OSError as exc:  # cannot write outputs: full disk, permissions, a file where a folder should be
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"eosdetect: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a file is in the way where a folder is needed"
+        print(f"eosdetect: error: {where}{reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("eosdetect: interrupted; finished images are kept, re-run to resume", file=sys.stderr)

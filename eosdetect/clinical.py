@@ -17,6 +17,19 @@ DEFAULT_HPF_AREA_MM2 = 0.24
 DEFAULT_THRESHOLD = 15
 
 
+def default_flag_threshold(class_name: str) -> float | None:
+    """The per-HPF count that raises the flag by default for a model counting ``class_name``.
+
+    15 for eosinophils (the usual criterion for eosinophilic oesophagitis);
+    other cell types have no standard cut-off, so they are not flagged
+    unless the user gives one (``--threshold``).
+
+    >>> default_flag_threshold("eosinophil"), default_flag_threshold("nucleus")
+    (15, None)
+    """
+    return DEFAULT_THRESHOLD if class_name.strip().lower() in ("eosinophil", "eosinophils") else None
+
+
 @dataclass
 class HpfSummary:
     """Counts per area for one image.
@@ -33,8 +46,8 @@ class HpfSummary:
     n_hpf: float
     peak_count: int
     peak_box: tuple[int, int, int, int]
-    threshold: float
-    flag: bool
+    threshold: float | None
+    flag: bool | None  # None: no threshold, nothing judged
     whole_image_is_one_hpf: bool
 
     def to_dict(self) -> dict:
@@ -58,7 +71,7 @@ def hpf_summary(
     pixel_size_um: float,
     *,
     hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     step_fraction: float = 0.125,
 ) -> HpfSummary:
     """Density and peak per-HPF count of cells at ``xy`` in an image.
@@ -72,8 +85,8 @@ def hpf_summary(
         Micrometres per pixel of the image.
     hpf_area_mm2 : float
         Area of one high-power field.
-    threshold : float
-        ``flag`` is ``peak_count >= threshold``.
+    threshold : float or None
+        ``flag`` is ``peak_count >= threshold`` (``None`` without a threshold).
     step_fraction : float
         The square HPF window slides in steps of this fraction of its side.
 
@@ -107,7 +120,7 @@ def hpf_summary(
         peak_count=int(peak),
         peak_box=box,
         threshold=threshold,
-        flag=bool(peak >= threshold),
+        flag=None if threshold is None else bool(peak >= threshold),
         whole_image_is_one_hpf=bool(one_hpf),
     )
 

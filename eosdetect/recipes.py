@@ -280,8 +280,11 @@ LIMITS = {
         "Trained on 25 tiles of MoNuSeg 2018 (TCGA, 40x, 7 organs); other stains, scanners and "
         "magnifications are untested. Give --pixel-size for images not at about 0.25 um/px.",
         "17 of the 30 MoNuSeg tiles have only binary masks in which touching nuclei merge; they were split "
-        "by a distance-transform watershed for training, which is imperfect in crowded tissue. Counts are "
-        "off by 5-16% per validation tile (undercounted in the crowded ones), above the 8% aimed for.",
+        "by a distance-transform watershed for training, which is imperfect in crowded tissue.",
+        "Counts are off by 5-16% per validation tile, above the 8% aimed for, with mixed signs: pale nuclei "
+        "that the annotators marked are missed on two tiles, faint ones they left unmarked are counted on "
+        "two others. A network at full 40x resolution showed the same pattern "
+        "(data/results/nuclei_fullres.json).",
         "Validation is 5 tiles (about 2,000 nuclei), one per organ group; thresholds were fitted on them, "
         "so expect slightly lower figures on new tissue.",
     ],

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .clinical import DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, HpfSummary, hpf_summary
+from .clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
 from .errors import EosdetectError, InputError
 from .io import atomic_write_bytes, read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
@@ -53,7 +53,7 @@ def default_workers() -> int:
 class CountSettings:
     pixel_size_um: float | None = None
     hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # per-HPF flag; None: the model's default (15 for eosinophils, else none)
     thresholds: Thresholds | None = None  # None: the model's own
     overlay: bool = True
     overwrite: bool = False
@@ -125,7 +125,7 @@ def analyse_image(
     pixel_size_um: float | None = None,
     thresholds: Thresholds | None = None,
     hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     overlay: bool = True,
 ) -> Analysis:
     """Count the cells in one RGB image: detections, the clinical summary when
@@ -133,7 +133,11 @@ def analyse_image(
     by the web service, so both give the same answer.
 
     ``source`` names the image in errors (a path or an upload's file name).
+    ``threshold`` is the per-HPF count that raises the flag (``None``: the
+    model's default, see :func:`eosdetect.clinical.default_flag_threshold`).
     """
+    if threshold is None:
+        threshold = default_flag_threshold(model.config.class_name)
     rows, cols = image.shape[:2]
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise InputError(source, f"image of {cols}x{rows} px is too small (at least {MIN_SIDE}x{MIN_SIDE})")
@@ -177,6 +181,8 @@ class CountRun:
         self.out_dir = Path(out_dir)
         self.settings = settings or CountSettings()
         self.thresholds = self.settings.thresholds or model.thresholds
+        t = self.settings.threshold
+        self.flag_threshold = t if t is not None else default_flag_threshold(model.config.class_name)
         self.records: list[ImageRecord] = []
 
     # ------------------------------------------------------------------ settings
@@ -190,7 +196,7 @@ class CountRun:
             "pixel_size_source": "--pixel-size" if s.pixel_size_um else
             f"not given; images assumed to be {self.model.config.input_pixel_size_um} um/px (the model's training data)",
             "hpf_area_mm2": s.hpf_area_mm2,
-            "threshold_per_hpf": s.threshold,
+            "threshold_per_hpf": self.flag_threshold,
             "thresholds": self.thresholds.to_dict(),
         }
 
@@ -238,7 +244,7 @@ class CountRun:
         image = read_image(image_path)
         s = self.settings
         a = analyse_image(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um,
-                          thresholds=self.thresholds, hpf_area_mm2=s.hpf_area_mm2, threshold=s.threshold,
+                          thresholds=self.thresholds, hpf_area_mm2=s.hpf_area_mm2, threshold=self.flag_threshold,
                           overlay=s.overlay)
         p = self._paths(name)
         write_csv(p["detections"], DETECTION_COLUMNS, a.detections.rows())
@@ -281,12 +287,12 @@ class CountRun:
         peak_box = None
         if known_px:
             hpf = hpf_summary(det.xy, (rows, cols), sc.pixel_size_um, hpf_area_mm2=s.hpf_area_mm2,
-                              threshold=s.threshold)
+                              threshold=self.flag_threshold)
             area = sc.tissue_area_mm2
             row.update(area_mm2=round(area, 6), density_per_mm2=round(len(det) / area, 2) if area else 0.0,
                        peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
             caption.append(f"{row['density_per_mm2']:.1f}/mm2 of tissue ({area:.2f} mm2), peak {hpf.peak_count}/HPF"
-                           + (f"  >= {s.threshold:g}" if hpf.flag else ""))
+                           + (f"  >= {self.flag_threshold:g}" if hpf.flag else ""))
             peak_box = hpf.peak_box
         p = self._paths(name)
         write_csv(p["detections"], DETECTION_COLUMNS, det.rows())
@@ -351,12 +357,19 @@ class CountRun:
                 except MemoryError:
                     rec.status, rec.error = "error", f"{rec.image}: out of memory"
                     rec.row = {"image": rec.image, "status": "error", "error": "out of memory"}
-            self.records.append(rec)
+            if not (self.records and self.records[-1] is rec):  # finished again after an interruption
+                self.records.append(rec)
             if time.time() - last_tables[0] >= TABLES_EVERY_S:
                 self._write_tables(started, partial=True)
                 last_tables[0] = time.time()
             if progress is not None:
                 progress(rec)
+
+        def finish_next() -> None:
+            # leave the record queued until it is finished: an interruption part-way through
+            # (Ctrl-C while its outputs are being marked done) finishes it again below
+            finish(*pending[0])
+            pending.popleft()
 
         last_tables = [0.0]
         try:
@@ -365,23 +378,23 @@ class CountRun:
                     pending.append((rec, None))
                 elif is_slide(Path(rec.image), self.settings.slide_min_pixels):
                     while pending:  # a slide alone: it needs the memory
-                        finish(*pending.popleft())
+                        finish_next()
                     pending.append((rec, pool.submit(self.count_image, Path(rec.image), rec.name)))
-                    finish(*pending.popleft())
+                    finish_next()
                 else:
                     pending.append((rec, pool.submit(self.count_image, Path(rec.image), rec.name)))
                 while pending and (len(pending) > 2 * workers or pending[0][1] is None or pending[0][1].done()):
-                    finish(*pending.popleft())
+                    finish_next()
             while pending:
-                finish(*pending.popleft())
+                finish_next()
         except BaseException:  # interrupted: keep (and mark done) the images already counted
             pool.shutdown(wait=True, cancel_futures=True)
             while pending:
-                rec, fut = pending.popleft()
+                fut = pending[0][1]
                 if fut is not None and (fut.cancelled() or not fut.done()):
                     break
                 try:
-                    finish(rec, fut)
+                    finish_next()
                 except BaseException:  # noqa: BLE001 - already failing; a re-run redoes what is not marked done
                     break
             self._write_tables(started, partial=True)
@@ -418,7 +431,7 @@ class CountRun:
             key, files = model_payload(self.model)
             [files_f] = client.scatter([files], broadcast=True)
             settings = {"pixel_size_um": s.pixel_size_um, "thresholds": self.thresholds.to_dict(),
-                        "hpf_area_mm2": s.hpf_area_mm2, "threshold": s.threshold, "overlay": s.overlay}
+                        "hpf_area_mm2": s.hpf_area_mm2, "threshold": self.flag_threshold, "overlay": s.overlay}
             remote, local = [], []
             for i, rec in enumerate(jobs):
                 if rec.status == "skipped":
@@ -533,8 +546,8 @@ class CountRun:
                     "peak_hpf_count": best[0],
                     "peak_hpf_image": best[1],
                     "hpf_area_mm2": self.settings.hpf_area_mm2,
-                    "threshold": self.settings.threshold,
-                    "flag": bool(best[0] >= self.settings.threshold),
+                    "threshold": self.flag_threshold,
+                    "flag": None if self.flag_threshold is None else bool(best[0] >= self.flag_threshold),
                 }
         else:
             summary["clinical"] = None

@@ -277,7 +277,7 @@ def count_upload(
             "area_mm2": a.row["area_mm2"],
             "density_per_mm2": a.row["density_per_mm2"],
             "peak_hpf_count": int(a.row["peak_hpf_count"]),
-            "hpf_flag": bool(a.row["hpf_flag"]),
+            "hpf_flag": a.hpf.flag,
             "hpf_area_mm2": a.hpf.hpf_area_mm2,
             "threshold": a.hpf.threshold,
             "whole_image_is_one_hpf": bool(a.hpf.whole_image_is_one_hpf),
@@ -339,9 +339,9 @@ class ClinicalOut(BaseModel):
     area_mm2: float
     density_per_mm2: float
     peak_hpf_count: int
-    hpf_flag: bool
+    hpf_flag: bool | None = Field(description="peak >= threshold; null when the model has no standard threshold")
     hpf_area_mm2: float
-    threshold: float
+    threshold: float | None = Field(description="per-HPF count that raises the flag (15 for eosinophils)")
     whole_image_is_one_hpf: bool
 
 

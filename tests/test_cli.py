@@ -1,6 +1,7 @@
 import csv
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +87,32 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
     assert code == 0 and "1 already done" in out
 
 
+def test_interruption_while_an_image_is_being_recorded_keeps_it(images, tmp_path, tiny_model_dir, capsys,
+                                                                monkeypatch):
+    """Ctrl-C while the first finished image is being marked done: it is still listed and not redone."""
+    from eosdetect import runner
+
+    out_dir = tmp_path / "res"
+    real = runner.CountRun._mark_done
+    calls = []
+
+    def interrupted_once(self, rec, fingerprint):
+        calls.append(rec.name)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(self, rec, fingerprint)
+
+    monkeypatch.setattr(runner.CountRun, "_mark_done", interrupted_once)
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 130 and "re-run to resume" in err
+    first = sorted(p.name for p in images.iterdir())[0]
+    assert Path(_rows(out_dir / "counts.csv")[0]["image"]).name == first
+    monkeypatch.setattr(runner.CountRun, "_mark_done", real)
+    n_listed = len(_rows(out_dir / "counts.csv"))
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0 and f"{n_listed} already done" in out
+
+
 def test_bad_images_are_reported_and_skipped(images, tmp_path, tiny_model_dir, capsys):
     (images / "zero.png").write_bytes(b"")
     (images / "text.jpg").write_bytes(b"hello")
@@ -152,11 +179,23 @@ def test_one_line_errors(tmp_path, images, capsys, args, message):
     assert len(lines) == 1 and lines[0].startswith("eosdetect: error:") and message in lines[0]
 
 
-def test_usage_errors_exit_2(capsys):
+@pytest.mark.parametrize("value, message", [("-1", "must be > 0, got -1"), ("abc", "not a number: 'abc'"),
+                                            ("inf", "must be a finite number"), ("nan", "must be a finite number")])
+def test_usage_errors_exit_2_in_one_line(capsys, value, message):
     with pytest.raises(SystemExit) as exc:
-        main(["count", "x.png", "--pixel-size", "-1"])
+        main(["count", "x.png", "--pixel-size", value])
     assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"eosdetect count: error: argument --pixel-size: {message}" + (
+        "" if value in ("-1", "abc") else f", got {value}") + " (see 'eosdetect count --help')"
     assert main([]) == 2
+
+
+def test_count_line_names_the_class_in_plural():
+    from eosdetect.cli import _noun
+
+    assert [_noun(1, "eosinophil"), _noun(3, "eosinophil"), _noun(2, "nucleus"), _noun(0, "cells")] == [
+        "1 eosinophil", "3 eosinophils", "2 nuclei", "0 cells"]
 
 
 def test_pixel_size_gives_densities(images, tmp_path, tiny_model_dir, capsys):
@@ -165,9 +204,16 @@ def test_pixel_size_gives_densities(images, tmp_path, tiny_model_dir, capsys):
     assert code == 0, err
     row = _rows(out_dir / "counts.csv")[0]
     assert float(row["area_mm2"]) == pytest.approx(80 * 64 * 0.0005**2, rel=1e-3)
-    assert row["hpf_flag"] in ("yes", "no")
+    # the tiny model counts "cell": no standard per-HPF cut-off, so no flag unless one is given
+    assert row["hpf_flag"] == ""
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["clinical"]["hpf_area_mm2"] == 0.24
+    assert summary["clinical"]["flag"] is None and summary["clinical"]["threshold"] is None
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--pixel-size", "0.5", "--threshold", "0"],
+                          capsys)
+    assert code == 0, err
+    assert _rows(out_dir / "counts.csv")[0]["hpf_flag"] == "yes"  # new settings: recounted, flagged
+    assert json.loads((out_dir / "summary.json").read_text())["clinical"]["flag"] is True
 
 
 def test_absurd_pixel_size_is_one_error_before_any_image(images, tmp_path, tiny_model_dir, capsys):
@@ -193,7 +239,7 @@ def test_output_folder_that_is_a_file(images, tmp_path, tiny_model_dir, capsys):
     blocker = tmp_path / "res"
     blocker.write_text("I am a file")
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", blocker], capsys)
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "res" in err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "res" in err and "a file is in the way" in err
     assert blocker.read_text() == "I am a file"
 
 
@@ -207,3 +253,19 @@ def test_output_into_a_closed_pipe_is_quiet():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "error" not in err, err
+
+
+def test_eosinophil_models_are_flagged_at_15_per_hpf_by_default(images, tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    model = tmp_path / "eos-model"
+    shutil.copytree(tiny_model_dir, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["class_name"] = cfg["unet_class_name"] = "eosinophil"
+    (model / "config.json").write_text(json.dumps(cfg))
+    out_dir = tmp_path / "res"
+    code, _, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5"], capsys)
+    assert code == 0, err
+    assert _rows(out_dir / "counts.csv")[0]["hpf_flag"] in ("yes", "no")
+    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
+    assert clinical["threshold"] == 15 and clinical["flag"] in (True, False)
