@@ -14,6 +14,7 @@ from .postprocess import Detections
 
 COUNTED = (0, 230, 64)  # RGB
 REJECTED = (235, 235, 235)
+REJECTED_RIM = (80, 80, 80)  # a light line on a dark rim shows on pale smear background and on dark tissue alike
 RIM = (0, 0, 0)
 LABEL_LIMIT = 300  # number the cells when there are at most this many
 
@@ -97,24 +98,24 @@ def draw_overlay(
     thick = max(1, int(round(ref / 500)))
     factor = (cols / labels.shape[1]) if labels is not None else 1.0
 
-    def outline(det: Detections, colour, width, rim: bool):
+    def outline(det: Detections, colour, width, rim):
         polys = _contours(labels, det, factor) if labels is not None else [[] for _ in range(len(det))]
         for i in range(len(det)):
             ps = polys[i]
             if ps:
                 if rim:
-                    cv2.polylines(canvas, ps, True, RIM, width + 2, cv2.LINE_AA)
+                    cv2.polylines(canvas, ps, True, rim, width + 2, cv2.LINE_AA)
                 cv2.polylines(canvas, ps, True, colour, width, cv2.LINE_AA)
             else:
                 r = max(3, int(round(np.sqrt(max(det.area[i], 1.0) / np.pi))))
                 centre = (int(round(det.x[i])), int(round(det.y[i])))
                 if rim:
-                    cv2.circle(canvas, centre, r, RIM, width + 2, cv2.LINE_AA)
+                    cv2.circle(canvas, centre, r, rim, width + 2, cv2.LINE_AA)
                 cv2.circle(canvas, centre, r, colour, width, cv2.LINE_AA)
 
     if rejected is not None and len(rejected):
-        outline(rejected, REJECTED, max(1, thick // 2), rim=False)
-    outline(detections, COUNTED, thick, rim=True)
+        outline(rejected, REJECTED, max(1, thick // 2), rim=REJECTED_RIM)
+    outline(detections, COUNTED, thick, rim=RIM)
 
     if 0 < len(detections) <= LABEL_LIMIT:
         scale = float(np.clip(ref / 1000, 0.5, 2.0))
