@@ -21,7 +21,6 @@ the client (sending them would move gigabytes).
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from pathlib import Path
@@ -37,15 +36,10 @@ _models_lock = threading.Lock()
 
 def model_payload(model) -> tuple[str, dict[str, bytes]]:
     """The files of a model folder (config, weights, thresholds), and their hash."""
-    files = {}
-    for p in sorted(Path(model.path).iterdir()):
-        if p.is_file():
-            files[p.name] = p.read_bytes()
-    digest = hashlib.sha1()
-    for name, data in files.items():
-        digest.update(name.encode())
-        digest.update(data)
-    return digest.hexdigest()[:16], files
+    from .models.store import folder_digest
+
+    files = {p.name: p.read_bytes() for p in sorted(Path(model.path).iterdir()) if p.is_file()}
+    return folder_digest(model.path), files
 
 
 def _worker_model(key: str, files: dict[str, bytes]):

@@ -173,6 +173,15 @@ def analyse_image(
     return Analysis(row=row, result=res, overlay=over, hpf=hpf)
 
 
+def _unexpected_reason(exc: Exception) -> str:
+    """One line for an error that is not a known input problem (disk full, a bug of ours)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(exc, OSError):
+        return (exc.strerror or text or type(exc).__name__) + (f" ({exc.filename})" if exc.filename else "")
+    return f"internal error ({type(exc).__name__}{': ' + text if text else ''}); please report it"
+
+
 class CountRun:
     """Count cells in many images with one model, writing results to ``out_dir``."""
 
@@ -203,6 +212,7 @@ class CountRun:
     def _fingerprint(self) -> str:
         d = self.settings_dict()
         d.pop("model_path")
+        d["model_files"] = self.model.digest()  # other weights, other results
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ paths
@@ -357,6 +367,10 @@ class CountRun:
                 except MemoryError:
                     rec.status, rec.error = "error", f"{rec.image}: out of memory"
                     rec.row = {"image": rec.image, "status": "error", "error": "out of memory"}
+                except Exception as exc:  # noqa: BLE001 - one image's failure must not lose the others
+                    reason = _unexpected_reason(exc)
+                    rec.status, rec.error = "error", f"{rec.image}: {reason}"
+                    rec.row = {"image": rec.image, "status": "error", "error": reason}
             if not (self.records and self.records[-1] is rec):  # finished again after an interruption
                 self.records.append(rec)
             if time.time() - last_tables[0] >= TABLES_EVERY_S:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import EosdetectError, InputError
 from .io import MAX_IMAGE_PIXELS, to_rgb_uint8
 
 #: Formats that are whole-slide images whatever their size.
@@ -137,6 +137,16 @@ class SlideReader:
         rows, cols = self.shapes[level]
         r0, c0 = max(0, int(r0)), max(0, int(c0))
         r1, c1 = min(rows, int(r1)), min(cols, int(c1))
+        try:
+            return self._read(r0, r1, c0, c1, level)
+        except (EosdetectError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged tile: this slide fails, the run goes on
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(self.path, f"damaged slide: cannot decode rows {r0}-{r1}, columns {c0}-{c1}"
+                             f" (level {level}): {text}") from None
+
+    def _read(self, r0: int, r1: int, c0: int, c1: int, level: int) -> np.ndarray:
         if self._openslide is not None:
             f = self._openslide.level_downsamples[level]
             im = self._openslide.read_region((int(c0 * f), int(r0 * f)), level, (c1 - c0, r1 - r0))

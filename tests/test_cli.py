@@ -64,6 +64,26 @@ def test_rerun_skips_done_images_and_overwrite_redoes(images, tmp_path, tiny_mod
     assert "already done" not in out
 
 
+def test_a_model_with_other_weights_is_not_taken_as_done(images, tmp_path, tiny_model_dir, capsys):
+    """Same name, version and thresholds, different weights (a retrain into a folder of the same
+    name): the earlier results are not reused."""
+    import shutil
+
+    out_dir = tmp_path / "res"
+    assert _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)[0] == 0
+    other = tmp_path / "other" / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, other)
+    from eosdetect.models.store import load_model
+
+    unet = load_model(other).unet
+    unet.set_weights([w * 0.5 for w in unet.get_weights()])
+    unet.save_weights(next(other.glob("*.weights.h5")))
+    code, out, _ = _count([images, "-m", other, "-o", out_dir], capsys)
+    assert "already done" not in out
+    code, out, _ = _count([images, "-m", other, "-o", out_dir], capsys)
+    assert "2 already done" in out
+
+
 def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monkeypatch):
     from eosdetect import runner
 
@@ -85,6 +105,27 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
     monkeypatch.setattr(runner.CountRun, "count_image", real)
     code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 0 and "1 already done" in out
+
+
+def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_path, tiny_model_dir, capsys,
+                                                                  monkeypatch):
+    from eosdetect import runner
+
+    real = runner.CountRun.count_image
+
+    def broken_on_a(self, path, name):
+        if name == "a":
+            raise ValueError("something of ours went wrong\nsecond line")
+        return real(self, path, name)
+
+    monkeypatch.setattr(runner.CountRun, "count_image", broken_on_a)
+    out_dir = tmp_path / "res"
+    code, out, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 1 and "Traceback" not in err
+    rows = {Path(r["image"]).stem: r for r in _rows(out_dir / "counts.csv")}
+    assert rows["b"]["status"] == "ok"
+    assert rows["a"]["status"] == "error"
+    assert rows["a"]["error"] == "internal error (ValueError: something of ours went wrong); please report it"
 
 
 def test_interruption_while_an_image_is_being_recorded_keeps_it(images, tmp_path, tiny_model_dir, capsys,

@@ -167,3 +167,20 @@ def test_unreadable_slide_is_one_line_error(tmp_path, model):
     run = CountRun(model, tmp_path / "res", CountSettings())
     rec = run.run([bad])[0]
     assert rec.row["status"] == "error" and "broken.svs" in rec.error and "\n" not in rec.row["error"]
+
+
+def test_damaged_slide_fails_alone_and_the_rest_finish(tmp_path, model):
+    # a tiled TIFF whose compressed tiles are cut off half-way: the header opens, the pixels don't
+    bad = tmp_path / "damaged.svs"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(bad, rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8), tile=(256, 256),
+                     compression="zlib", photometric="rgb")
+    with open(bad, "r+b") as f:
+        f.truncate(bad.stat().st_size // 2)
+    run = CountRun(model, tmp_path / "res", CountSettings(workers=1))
+    recs = run.run([bad, SAMPLES[0]])
+    assert recs[0].row["status"] == "error", recs[0].row
+    assert "damaged.svs" in recs[0].error and "damaged slide" in recs[0].error and "\n" not in recs[0].error
+    assert recs[1].row["status"] == "ok"
+    rows = list(csv.DictReader(open(tmp_path / "res" / "counts.csv")))
+    assert [r["status"] for r in rows] == ["error", "ok"]

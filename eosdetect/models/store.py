@@ -16,6 +16,7 @@ that lists the known names; there is no silent fallback.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +32,18 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 DEFAULT_MODEL = "eosinophil-smear"
 UNET_WEIGHTS = "weights.weights.h5"
 HELPER_WEIGHTS = "helper.weights.h5"
+
+
+def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """A short hash of the names and bytes of the files in ``folder`` (but ``skip``)."""
+    digest = hashlib.sha1()
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file() and p.name not in skip:
+            digest.update(p.name.encode() + b"\0")
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def bundled_names() -> list[str]:
@@ -83,6 +96,7 @@ class Model:
         self._helper = None
         self._predict_fn = None
         self._classify_fn = None
+        self._digest = None
 
     @classmethod
     def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> Model:
@@ -95,6 +109,13 @@ class Model:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def digest(self) -> str | None:
+        """A hash of the model folder's files (weights included); None for a model only in memory.
+        Resume records keep it, so that results of other weights are not taken as done."""
+        if self._digest is None and self.path.is_dir():
+            self._digest = folder_digest(self.path, skip=("MODEL_CARD.md", "metrics.json"))
+        return self._digest
 
     def __repr__(self) -> str:
         return f"Model({self.config.name!r} v{self.config.version}, {self.path})"
@@ -232,4 +253,7 @@ def with_helper_of(base: Model, other: Model) -> Model:
     thresholds = base.thresholds.replace(helper_threshold=other.thresholds.helper_threshold)
     model = Model.in_memory(config, thresholds, base.unet, other.helper)
     model.path = base.path
+    digests = (base.digest(), other.digest())
+    if None not in digests:
+        model._digest = hashlib.sha1(":".join(digests).encode()).hexdigest()[:16]
     return model
