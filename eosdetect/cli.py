@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lowest score written as a box (default: half the model's counting threshold for "
                    "two-stage models, every detection otherwise)")
     p.add_argument("--uncertain-below", type=_unit_float, metavar="S",
-                   help="boxes scoring below this are marked difficult (default the model's counting threshold)")
+                   help="boxes scoring below this are marked difficult (default: the counting threshold of "
+                   "two-stage models; the probability threshold + 0.2 for one-stage ones)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
     p.add_argument("--classical", choices=["smear", "he"],
                    help="no network: classical candidates (smear: white cells in Wright/Giemsa smears, "
@@ -425,11 +426,11 @@ def cmd_prelabel(args) -> int:
     finally:
         bar.close()
     lo, hi = score_band(model, settings) if model is not None else (0.0, 1.0)
-    by = {k: [r for r in records if r.status == k] for k in ("written", "merged", "verified", "error")}
+    by = {k: [r for r in records if r.status == k] for k in ("written", "merged", "unchanged", "verified", "error")}
     boxes = sum(r.new_boxes for r in records)
     uncertain = sum(r.uncertain for r in records)
-    print(f"{len(by['written'])} file(s) written, {len(by['merged'])} merged into existing ones, "
-          f"{len(by['verified'])} verified file(s) left alone"
+    print(f"{len(by['written'])} file(s) written, {len(by['merged'])} existing one(s) gained boxes, "
+          f"{len(by['unchanged'])} had nothing new, {len(by['verified'])} verified file(s) left alone"
           + (f", {len(by['error'])} failed" if by["error"] else "")
           + f"; {boxes} new box(es), {uncertain} marked difficult "
           + ("(no classifier scored them: check every box)." if model is None else

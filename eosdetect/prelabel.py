@@ -8,7 +8,10 @@ annotator deletes wrong boxes, adds missed cells, clears ``difficult`` on the
 ones confirmed, and saves with "verify image": such files are never touched
 again. An unverified file that already exists keeps every box in it (the
 human's work) and only gains new candidates that do not overlap a box of the
-same class.
+same class, nor sit on a box of another class (a box the annotator renamed, say
+from eosinophil to neutrophil, is not proposed again). A file that gains nothing
+is not rewritten. With ``--yolo``, a ``<stem>.txt`` that no longer matches its
+XML (edited in LabelImg's YOLO mode) is never overwritten.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: A new candidate overlapping an existing box of its class by more than this IoU is a duplicate.
 DUPLICATE_IOU = 0.3
+#: ... and a box of another class by more than this: the same cell, named otherwise by the annotator.
+SAME_OBJECT_IOU = 0.5
 
 
 @dataclass
@@ -46,7 +51,7 @@ class PrelabelSettings:
 class PrelabelRecord:
     image: str
     xml: str = ""
-    status: str = "written"  # written | merged | verified (left alone) | error
+    status: str = "written"  # written | merged | unchanged | verified (left alone) | error
     new_boxes: int = 0
     uncertain: int = 0
     kept_boxes: int = 0
@@ -100,15 +105,18 @@ def _iou(a, b) -> float:
 
 
 def is_duplicate(new: VocObject, existing: list[VocObject]) -> bool:
-    """A new box duplicates an existing one of its class when its centre lies in it or their IoU is high."""
+    """A new box duplicates an existing one of its class when its centre lies in it or their IoU
+    is over :data:`DUPLICATE_IOU`, and one of another class when their IoU is over
+    :data:`SAME_OBJECT_IOU` (the same cell, which the annotator named otherwise)."""
     cx, cy = new.centre
+    nb = (new.xmin, new.ymin, new.xmax, new.ymax)
     for o in existing:
+        iou = _iou(nb, (o.xmin, o.ymin, o.xmax, o.ymax))
         if o.name != new.name:
+            if iou > SAME_OBJECT_IOU:
+                return True
             continue
-        if o.xmin <= cx <= o.xmax and o.ymin <= cy <= o.ymax:
-            return True
-        nb, ob = (new.xmin, new.ymin, new.xmax, new.ymax), (o.xmin, o.ymin, o.xmax, o.ymax)
-        if _iou(nb, ob) > DUPLICATE_IOU:
+        if (o.xmin <= cx <= o.xmax and o.ymin <= cy <= o.ymax) or iou > DUPLICATE_IOU:
             return True
     return False
 
@@ -159,6 +167,8 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
             rec.status = "verified"
             rec.kept_boxes = len(existing.objects)
             return rec
+    if settings.yolo or existing is None:
+        _check_yolo_untouched(xml_path, existing, _class_name(model, settings))
     image = read_image(image_path)
     h, w = image.shape[:2]
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
@@ -172,23 +182,46 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     rec.new_boxes = len(new)
     rec.uncertain = sum(o.difficult for o in new)
     rec.kept_boxes = len(ann.objects) - len(new)
+    txt_path = xml_path.with_suffix(".txt")
+    if existing is not None and not new:
+        rec.status = "unchanged"  # nothing to add: the file stays as the annotator left it
+        if settings.yolo and not txt_path.is_file():
+            write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
+        return rec
     rec.status = "merged" if existing is not None else "written"
     write_voc(xml_path, ann)
     if settings.yolo:
-        write_yolo(xml_path.with_suffix(".txt"), ann, xml_path.parent / "classes.txt", _class_name(model, settings))
+        write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
     return rec
 
 
-def write_yolo(txt_path: Path, ann: VocAnnotation, classes_path: Path, class_name: str | None = None) -> None:
-    """LabelImg's YOLO format: ``classes.txt`` (one name per line) and per image
-    ``class_index x_centre y_centre width height`` relative to the image size."""
+def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_name: str) -> None:
+    """Refuse to rewrite a LabelImg YOLO file that a person may have edited: one
+    without its XML, or one that no longer says what its XML says."""
+    txt_path, classes_path = xml_path.with_suffix(".txt"), xml_path.parent / "classes.txt"
+    if not (txt_path.is_file() and classes_path.is_file()):
+        return
+    if existing is None:
+        raise InputError(txt_path, f"YOLO labels without {xml_path.name}; left untouched (a new "
+                                   f"{xml_path.name} would hide them: LabelImg opens the .xml first); "
+                                   "pre-label into another folder with -o")
+    classes = _yolo_classes(classes_path, existing, class_name)
+    if txt_path.read_text(encoding="utf-8") != _yolo_text(existing, classes):
+        raise InputError(txt_path, f"edited since {xml_path.name} was written (they no longer agree); "
+                                   "both left untouched: keep one of them and re-run")
+
+
+def _yolo_classes(classes_path: Path, ann: VocAnnotation, class_name: str | None) -> list[str]:
     classes = []
     if classes_path.is_file():
         classes = [c.strip() for c in classes_path.read_text(encoding="utf-8").splitlines() if c.strip()]
     for name in ([class_name] if class_name else []) + [o.name for o in ann.objects]:
         if name not in classes:
             classes.append(name)
-    atomic_write_text(classes_path, "".join(f"{c}\n" for c in classes))
+    return classes
+
+
+def _yolo_text(ann: VocAnnotation, classes: list[str]) -> str:
     lines = []
     for o in ann.objects:
         # LabelImg's YoloWriter: centre and size from the integer VOC box, 6 decimals
@@ -197,15 +230,30 @@ def write_yolo(txt_path: Path, ann: VocAnnotation, classes_path: Path, class_nam
         bw = (o.xmax - o.xmin) / ann.width
         bh = (o.ymax - o.ymin) / ann.height
         lines.append(f"{classes.index(o.name)} {xc:.6f} {yc:.6f} {bw:.6f} {bh:.6f}\n")
-    atomic_write_text(txt_path, "".join(lines))
+    return "".join(lines)
+
+
+def write_yolo(txt_path: Path, ann: VocAnnotation, classes_path: Path, class_name: str | None = None) -> None:
+    """LabelImg's YOLO format: ``classes.txt`` (one name per line) and per image
+    ``class_index x_centre y_centre width height`` relative to the image size."""
+    classes = _yolo_classes(classes_path, ann, class_name)
+    atomic_write_text(classes_path, "".join(f"{c}\n" for c in classes))
+    atomic_write_text(txt_path, _yolo_text(ann, classes))
 
 
 def prelabel_all(model, images: list[Path], out_dir: Path | None, settings: PrelabelSettings, progress=None):
     """Pre-label every image; errors are recorded per image and the rest carry on."""
     records = []
+    claimed: dict[Path, Path] = {}  # label file -> the image it is for, in this run
     for path in images:
         xml_path = (Path(out_dir) if out_dir else path.parent) / f"{path.stem}.xml"
+        key = xml_path.resolve()
         try:
+            if key in claimed:
+                raise InputError(path, f"has the same name as {claimed[key]}, whose label file is "
+                                       f"{xml_path.name} (LabelImg names it after the image): rename one, "
+                                       "or pre-label them into different -o folders")
+            claimed[key] = path
             rec = prelabel_image(model, path, xml_path, settings)
         except EosdetectError as exc:
             rec = PrelabelRecord(image=str(path), xml=str(xml_path), status="error", error=str(exc))

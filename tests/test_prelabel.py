@@ -68,9 +68,44 @@ def test_unverified_files_keep_human_boxes_and_gain_only_new_ones(tmp_path):
     ann = read_voc(xml)
     assert ann.objects[:2] == human and ann.folder == "mine"
     assert abs(ann.objects[2].centre[0] - 71) <= 1.5  # the cell at column 70 was added
-    # running again adds nothing: no duplicates
+    # running again adds nothing (no duplicates) and leaves the file as it is
+    before, mtime = xml.read_bytes(), xml.stat().st_mtime_ns
     rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
-    assert rec.new_boxes == 0 and len(read_voc(xml).objects) == 3
+    assert rec.status == "unchanged" and rec.new_boxes == 0 and len(read_voc(xml).objects) == 3
+    assert xml.read_bytes() == before and xml.stat().st_mtime_ns == mtime
+
+
+def test_a_box_the_annotator_renamed_is_not_proposed_again(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    xml = tmp_path / "a.xml"
+    prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    ann = read_voc(xml)
+    assert len(ann.objects) == 2
+    ann.objects[0].name = "neutrophil"  # the annotator's correction, saved without verifying
+    write_voc(xml, ann)
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.status == "unchanged" and [o.name for o in read_voc(xml).objects] == ["neutrophil", "eosinophil"]
+    # a box of another class only partly over the cell (a neighbouring red cell) does not block it
+    write_voc(xml, VocAnnotation("a.png", 100, 80, objects=[VocObject("RBC", 17, 17, 45, 45)]))
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.new_boxes == 2
+
+
+def test_images_of_the_same_name_do_not_share_a_label_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    x1 = _image(tmp_path / "a" / "x.png", [(20, 20, 8, DARK)])
+    x2 = _image(tmp_path / "b" / "x.png", [(50, 70, 8, DARK)])
+    y1 = _image(tmp_path / "a" / "y.png", [(20, 20, 8, DARK)])
+    y2 = _image(tmp_path / "a" / "y.jpg", [(50, 70, 8, DARK)])
+    recs = prelabel_all(GreyIsProbability(), [x1, x2, y1, y2], tmp_path / "out", PrelabelSettings())
+    assert [r.status for r in recs] == ["written", "error", "written", "error"]
+    assert "same name as" in recs[1].error and str(x1) in recs[1].error and "\n" not in recs[1].error
+    assert read_voc(tmp_path / "out" / "x.xml").filename == "x.png" and len(read_voc(tmp_path / "out" / "x.xml").objects) == 1
+    # next to the images (no -o): y.png and y.jpg would both be y.xml
+    recs = prelabel_all(GreyIsProbability(), [y1, y2], None, PrelabelSettings())
+    assert [r.status for r in recs] == ["written", "error"]
+    assert read_voc(tmp_path / "a" / "y.xml").filename == "y.png"
 
 
 def test_bad_existing_files_are_reported_and_left_alone(tmp_path):
@@ -112,6 +147,24 @@ def test_yolo_files_read_by_labelimg(tmp_path):
     for (label, pts, *_), o in zip(shapes, voc):
         assert label == "eosinophil"
         assert pts[0] == (o.xmin, o.ymin) and pts[2] == (o.xmax, o.ymax)
+
+
+def test_yolo_files_edited_by_hand_are_never_overwritten(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 12, PALE)])
+    xml, txt = tmp_path / "a.xml", tmp_path / "a.txt"
+    settings = PrelabelSettings(yolo=True)
+    assert prelabel_image(GreyIsProbability(), img, xml, settings).status == "written"
+    # untouched since: a re-run is free to keep them in step
+    assert prelabel_image(GreyIsProbability(), img, xml, settings).status == "unchanged"
+    txt.write_text("0 0.700000 0.200000 0.300000 0.200000\n")  # corrected in LabelImg's YOLO mode
+    before = {p: p.read_bytes() for p in (xml, txt)}
+    recs = prelabel_all(GreyIsProbability(), [img], None, settings)
+    assert recs[0].status == "error" and "a.txt" in recs[0].error and "edited" in recs[0].error
+    assert {p: p.read_bytes() for p in (xml, txt)} == before
+    # YOLO labels with no XML beside them: a new XML would hide them in LabelImg
+    xml.unlink()
+    recs = prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings())
+    assert recs[0].status == "error" and "without a.xml" in recs[0].error and not xml.exists()
 
 
 def test_prelabel_cli_reports_and_exits_nonzero_on_bad_files(tmp_path, tiny_model_dir, capsys):
