@@ -44,16 +44,17 @@ _unit_float = _number(0.0, 1.0)
 _nonneg_float = _number(0.0)
 
 
-def _integer(low: int):
-    """An argparse type: an integer >= ``low``."""
+def _integer(low: int, high: int | None = None):
+    """An argparse type: an integer >= ``low`` (and <= ``high``)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if value < low or (high is not None and value > high):
+            rng = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
         return value
 
     return parse
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--config", metavar="FILE", help="YAML config (model, thresholds, threshold_grid, train "
                    "sections; see configs/unet.yaml). Command-line options override it.")
-    p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (overrides the config)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (overrides the config)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
     p.add_argument("--cell-diameter", type=_positive_float, metavar="UM",
                    help="typical cell diameter (micrometres; pixels without --pixel-size). Needed for point "
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--config", metavar="FILE", help="YAML config: helper_* keys in 'model' (e.g. helper_kind: colour), "
                    "helper_* keys in 'train'")
-    p.add_argument("--epochs", type=int, metavar="N", help="CNN helper epochs (overrides the config)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="CNN helper epochs (overrides the config)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", help="micrometres per pixel of the images")
     p.add_argument("--name", help="model name (default the folder name)")
     p.add_argument("--val-fraction", type=_number(0.0, 0.9, low_open=True), default=0.2, metavar="F",
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_integer(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("-m", "--model", help="default model: a bundled name or a model folder")
     p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
                    help="also offer this model folder (repeatable)")
@@ -278,7 +279,7 @@ def _label_options(p) -> None:
     g.add_argument("--label-format", choices=FORMATS, default="voc",
                    help="voc: LabelImg XML boxes; points: CSV x,y[,class]; mask: binary or instance masks; "
                    "monuseg: MoNuSeg XML polygons; painted: copies of the images with green dots (default voc)")
-    g.add_argument("--class", dest="class_name", metavar="NAME",
+    g.add_argument("--class", "--class-name", dest="class_name", metavar="NAME",
                    help="class to use when the labels hold several (VOC names, CSV class column)")
     g.add_argument("--allow-unlabelled-as-empty", action="store_true",
                    help="take images without a label file as having no cells (otherwise an error)")
@@ -517,10 +518,18 @@ def cmd_train(args) -> int:
         print(f"eosdetect: interrupted; continue with the same command and --resume (checkpoints in {out}/.train)",
               file=sys.stderr)
         return 130
-    v = metrics["validation"]
-    print(f"model written to {out}/: validation F1 {v['f1']:.3f} (precision {v['precision']:.3f}, recall "
-          f"{v['recall']:.3f}) on {v['n_images']} image(s). Check it with: eosdetect evaluate -m {out} ...")
+    print(f"model written to {out}/: {_validation_line(metrics['validation'])}. "
+          f"Check it with: eosdetect evaluate -m {out} ...")
     return 0
+
+
+def _validation_line(v: dict) -> str:
+    """'validation F1 ...', or why there is none (no labelled cell among the validation images)."""
+    if v.get("tp", 0) + v.get("fn", 0) == 0:
+        return (f"validation F1 not measured: no labelled cell among the {v['n_images']} validation image(s) "
+                f"({v.get('fp', 0)} detection(s) there); give more images or --val-images")
+    return (f"validation F1 {v['f1']:.3f} (precision {v['precision']:.3f}, recall {v['recall']:.3f}) "
+            f"on {v['n_images']} image(s)")
 
 
 def cmd_train_helper(args) -> int:
@@ -548,9 +557,7 @@ def cmd_train_helper(args) -> int:
         val_names=_name_list(args.val_images) if args.val_images else None, command=command,
         label_report=report.to_dict(), verbose=1 if sys.stderr.isatty() else 2,
     )
-    v = metrics["validation"]
-    print(f"model written to {out}/ ({base.name}'s U-Net + the new helper): validation F1 {v['f1']:.3f} "
-          f"(precision {v['precision']:.3f}, recall {v['recall']:.3f}) on {v['n_images']} image(s)")
+    print(f"model written to {out}/ ({base.name}'s U-Net + the new helper): {_validation_line(metrics['validation'])}")
     return 0
 
 

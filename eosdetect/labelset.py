@@ -249,6 +249,9 @@ def load_labelled(
         out.append(item)
         report.objects += item.n_objects
     report.images = len(out)
+    if not out and report.skipped_unverified:
+        raise InputError(labels, f"no label file is marked verified ({report.skipped_unverified} unverified "
+                                 "skipped by --verified-only; save with 'Verify Image' in LabelImg)")
     if not out:
         raise InputError(images if not isinstance(images, list) else images[0], "no labelled images to use")
     return out, report

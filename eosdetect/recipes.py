@@ -379,6 +379,9 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
             + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
         )
         lines += ["", f"Cross-validation: {cv['method']}"]
+    if v.get("tp", 0) + v.get("fn", 0) == 0:
+        lines += ["", "**Not measured:** no labelled cell is among the validation images, so the figures above "
+                  "say nothing of this model. Validate it on labelled images with `eosdetect evaluate`."]
     limits = LIMITS.get(config.training.get("recipe", config.name)) or [
         f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on; the thresholds were "
         "fitted on them, so expect lower figures on images from other labs, stains or scanners.",

@@ -232,6 +232,26 @@ def test_usage_errors_exit_2_in_one_line(capsys, value, message):
     assert main([]) == 2
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--images", "i", "--labels", "l", "-o", "m", "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["train-helper", "--images", "i", "--labels", "l", "-o", "m", "--epochs", "-1"], "must be >= 1, got -1"),
+    (["serve", "--port", "70000"], "argument --port: must be between 1 and 65535, got 70000"),
+])
+def test_out_of_range_whole_numbers_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_validation_line_says_when_nothing_was_there_to_find():
+    from eosdetect.cli import _validation_line
+
+    assert _validation_line({"n_images": 1, "tp": 0, "fp": 2, "fn": 0, "f1": 1.0}).startswith(
+        "validation F1 not measured: no labelled cell among the 1 validation image(s) (2 detection(s) there)")
+    assert _validation_line({"n_images": 3, "tp": 4, "fp": 1, "fn": 1, "f1": 0.8, "precision": 0.8,
+                             "recall": 0.8}) == "validation F1 0.800 (precision 0.800, recall 0.800) on 3 image(s)"
+
+
 def test_count_line_names_the_class_in_plural():
     from eosdetect.cli import _noun
 

@@ -69,6 +69,9 @@ def test_voc_verified_only_and_size_mismatch(tmp_path):
     _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)])
     items, rep = load_labelled(imgs, lab, "voc", verified_only=True)
     assert [it.name for it in items] == ["a"] and rep.skipped_unverified == 1
+    _voc(lab / "a.xml", [("eos", 1, 1, 9, 9)])
+    with pytest.raises(InputError, match=r"lab: no label file is marked verified \(2 unverified skipped"):
+        load_labelled(imgs, lab, "voc", verified_only=True)
     _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)], size=(100, 100))
     with pytest.raises(InputError, match=r"b\.xml: <size> says 100x100 but the image is 60x40"):
         load_labelled(imgs, lab, "voc")
