@@ -245,6 +245,15 @@ def _read_pillow(path: Path) -> np.ndarray:
     return arr
 
 
+def colour_axes(axes: str, shape) -> str:
+    """TIFF axes with the colour channels named ``S``: a channel axis ``C`` of 3 or 4
+    planes (ImageJ and OME stacks store RGB that way) counts as colour when there is no ``S``."""
+    sizes = dict(zip(axes, shape))
+    if "S" not in axes and sizes.get("C") in (3, 4):
+        return axes.replace("C", "S", 1)
+    return axes
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
@@ -259,6 +268,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         if n_pixels > MAX_IMAGE_PIXELS:
             raise InputError(path, f"image of {shape.get('X')}x{shape.get('Y')} is too large to read whole")
         arr = level.asarray()
+    axes = colour_axes(axes, level.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
     for ax in [a for a in axes if a not in "YXS"]:
         arr = arr.take(0, axis=axes.index(ax))

@@ -196,19 +196,11 @@ def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
 
     Returns ``(rgb_uint8, seconds)``; raises :class:`InputError` naming the
     upload, or :class:`TooLarge`."""
-    import io
-
-    from PIL import Image
-
     t0 = time.perf_counter()
     shown = Path(filename or "upload").name
     if not data:
         raise InputError(shown, "empty upload")
-    try:  # the header alone says the size: refuse huge images before decoding them
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        w = h = 0  # read_image_bytes gives the proper error, or reads what Pillow cannot (some TIFFs)
+    w, h = _header_size(data)  # the header alone says the size: refuse huge images before decoding them
     if w * h > max_pixels:
         raise TooLarge(shown, w, h, max_pixels)
     image = read_image_bytes(data, shown)
@@ -216,6 +208,29 @@ def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
     if w * h > max_pixels:
         raise TooLarge(shown, w, h, max_pixels)
     return image, time.perf_counter() - t0
+
+
+def _header_size(data: bytes) -> tuple[int, int]:
+    """Width and height from an image's header, without decoding it; (0, 0) when neither
+    Pillow nor tifffile can tell (read_image_bytes then gives the proper error)."""
+    import io
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # as in eosdetect.io: the caller checks the size, with a clearer message
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except (OSError, ValueError):
+        pass
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            shape = dict(zip(tif.series[0].axes, tif.series[0].shape))
+            return int(shape.get("X", 0)), int(shape.get("Y", 0))
+    except Exception:  # noqa: BLE001 - not a TIFF either
+        return 0, 0
 
 
 class TooLarge(EosdetectError):

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EosdetectError, InputError
-from .io import MAX_IMAGE_PIXELS, to_rgb_uint8
+from .io import MAX_IMAGE_PIXELS, colour_axes, to_rgb_uint8
 
 #: Formats that are whole-slide images whatever their size.
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".qptiff")
@@ -98,7 +98,7 @@ class SlideReader:
         self._tif = tifffile.TiffFile(self.path)
         series = self._tif.series[0]
         levels = series.levels or [series]
-        self._axes = levels[0].axes
+        self._axes = colour_axes(levels[0].axes, levels[0].shape)
         if "Y" not in self._axes or "X" not in self._axes:
             raise ValueError(f"no image plane in axes {self._axes}")
         group = zarr.open(series.aszarr(), mode="r")

@@ -60,6 +60,19 @@ def test_16bit_tiff_and_png(tmp_path):
     assert read_image(tmp_path / "planar.tif").shape == (2, 2, 3)
 
 
+def test_channel_stack_tiff_is_read_in_colour(tmp_path):
+    """ImageJ/OME stacks keep RGB as a channel axis C (no samples axis S); a 2-channel stack stays grey."""
+    import tifffile
+
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 200, 50
+    tifffile.imwrite(tmp_path / "cyx.tif", np.moveaxis(rgb, -1, 0), imagej=True, metadata={"axes": "CYX"})
+    assert read_image(tmp_path / "cyx.tif")[0, 0].tolist() == [200, 0, 50]
+    two = np.stack([rgb[..., 0], rgb[..., 2]])
+    tifffile.imwrite(tmp_path / "two.tif", two, imagej=True, metadata={"axes": "CYX"})
+    assert read_image(tmp_path / "two.tif")[0, 0].tolist() == [200, 200, 200]  # first channel, as grey
+
+
 def test_exif_orientation_is_applied(tmp_path):
     from PIL import Image
 

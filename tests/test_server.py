@@ -180,6 +180,27 @@ def test_upload_over_the_size_limit_gets_413(client):
     assert r.status_code == 413
 
 
+def _png_header(width, height):
+    """A PNG that says it is width x height, with no pixel data."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_huge_image_is_refused_from_its_header_in_a_fresh_process(monkeypatch):
+    """Pillow's own bomb check (on until eosdetect.io has read an image) must not hide the size."""
+    from eosdetect.server import TooLarge, read_upload
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default in a new process
+    with pytest.raises(TooLarge, match=r"huge\.png: image of 30000x30000 px \(900\.0 MP\) is over"):
+        read_upload(_png_header(30000, 30000), "huge.png", max_pixels=4e6)
+
+
 def test_concurrent_requests_share_one_model_and_agree(client, registry):
     images = sorted(SAMPLES.glob("*.jpg"))
     alone = {p.name: post_image(client, p.read_bytes(), name=p.name).json()["detections"] for p in images}
