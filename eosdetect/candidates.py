@@ -108,7 +108,7 @@ def classical_white_cells(
     """
     from skimage.filters import threshold_otsu
 
-    from .dataset import resize
+    from .dataset import axis_factors, resize
 
     scale = pixel_size_um / work_pixel_size_um
     small = resize(np.asarray(image), scale)
@@ -126,5 +126,5 @@ def classical_white_cells(
         lut[keep] = np.arange(1, len(keep) + 1)
         labels = lut[labels]
     labels = labels.astype(np.int32)
-    det = detections_from_labels(labels, h).rescaled(image.shape[1] / small.shape[1])
+    det = detections_from_labels(labels, h).rescaled(axis_factors(image.shape, small.shape))
     return labels, det

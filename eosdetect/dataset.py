@@ -42,6 +42,12 @@ class Sample:
         self.points = np.asarray(self.points, dtype=float).reshape(-1, 2)
 
 
+def axis_factors(big_shape, small_shape) -> tuple[float, float]:
+    """``(fx, fy)``: columns and rows of ``big_shape`` per column and row of ``small_shape``
+    (the ratio of an image to its :func:`resize` copy, exact per axis)."""
+    return big_shape[1] / small_shape[1], big_shape[0] / small_shape[0]
+
+
 def resize(image: np.ndarray, scale: float, *, nearest: bool = False) -> np.ndarray:
     """Resize by ``scale`` (output size ``round(M * scale), round(N * scale)``).
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import resize
+from .dataset import axis_factors, resize
 from .metrics import MatchResult, match_points, summarize
 from .models.config import Thresholds
 from .models.helper_cnn import extract_crops, helper_view
@@ -79,7 +79,7 @@ class PredictionCache:
         for it in items:
             im = resize(it.image, self.scale)
             self.probs.append(predict_probability(model.predict_fn, im, cfg))
-            self.factors.append(it.image.shape[1] / im.shape[1])
+            self.factors.append(axis_factors(it.image.shape, im.shape))
             if cfg.helper_enabled:
                 self.helper_images.append(helper_view(it.image, cfg, pixel_size_um, model_view=im))
             if progress is not None:
@@ -91,7 +91,7 @@ class PredictionCache:
         cands = detections_from_labels(labels, self.probs[i]).rescaled(self.factors[i])
         if cfg.helper_enabled and len(cands):
             him = self.helper_images[i]
-            hf = self.items[i].image.shape[1] / him.shape[1]
+            hf = np.array(axis_factors(self.items[i].image.shape, him.shape))
             crops = extract_crops(him, (cands.xy + 0.5) / hf - 0.5, cfg.helper_crop_size)
             cands = cands.with_score(self.model.classify_fn(crops.astype(np.float32) / 255.0))
         return cands

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dataset import axis_factors
 from .postprocess import Detections
 
 COUNTED = (0, 230, 64)  # RGB
@@ -19,7 +20,7 @@ RIM = (0, 0, 0)
 LABEL_LIMIT = 300  # number the cells when there are at most this many
 
 
-def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[np.ndarray]]:
+def _contours(labels: np.ndarray, det: Detections, factor: tuple[float, float]) -> list[list[np.ndarray]]:
     """Outline polygons (input-image x, y) of each detection's instance in ``labels``.
 
     When ``labels`` is coarser than the image, each object's mask is enlarged
@@ -30,16 +31,17 @@ def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[n
 
     out = []
     pad = 2
-    up = max(1.0, float(factor))
+    fx, fy = factor
+    up = max(1.0, fx, fy)
     for k, x0, y0, x1, y1 in zip(det.label, det.xmin, det.ymin, det.xmax, det.ymax):
         if k <= 0:
             out.append([])
             continue
         # box in label-image pixels
-        r0 = max(int(np.floor(y0 / factor)) - pad, 0)
-        c0 = max(int(np.floor(x0 / factor)) - pad, 0)
-        r1 = min(int(np.ceil(y1 / factor)) + pad, labels.shape[0])
-        c1 = min(int(np.ceil(x1 / factor)) + pad, labels.shape[1])
+        r0 = max(int(np.floor(y0 / fy)) - pad, 0)
+        c0 = max(int(np.floor(x0 / fx)) - pad, 0)
+        r1 = min(int(np.ceil(y1 / fy)) + pad, labels.shape[0])
+        c1 = min(int(np.ceil(x1 / fx)) + pad, labels.shape[1])
         mask = (labels[r0:r1, c0:c1] == k).astype(np.float32)
         if up > 1.0:
             size = (max(1, int(round(mask.shape[1] * up))), max(1, int(round(mask.shape[0] * up))))
@@ -49,7 +51,8 @@ def _contours(labels: np.ndarray, det: Detections, factor: float) -> list[list[n
         for c in cs:
             pts = c[:, 0, :].astype(np.float64)
             # pixel centres of the (enlarged) crop -> input-image pixel centres
-            pts = (pts + 0.5) / up * factor + np.array([c0, r0]) * factor - 0.5
+            f = np.array([fx, fy])
+            pts = (pts + 0.5) / up * f + np.array([c0, r0]) * f - 0.5
             polys.append(np.rint(pts).astype(np.int32))
         out.append(polys)
     return out
@@ -96,7 +99,7 @@ def draw_overlay(
     rows, cols = canvas.shape[:2]
     ref = max(rows, cols)
     thick = max(1, int(round(ref / 500)))
-    factor = (cols / labels.shape[1]) if labels is not None else 1.0
+    factor = axis_factors((rows, cols), labels.shape) if labels is not None else (1.0, 1.0)
 
     def outline(det: Detections, colour, width, rim):
         polys = _contours(labels, det, factor) if labels is not None else [[] for _ in range(len(det))]

@@ -80,17 +80,19 @@ class Detections:
         d.score = np.asarray(score, dtype=np.float64).reshape(len(self))
         return d
 
-    def rescaled(self, factor: float) -> Detections:
+    def rescaled(self, factor: float | tuple[float, float]) -> Detections:
         """Coordinates of the same cells in an image resized by ``1 / factor``.
 
-        ``factor`` is the model-to-input ratio: a detection at model pixel
-        centre ``c`` is at input pixel centre ``(c + 0.5) * factor - 0.5``; box
-        edges scale by ``factor`` and areas by ``factor ** 2``.
+        ``factor`` is the model-to-input ratio, one number or ``(fx, fy)`` per
+        axis (rows and columns are rounded apart when resizing, so the two may
+        differ slightly): a detection at model pixel centre ``c`` is at input
+        pixel centre ``(c + 0.5) * f - 0.5``; box edges scale by ``f`` and
+        areas by ``fx * fy``.
         """
-        f = float(factor)
+        fx, fy = (float(factor), float(factor)) if np.isscalar(factor) else map(float, factor)
         return Detections(
-            (self.x + 0.5) * f - 0.5, (self.y + 0.5) * f - 0.5, self.score, self.area * f * f,
-            self.xmin * f, self.ymin * f, self.xmax * f, self.ymax * f, self.label,
+            (self.x + 0.5) * fx - 0.5, (self.y + 0.5) * fy - 0.5, self.score, self.area * fx * fy,
+            self.xmin * fx, self.ymin * fy, self.xmax * fx, self.ymax * fy, self.label,
         )
 
     def shifted(self, dx: float, dy: float) -> Detections:

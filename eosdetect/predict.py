@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import resize
+from .dataset import axis_factors, resize
 from .models.config import ModelConfig, Thresholds
 from .models.helper_cnn import extract_crops, helper_view
 from .postprocess import Detections, detections_from_labels, segment
@@ -132,13 +132,11 @@ def detect(
     labels = segment(prob, **thresholds_in_pixels(thr, cfg.pixel_size_um))
     cands_model = detections_from_labels(labels, prob)
     # back to input pixels, using the actual resize ratio per axis
-    factor = image.shape[1] / image_model.shape[1]
-    candidates = cands_model.rescaled(factor)
+    candidates = cands_model.rescaled(axis_factors(image.shape, image_model.shape))
     t3 = time.perf_counter()
     if cfg.helper_enabled and len(candidates):
         image_helper = helper_view(image, cfg, pixel_size_um, model_view=image_model, gains=helper_gains)
-        hf = image.shape[1] / image_helper.shape[1]
-        xy_h = (candidates.xy + 0.5) / hf - 0.5
+        xy_h = (candidates.xy + 0.5) / np.array(axis_factors(image.shape, image_helper.shape)) - 0.5
         crops = extract_crops(image_helper, xy_h, cfg.helper_crop_size).astype(np.float32) / 255.0
         p = model.classify_fn(crops)
         candidates = candidates.with_score(p)

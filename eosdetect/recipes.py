@@ -15,7 +15,7 @@ import numpy as np
 from . import shared_data as sd
 from .annotations.convert import boxes_to_mask
 from .annotations.masks import centroids, instances_from_binary, separate_touching
-from .dataset import Sample, resize
+from .dataset import Sample, axis_factors, resize
 from .evaluation import EvalItem
 from .io import read_image
 from .models.config import ModelConfig
@@ -254,7 +254,7 @@ def eosin_rule_baseline(model, items: list[EvalItem]) -> dict:
         prob = predict_probability(model.predict_fn, im, cfg)
         labels = segment(prob, **thresholds_in_pixels(thr, cfg.pixel_size_um))
         eosin = rgb2hed(im)[..., 1]
-        dets.append(detections_from_labels(labels, eosin).rescaled(it.image.shape[1] / im.shape[1]))
+        dets.append(detections_from_labels(labels, eosin).rescaled(axis_factors(it.image.shape, im.shape)))
     scores = np.concatenate([d.score for d in dets]) if dets else np.zeros(0)
     best = None
     for t in np.unique(np.quantile(scores, np.linspace(0, 1, 101))) if len(scores) else []:

@@ -551,12 +551,15 @@ class CountRun:
         }
         if any(r.row.get("peak_hpf_count") is not None for r in ok):
             peaks = [(r.row["peak_hpf_count"], r.image) for r in ok if r.row.get("peak_hpf_count") is not None]
-            area = sum(float(r.row["area_mm2"]) for r in ok if r.row.get("area_mm2"))
+            # density over the images whose area is known (a slide with its pixel size among photos without)
+            measured = [r for r in ok if r.row.get("area_mm2")]
+            area = sum(float(r.row["area_mm2"]) for r in measured)
             if peaks:
                 best = max(peaks)
                 summary["clinical"] = {
                     "total_area_mm2": round(area, 5),
-                    "density_per_mm2": round(sum(counts) / area, 2) if area else None,
+                    "density_per_mm2": round(sum(int(r.row["count"]) for r in measured) / area, 2) if area else None,
+                    "images_with_area": len(measured),
                     "peak_hpf_count": best[0],
                     "peak_hpf_image": best[1],
                     "hpf_area_mm2": self.settings.hpf_area_mm2,

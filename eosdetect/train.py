@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import AugmentSettings, PatchSampler, fixed_patches, resize
+from .dataset import AugmentSettings, PatchSampler, axis_factors, fixed_patches, resize
 from .errors import ConfigError
 from .models.config import ModelConfig
 
@@ -162,7 +162,7 @@ def detection_f1_callback(config: ModelConfig, items, prob_thresholds=(0.4, 0.5,
     scaled = []
     for it in items:
         im = resize(it.image, config.scale_for(None))
-        scaled.append((it, im, it.image.shape[1] / im.shape[1]))
+        scaled.append((it, im, axis_factors(it.image.shape, im.shape)))
 
     class DetectionF1(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

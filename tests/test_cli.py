@@ -327,6 +327,25 @@ def test_eosinophil_models_are_flagged_at_15_per_hpf_by_default(images, tmp_path
     out_dir = tmp_path / "res"
     code, _, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5"], capsys)
     assert code == 0, err
-    assert _rows(out_dir / "counts.csv")[0]["hpf_flag"] in ("yes", "no")
+    assert [r["hpf_flag"] for r in _rows(out_dir / "counts.csv")] == ["no", "no"]  # a few discs, under 15
     clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
-    assert clinical["threshold"] == 15 and clinical["flag"] in (True, False)
+    assert clinical["threshold"] == 15 and clinical["flag"] is False
+
+
+def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_model_dir):
+    """A slide with its pixel size in the file, counted with photos of unknown pixel size."""
+    import time
+
+    from eosdetect.models.store import load_model
+    from eosdetect.runner import CountRun, CountSettings, ImageRecord
+
+    run = CountRun(load_model(tiny_model_dir), tmp_path, CountSettings())
+    run.records = [
+        ImageRecord("slide.svs", "slide", row={"status": "ok", "count": 10, "area_mm2": 10.0, "peak_hpf_count": 2}),
+        ImageRecord("a.png", "a", row={"status": "ok", "count": 500}),
+        ImageRecord("b.png", "b", row={"status": "ok", "count": 500}),
+    ]
+    run._write_tables(time.time(), partial=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["total_count"] == 1010
+    assert summary["clinical"]["density_per_mm2"] == 1.0 and summary["clinical"]["images_with_area"] == 1

@@ -80,4 +80,6 @@ def test_rescaled_maps_pixel_centres():
     # model pixel 0 covers input pixels 0..3, centre 1.5
     assert r.x[0] == pytest.approx(1.5) and r.y[0] == pytest.approx(5.5)
     assert r.area[0] == pytest.approx(np.pi * 16)
+    r = d.rescaled((4.0, 2.0))  # columns and rows apart
+    assert (r.x[0], r.y[0]) == pytest.approx((1.5, 2.5)) and r.area[0] == pytest.approx(np.pi * 8)
     assert len(Detections.empty()) == 0

@@ -47,6 +47,15 @@ def test_pixel_size_rescales_and_reports_input_pixels(pixel_size, zoom):
     assert res.detections.area.mean() == pytest.approx(np.pi * 6.5**2 * zoom**2, rel=0.15)
 
 
+def test_rows_and_columns_are_scaled_back_apart():
+    """1003 rows at scale 0.25 become 251 (not 250.75): rows map back by 1003/251, columns by 640/160."""
+    model = DarkIsCell(pixel_size_um=0.24, input_pixel_size_um=0.06)
+    res = detect(model, np.zeros((1003, 640, 3), np.uint8))  # one cell filling the image
+    (x, y, *_rest, xmax, ymax), = res.detections.rows()
+    assert res.labels.shape == (251, 160)
+    assert (x, y) == pytest.approx((319.5, 501.0)) and (xmax, ymax) == (640, 1003)
+
+
 def test_tiled_path_gives_same_detections():
     model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
     img = disc_image(shape=(150, 170), centres=((20, 20), (75, 80), (130, 150), (30, 140)), radius=7)
