@@ -362,9 +362,9 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         for o in content.objects:
             if class_name is not None and o.name != class_name:
                 continue
-            b = np.array([o.xmin, o.ymin, o.xmax, o.ymax], dtype=float)
+            b = np.array(o.edges(), dtype=float)
             c = np.clip(b, 0, [w, h, w, h])
-            if (c[2] - c[0]) < 1 or (c[3] - c[1]) < 1:
+            if o.is_degenerate or (c[2] - c[0]) < 1 or (c[3] - c[1]) < 1:
                 report.skipped_boxes += 1
                 continue
             if not np.array_equal(b, c):
@@ -375,7 +375,8 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
             else:
                 boxes.append(c)
         b = np.asarray(boxes, dtype=float).reshape(-1, 4)
-        pts = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1) if len(b) else empty
+        # box centres as pixel positions (pixel k's centre is at k, its edges at k and k + 1)
+        pts = np.stack([(b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5], axis=1) if len(b) else empty
         return LabelledImage(name, path, lp, image, pts, boxes=b,
                              ignore_boxes=np.asarray(ignore, dtype=float).reshape(-1, 4), verified=content.verified)
     if label_format == "points":

@@ -28,16 +28,18 @@ def test_voc_class_filter_difficult_clipping_and_degenerate(tmp_path):
     imgs = _images(tmp_path / "img")
     lab = tmp_path / "lab"
     lab.mkdir()
-    _voc(lab / "a.xml", [("eos", 5, 5, 15, 15), ("neu", 35, 20, 45, 30),
-                         VocObject("eos", 50, 30, 70, 50),  # reaches outside: clipped
-                         VocObject("eos", 20, 5, 20, 9),  # degenerate: skipped
+    # VOC boxes are 1-based and inclusive: pixels 5..15 (the disc at row 10, column 10) are 6..16
+    _voc(lab / "a.xml", [("eos", 6, 6, 16, 16), ("neu", 35, 20, 45, 30),
+                         VocObject("eos", 51, 31, 70, 50),  # reaches outside: clipped
+                         VocObject("eos", 20, 5, 19, 9),  # degenerate: skipped
                          VocObject("eos", 30, 2, 38, 10, difficult=True)])
     _voc(lab / "b.xml", [])
     items, rep = load_labelled(imgs, lab, "voc", class_name="eos")
     a = {it.name: it for it in items}["a"]
-    np.testing.assert_array_equal(a.boxes, [[5, 5, 15, 15], [50, 30, 60, 40]])
-    np.testing.assert_array_equal(a.points, [[10, 10], [55, 35]])
-    np.testing.assert_array_equal(a.ignore_boxes, [[30, 2, 38, 10]])
+    # boxes in pixel-edge coordinates (xmax exclusive), centres as pixel positions
+    np.testing.assert_array_equal(a.boxes, [[5, 5, 16, 16], [50, 30, 60, 40]])
+    np.testing.assert_array_equal(a.points, [[10, 10], [54.5, 34.5]])
+    np.testing.assert_array_equal(a.ignore_boxes, [[29, 1, 38, 10]])
     assert (rep.clipped_boxes, rep.skipped_boxes, rep.difficult_boxes) == (1, 1, 1)
     assert rep.objects == 2 and rep.classes_found == {"eos": 4, "neu": 1}
     assert any("clipped" in w for w in rep.warnings()) and any("skipped" in w for w in rep.warnings())

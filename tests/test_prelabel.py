@@ -43,9 +43,10 @@ def test_boxes_fit_cells_and_uncertain_ones_are_difficult(tmp_path):
     small, big = sorted(ann.objects, key=lambda o: o.xmax - o.xmin)
     assert small.name == "eosinophil" and not small.difficult  # dark: the model is sure
     assert big.difficult  # pale: mean probability 0.56 < 0.5 + 0.2
-    # boxes follow the cell, not a fixed square (VOC: 1-based inclusive)
-    assert abs(small.xmin - 13) <= 1 and abs(small.xmax - 28) <= 1
-    assert abs(big.xmin - 59) <= 1 and abs(big.xmax - 82) <= 1 and abs(big.ymin - 39) <= 1
+    # boxes follow the cell, not a fixed square. VOC is 1-based and inclusive: the disc of
+    # radius 8 at column 20 covers pixels 12..28, written 13..29
+    assert (small.xmin, small.ymin, small.xmax, small.ymax) == (13, 13, 29, 29)
+    assert (big.xmin, big.ymin, big.xmax, big.ymax) == (59, 39, 83, 63)  # pixels 58..82, 38..62
 
 
 def test_verified_files_are_never_touched(tmp_path):

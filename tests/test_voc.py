@@ -61,6 +61,8 @@ def test_truncated_rule_and_box_conversion():
     assert b"<truncated>1</truncated>" in voc_bytes(ann)
     assert box_to_voc(0, 0, 100, 50, 100, 50) == (1, 1, 100, 50)
     assert box_to_voc(-5.2, 10.4, 20.6, 12, 100, 50) == (1, 11, 21, 12)
+    # and back: pixels 10..29 are VOC 11..30, edges 10 and 30 again
+    assert VocObject("c", *box_to_voc(10, 20, 30, 40, 100, 50)).edges() == (10, 20, 30, 40)
 
 
 def test_bad_voc_files(tmp_path):

@@ -35,6 +35,11 @@ class VocObject:
     def centre(self) -> tuple[float, float]:
         return ((self.xmin + self.xmax) / 2.0, (self.ymin + self.ymax) / 2.0)
 
+    def edges(self) -> tuple[int, int, int, int]:
+        """The box in 0-based pixel-edge coordinates (``xmax`` exclusive): VOC's
+        1-based inclusive pixels, as :func:`box_to_voc` wrote them."""
+        return self.xmin - 1, self.ymin - 1, self.xmax, self.ymax
+
     @property
     def is_degenerate(self) -> bool:
         return self.xmax <= self.xmin or self.ymax <= self.ymin
