@@ -10,8 +10,10 @@ again. An unverified file that already exists keeps every box in it (the
 human's work) and only gains new candidates that do not overlap a box of the
 same class, nor sit on a box of another class (a box the annotator renamed, say
 from eosinophil to neutrophil, is not proposed again). A file that gains nothing
-is not rewritten. With ``--yolo``, a ``<stem>.txt`` that no longer matches its
-XML (edited in LabelImg's YOLO mode) is never overwritten.
+is not rewritten. Boxes the annotator deleted are not proposed again: each run
+records what it proposed in ``.eosdetect-prelabel/<stem>.json`` beside the XML.
+With ``--yolo``, a ``<stem>.txt`` that no longer matches its XML (edited in
+LabelImg's YOLO mode) is never overwritten.
 """
 
 from __future__ import annotations
@@ -128,9 +130,12 @@ def _class_name(model, settings: PrelabelSettings) -> str:
 
 
 def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *, filename: str,
-                        existing: VocAnnotation | None = None, folder: str = "", path: str = "", result=None):
+                        existing: VocAnnotation | None = None, folder: str = "", path: str = "", result=None,
+                        proposed_before: list[VocObject] = ()):
     """The VOC annotation for one image: the boxes of ``existing`` (kept as
-    they are) plus the new candidates that duplicate none of them.
+    they are) plus the new candidates that duplicate none of them, nor any box
+    in ``proposed_before`` (boxes proposed by an earlier run: those no longer in
+    ``existing`` were deleted by the annotator and stay deleted).
 
     Returns ``(annotation, candidates, new_objects)``.
     """
@@ -142,7 +147,7 @@ def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *,
     for i in np.argsort(-cands.score):  # most certain first, so a duplicate keeps the better box
         x0, y0, x1, y1 = box_to_voc(cands.xmin[i], cands.ymin[i], cands.xmax[i], cands.ymax[i], w, h)
         obj = VocObject(class_name, x0, y0, x1, y1, difficult=bool(uncertain[i]))
-        if obj.is_degenerate or is_duplicate(obj, kept + new):
+        if obj.is_degenerate or is_duplicate(obj, kept + new) or is_duplicate(obj, list(proposed_before)):
             continue
         new.append(obj)
     new = sorted(new, key=lambda o: (o.ymin, o.xmin))
@@ -174,9 +179,11 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
+    memory = _memory_path(xml_path)
+    proposed = _read_memory(memory) if existing is not None else []
     ann, cands, new = prelabel_annotation(
         model, image, settings, filename=image_path.name, existing=existing,
-        folder=image_path.parent.name, path=str(image_path.resolve()),
+        folder=image_path.parent.name, path=str(image_path.resolve()), proposed_before=proposed,
     )
     rec.detections = cands
     rec.new_boxes = len(new)
@@ -190,9 +197,37 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
         return rec
     rec.status = "merged" if existing is not None else "written"
     write_voc(xml_path, ann)
+    _write_memory(memory, proposed + new)
     if settings.yolo:
         write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
     return rec
+
+
+#: Beside the label files: what earlier runs proposed, per image, so that boxes the annotator deleted stay deleted.
+MEMORY_DIR = ".eosdetect-prelabel"
+
+
+def _memory_path(xml_path: Path) -> Path:
+    return xml_path.parent / MEMORY_DIR / f"{xml_path.stem}.json"
+
+
+def _read_memory(path: Path) -> list[VocObject]:
+    """Boxes proposed by earlier runs (none when the record is missing or unreadable)."""
+    import json
+
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["proposed"]
+        return [VocObject(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []
+
+
+def _write_memory(path: Path, proposed: list[VocObject]) -> None:
+    import json
+
+    rows = [[o.name, o.xmin, o.ymin, o.xmax, o.ymax] for o in proposed]
+    note = "boxes eosdetect prelabel proposed for this image; one the annotator deleted is not proposed again"
+    atomic_write_text(path, json.dumps({"note": note, "proposed": rows}) + "\n")
 
 
 def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_name: str) -> None:

@@ -87,9 +87,24 @@ def test_a_box_the_annotator_renamed_is_not_proposed_again(tmp_path):
     rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
     assert rec.status == "unchanged" and [o.name for o in read_voc(xml).objects] == ["neutrophil", "eosinophil"]
     # a box of another class only partly over the cell (a neighbouring red cell) does not block it
-    write_voc(xml, VocAnnotation("a.png", 100, 80, objects=[VocObject("RBC", 17, 17, 45, 45)]))
-    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    img = _image(tmp_path / "b.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    write_voc(tmp_path / "b.xml", VocAnnotation("b.png", 100, 80, objects=[VocObject("RBC", 17, 17, 45, 45)]))
+    rec = prelabel_image(GreyIsProbability(), img, tmp_path / "b.xml", PrelabelSettings())
     assert rec.new_boxes == 2
+
+
+def test_a_box_the_annotator_deleted_stays_deleted(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    xml = tmp_path / "a.xml"
+    prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    ann = read_voc(xml)
+    deleted = ann.objects.pop(0)  # a false positive, deleted and saved without verifying
+    write_voc(xml, ann)
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.status == "unchanged" and deleted not in read_voc(xml).objects and len(read_voc(xml).objects) == 1
+    # a fresh start (the XML removed) proposes everything again
+    xml.unlink()
+    assert prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings()).new_boxes == 2
 
 
 def test_images_of_the_same_name_do_not_share_a_label_file(tmp_path):
