@@ -595,8 +595,9 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
                       resume=resume, verbose=verbose, extra_callbacks=extra_callbacks)
     t_unet = time.time() - t0 - t_data
 
-    save_model(out_dir, config, base_thr, unet)
-    model = load_model(out_dir)
+    # thresholds are fitted on the weights as saved and read back, but in the work folder: the
+    # model folder is written once, complete (an interruption here leaves no unfitted model there)
+    model = load_model(save_model(work / "unfitted", config, base_thr, unet))
     thr, ev = fit_thresholds(model, val_eval, grid, base=base_thr)
     t_fit = time.time() - t0 - t_data - t_unet
     config.training = {"command": command, "seed": tcfg.train_seed}

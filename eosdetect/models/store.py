@@ -225,6 +225,8 @@ def save_model(
         clean_helper = build_helper(config)
         clean_helper.set_weights(helper.get_weights())
         _save_weights(clean_helper, path / HELPER_WEIGHTS)
+    elif (path / HELPER_WEIGHTS).is_file():  # left by a two-stage model this one replaces
+        (path / HELPER_WEIGHTS).unlink()
     write_json(path / "config.json", config.to_dict())
     write_json(path / "thresholds.json", thresholds.to_dict())
     if metrics is not None:
