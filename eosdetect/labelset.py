@@ -99,6 +99,7 @@ class LabelReport:
     skipped_boxes: int = 0
     difficult_boxes: int = 0
     skipped_unverified: int = 0
+    soft_masks: int = 0
     classes_found: Counter = field(default_factory=Counter)
 
     def warnings(self) -> list[str]:
@@ -115,6 +116,9 @@ class LabelReport:
             out.append(f"{self.skipped_boxes} empty or degenerate box(es) skipped")
         if self.skipped_unverified:
             out.append(f"{self.skipped_unverified} unverified label file(s) skipped (--verified-only)")
+        if self.soft_masks:
+            out.append(f"{self.soft_masks} mask(s) with soft (anti-aliased) edges read as binary, cut at half "
+                       "their top value")
         return out
 
     def to_dict(self) -> dict:
@@ -127,6 +131,7 @@ class LabelReport:
             "skipped_boxes": self.skipped_boxes,
             "difficult_boxes": self.difficult_boxes,
             "skipped_unverified": self.skipped_unverified,
+            "soft_masks_read_as_binary": self.soft_masks,
             "classes_found": dict(sorted(self.classes_found.items())),
         }
 
@@ -395,13 +400,16 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         inst = _compact(inst)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     if label_format == "mask":
-        from .annotations.masks import centroids, instances_from_binary, read_label_image
+        from .annotations.masks import centroids, instances_from_binary, is_soft_binary, read_label_image
 
         arr = read_label_image(lp)
         if arr.shape != (h, w):
             raise InputError(lp, f"mask is {arr.shape[1]}x{arr.shape[0]} but the image is {w}x{h}")
         values = np.unique(arr)
-        inst = instances_from_binary(arr) if len(values) <= 2 else _compact(arr)
+        if len(values) > 2 and is_soft_binary(arr):
+            report.soft_masks += 1
+            arr = (arr >= values[-1] / 2).astype(np.int32)
+        inst = instances_from_binary(arr) if len(values) <= 2 or arr.max() <= 1 else _compact(arr)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     # painted
     from .annotations.painted import points_from_painted

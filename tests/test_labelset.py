@@ -133,6 +133,29 @@ def test_masks_binary_and_instance(tmp_path):
         load_labelled(imgs, lab, "mask")
 
 
+def test_soft_edged_masks_are_binary_and_colour_pictures_are_refused(tmp_path):
+    from scipy import ndimage as ndi
+
+    imgs = _images(tmp_path / "img")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    binary = np.zeros((40, 60), np.uint8)
+    binary[5:15, 5:15] = 255
+    binary[20:30, 35:45] = 255
+    soft = ndi.uniform_filter(binary.astype(float), 3).round().astype(np.uint8)  # blurred edges: many grey levels
+    assert len(np.unique(soft)) > 5
+    Image.fromarray(soft).save(lab / "a.png")
+    Image.fromarray(binary).save(lab / "b.png")
+    items, rep = load_labelled(imgs, lab, "mask")
+    assert [it.n_objects for it in items] == [2, 2] and rep.soft_masks == 1
+    np.testing.assert_allclose(items[0].points, items[1].points)
+    assert any("soft (anti-aliased) edges" in w for w in rep.warnings())
+    # a colour photo given as a mask (the wrong --label-format or folder)
+    Image.fromarray(np.dstack([binary, binary // 2, binary // 3])).save(lab / "a.png")
+    with pytest.raises(InputError, match=r"a\.png: is a colour picture, not a mask"):
+        load_labelled(imgs, lab, "mask")
+
+
 def test_monuseg_polygons_and_painted_dots(tmp_path):
     imgs = _images(tmp_path / "img", names=("a",))
     lab = tmp_path / "lab"

@@ -41,10 +41,37 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
             raise InputError(path, "cannot read mask (not an image file or damaged)")
     arr = np.asarray(arr)
     if arr.ndim == 3:
+        colour = arr[..., :3]
+        if colour.shape[-1] == 3 and not (np.array_equal(colour[..., 0], colour[..., 1])
+                                          and np.array_equal(colour[..., 0], colour[..., 2])):
+            raise InputError(path, "is a colour picture, not a mask (a mask has one value per pixel: "
+                                   "0 for background, > 0 for cells)")
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise InputError(path, f"mask must be 2-D, got shape {arr.shape}")
     return arr.astype(np.int32)
+
+
+def is_soft_binary(arr: np.ndarray, band_px: int = 3) -> bool:
+    """A binary mask with anti-aliased (blurred) edges rather than an instance label
+    image: its top value is 255 or more and nearly all its other non-zero pixels
+    (90%) lie within ``band_px`` of a top-valued pixel, as an edge does (instance
+    labels give each cell its own value, whole cells away from the top one).
+
+    >>> bool(is_soft_binary(np.array([[0, 128, 255, 255, 128, 0]])))
+    True
+    >>> bool(is_soft_binary(np.array([[0, 1, 1, 1, 0, 0, 0, 255, 255]])))
+    False
+    """
+    arr = np.asarray(arr)
+    top = int(arr.max())
+    core = arr == top
+    between = (arr > 0) & ~core
+    if top < 255 or not between.any():
+        return False
+    near = ndi.binary_dilation(core, structure=np.ones((3, 3), dtype=bool) if arr.ndim == 2 else None,
+                               iterations=band_px)
+    return bool(np.count_nonzero(between & near) >= 0.9 * np.count_nonzero(between))
 
 
 def instances_from_binary(mask: np.ndarray) -> np.ndarray:
