@@ -65,6 +65,13 @@ def test_model_folder_errors(tmp_path, tiny_model_dir):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_model(broken)
+    import shutil
+
+    no_thr = tmp_path / "no-thresholds"
+    shutil.copytree(tiny_model_dir, no_thr)
+    (no_thr / "thresholds.json").unlink()
+    with pytest.raises(ModelError, match=r"thresholds\.json: missing; a model folder needs the thresholds"):
+        load_model(no_thr)
 
 
 def test_tiny_model_loads_and_predicts(tiny_model_dir):

@@ -187,9 +187,9 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     try:
         config = ModelConfig.from_dict(read_json(path / "config.json"), source=str(path / "config.json"))
         thr_path = path / "thresholds.json"
-        thresholds = (
-            Thresholds.from_dict(read_json(thr_path), source=str(thr_path)) if thr_path.is_file() else Thresholds()
-        )
+        if not thr_path.is_file():  # built-in defaults would count differently, and silently
+            raise ModelError(f"{thr_path}: missing; a model folder needs the thresholds fitted with its weights")
+        thresholds = Thresholds.from_dict(read_json(thr_path), source=str(thr_path))
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     except (InputError, ConfigError) as exc:
         raise ModelError(str(exc)) from None
