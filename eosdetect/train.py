@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -84,10 +85,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Build from a config section, checking every key's type and range (one-line ConfigError)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of training keys, got {data!r}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown training keys {unknown}")
+        for key, value in data.items():
+            want_int = isinstance(getattr(cls, key), int)
+            ok_type = isinstance(value, int) if want_int else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok_type or (not want_int and not math.isfinite(value)):
+                raise ConfigError(f"{source}: {key} must be {'a whole number' if want_int else 'a number'}, "
+                                  f"got {value!r}")
+            low, high = _TRAIN_RANGES.get(key, (0, None))
+            if value < low or (high is not None and value > high) or (low == 0 and key in _POSITIVE and value == 0):
+                rng = f"between {low} and {high}" if high is not None else ("> 0" if key in _POSITIVE else f">= {low}")
+                raise ConfigError(f"{source}: {key} must be {rng}, got {value!r}")
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -98,6 +114,33 @@ class TrainConfig:
             flips=True, scale_jitter=self.train_scale_jitter, hed_strength=self.train_hed_strength,
             hed_shift=self.train_hed_shift, brightness=self.train_brightness, contrast=self.train_contrast,
         )
+
+
+#: Allowed ranges of training keys (others: >= 0); keys in _POSITIVE must also be non-zero.
+_TRAIN_RANGES = {
+    "train_epochs": (1, None), "train_steps_per_epoch": (1, None), "train_batch_size": (1, None),
+    "train_patch_size": (8, None), "helper_epochs": (1, None), "helper_batch_size": (1, None),
+    "helper_min_steps_per_epoch": (1, None), "train_fg_fraction": (0, 1), "helper_augment_copies": (0, None),
+}
+_POSITIVE = {"train_learning_rate", "helper_learning_rate"}
+
+
+def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[float]]:
+    """A checked ``threshold_grid`` section: known threshold names, each with a non-empty list of numbers."""
+    from .models.config import Thresholds
+
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{source}: expected a mapping of threshold names to lists of values, got {data!r}")
+    known = {f.name for f in fields(Thresholds)}
+    out = {}
+    for key, values in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown threshold {key!r}; known: {', '.join(sorted(known))}")
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ConfigError(f"{source}: {key} must be a non-empty list of numbers, e.g. [0.4, 0.5], got {values!r}")
+        out[key] = [float(v) for v in values]
+    return out
 
 
 def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
@@ -116,6 +159,15 @@ def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     unknown = sorted(set(data) - {"model", "thresholds", "threshold_grid", "train", "data"})
     if unknown:
         raise ConfigError(f"{path}: unknown sections {unknown}")
+    for section in ("model", "thresholds", "train", "data"):
+        if section in data and data[section] is None:
+            data[section] = {}  # "train:" with nothing under it
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: the {section} section must be a mapping (key: value lines), "
+                              f"got {data[section]!r}")
+    TrainConfig.from_dict(data.get("train", {}), source=f"{path}: train")  # checked now, not after the data is read
+    if data.get("threshold_grid") is not None:
+        data["threshold_grid"] = threshold_grid(data["threshold_grid"], source=f"{path}: threshold_grid")
     return data
 
 
@@ -534,7 +586,7 @@ def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, inp
             "min_area_um2": _round_sig(0.1 * area), "max_area_um2": _round_sig(6 * area)}
     base.update(file_cfg.get("thresholds", {}))
     thresholds = Thresholds.from_dict(base, source="thresholds")
-    grid = file_cfg.get("threshold_grid") or {
+    grid = threshold_grid(file_cfg["threshold_grid"]) if file_cfg.get("threshold_grid") else {
         "prob_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
         "min_distance_um": [_round_sig(f * diameter) for f in (0.25, 0.4, 0.6)],
     }

@@ -92,3 +92,26 @@ def test_two_epoch_training_smoke(tmp_path):
     assert (tmp_path / "unet_best.weights.h5").is_file() and (tmp_path / "unet_last.weights.h5").is_file()
     out = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
     assert out.shape == (1, 32, 32, 1)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  train_epochs: ten\n", "train_epochs must be a whole number, got 'ten'"),
+    ("train:\n  train_steps_per_epoch: 0\n", "train_steps_per_epoch must be >= 1, got 0"),
+    ("train:\n  train_batch_size: 0\n", "train_batch_size must be >= 1, got 0"),
+    ("train:\n  train_learning_rate: 0\n", "train_learning_rate must be > 0, got 0"),
+    ("train:\n  train_fg_fraction: 1.5\n", "train_fg_fraction must be between 0 and 1, got 1.5"),
+    ("train: [1, 2]\n", "the train section must be a mapping"),
+    ("threshold_grid:\n  prob_threshold: 0.5\n", "prob_threshold must be a non-empty list of numbers"),
+    ("threshold_grid:\n  prob: [0.5]\n", "unknown threshold 'prob'"),
+])
+def test_config_file_mistakes_are_one_line_errors_before_any_training(tmp_path, text, message):
+    from eosdetect.errors import ConfigError
+    from eosdetect.train import load_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config_file(path)
+    assert message in str(exc.value) and str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    (tmp_path / "empty.yaml").write_text("train:\nthreshold_grid:\n")  # empty sections are fine
+    assert load_config_file(tmp_path / "empty.yaml")["train"] == {}
