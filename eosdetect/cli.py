@@ -474,7 +474,13 @@ def cmd_evaluate(args) -> int:
                                count_threshold=args.count_threshold, settings=settings,
                                progress=lambda: bar.update(1))
     s = metrics["summary"]
-    mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
+    n_true = sum(1 for r in ev["per_image"] if r["true"] > 0)
+    if s.get("count_mape") is None:
+        mape = "relative error n/a: no image has labelled cells"
+    elif n_true < s["n_images"]:
+        mape = f"{s['count_mape'] * 100:.1f}% relative, over the {n_true} image(s) with labelled cells"
+    else:
+        mape = f"{s['count_mape'] * 100:.1f}%"
     print(f"{model.name} on {s['n_images']} image(s): precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
           f"F1 {s['f1']:.3f} ({s['tp']} correct, {s['fp']} false, {s['fn']} missed); count error per image "
           f"{s['count_mae']:.2f} ({mape}). Report in {Path(args.out_dir)}/")
