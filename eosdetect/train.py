@@ -522,6 +522,25 @@ def machine_description() -> str:
     return f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
 
 
+def _check_same_run(path: Path, run: dict) -> None:
+    """Record what a training run is made of, or, when resuming, refuse to go on with other
+    images, labels (object counts per image) or settings than the interrupted run had."""
+    import json
+
+    from .io import read_json, write_json
+
+    run = json.loads(json.dumps(run))  # as it reads back from JSON
+    if path.is_file():
+        before = read_json(path)
+        changed = [k for k in run if before.get(k) != run[k]]
+        if changed:
+            what = ", ".join(k.replace("_", " ") for k in changed)
+            raise ConfigError(f"{path.parent}: the interrupted training had other {what}; resume it with the same "
+                              "images, labels and options, or start afresh with --overwrite")
+    else:
+        write_json(path, run)
+
+
 def _keep_log_and_clean(work: Path, log_csv: Path, out_dir: Path) -> None:
     """Keep the epoch log in the model folder as training_log.csv; drop checkpoints."""
     import shutil
@@ -640,6 +659,12 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     work = out_dir / ".train"
     if work.exists() and not resume:
         shutil.rmtree(work)
+    _check_same_run(work / "run.json", {
+        "train_images": {it.name: it.n_objects for it in train_items},
+        "validation_images": {it.name: it.n_objects for it in val_items},
+        "model": {k: v for k, v in config.to_dict().items() if k != "training"},
+        "train": tcfg.to_dict(), "thresholds": base_thr.to_dict(), "gap_weight": gap_weight,
+    })
     log.info("training %s on %d images, validating on %d; network at %g um/px, cells ~%.0f px",
              config.name, len(train_s), len(val_s), config.pixel_size_um, config.cell_diameter_px)
     t_data = time.time() - t0

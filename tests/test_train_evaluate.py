@@ -135,6 +135,13 @@ def test_training_resumes_after_an_interruption(tmp_path):
         train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0,
                           extra_callbacks=[Interrupt()])
     assert (out / ".train").is_dir() and not (out / "metrics.json").exists()
+    # resuming with other images or options is refused, and leaves the checkpoints for the right command
+    from eosdetect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\.train: the interrupted training had other train images;.*--overwrite"):
+        train_from_labels(items[:3], out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
+    with pytest.raises(ConfigError, match="had other model"):
+        train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=14, verbose=0, resume=True)
     train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
     log = list(csv.DictReader(open(out / "training_log.csv")))
     assert [int(r["epoch"]) for r in log] == [0, 1, 2]  # epoch 1 was redone, none repeated twice
