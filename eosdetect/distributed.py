@@ -35,11 +35,9 @@ _models_lock = threading.Lock()
 
 
 def model_payload(model) -> tuple[str, dict[str, bytes]]:
-    """The files of a model folder (config, weights, thresholds), and their hash."""
-    from .models.store import folder_digest
-
+    """The files of a model folder, and the hash of those that decide its counts (:meth:`Model.digest`)."""
     files = {p.name: p.read_bytes() for p in sorted(Path(model.path).iterdir()) if p.is_file()}
-    return folder_digest(model.path), files
+    return model.digest(), files
 
 
 def _worker_model(key: str, files: dict[str, bytes]):

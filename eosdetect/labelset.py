@@ -406,10 +406,11 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         if arr.shape != (h, w):
             raise InputError(lp, f"mask is {arr.shape[1]}x{arr.shape[0]} but the image is {w}x{h}")
         values = np.unique(arr)
-        if len(values) > 2 and is_soft_binary(arr):
+        binary = len(values) <= 2
+        if not binary and is_soft_binary(arr):
             report.soft_masks += 1
-            arr = (arr >= values[-1] / 2).astype(np.int32)
-        inst = instances_from_binary(arr) if len(values) <= 2 or arr.max() <= 1 else _compact(arr)
+            arr, binary = arr >= values[-1] / 2, True
+        inst = instances_from_binary(arr) if binary else _compact(arr)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     # painted
     from .annotations.painted import points_from_painted

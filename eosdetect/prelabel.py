@@ -147,7 +147,7 @@ def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *,
     for i in np.argsort(-cands.score):  # most certain first, so a duplicate keeps the better box
         x0, y0, x1, y1 = box_to_voc(cands.xmin[i], cands.ymin[i], cands.xmax[i], cands.ymax[i], w, h)
         obj = VocObject(class_name, x0, y0, x1, y1, difficult=bool(uncertain[i]))
-        if obj.is_degenerate or is_duplicate(obj, kept + new) or is_duplicate(obj, list(proposed_before)):
+        if obj.is_degenerate or is_duplicate(obj, [*kept, *new, *proposed_before]):
             continue
         new.append(obj)
     new = sorted(new, key=lambda o: (o.ymin, o.xmin))

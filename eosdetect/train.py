@@ -100,9 +100,11 @@ class TrainConfig:
             if isinstance(value, bool) or not ok_type or (not want_int and not math.isfinite(value)):
                 raise ConfigError(f"{source}: {key} must be {'a whole number' if want_int else 'a number'}, "
                                   f"got {value!r}")
+            if key in _POSITIVE and value <= 0:
+                raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
             low, high = _TRAIN_RANGES.get(key, (0, None))
-            if value < low or (high is not None and value > high) or (low == 0 and key in _POSITIVE and value == 0):
-                rng = f"between {low} and {high}" if high is not None else ("> 0" if key in _POSITIVE else f">= {low}")
+            if value < low or (high is not None and value > high):
+                rng = f"between {low} and {high}" if high is not None else f">= {low}"
                 raise ConfigError(f"{source}: {key} must be {rng}, got {value!r}")
         return cls(**data)
 
@@ -116,7 +118,7 @@ class TrainConfig:
         )
 
 
-#: Allowed ranges of training keys (others: >= 0); keys in _POSITIVE must also be non-zero.
+#: Allowed ranges of training keys (others: >= 0); keys in _POSITIVE must be > 0.
 _TRAIN_RANGES = {
     "train_epochs": (1, None), "train_steps_per_epoch": (1, None), "train_batch_size": (1, None),
     "train_patch_size": (8, None), "helper_epochs": (1, None), "helper_batch_size": (1, None),

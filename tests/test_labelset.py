@@ -112,13 +112,19 @@ def test_points_per_image_and_one_table(tmp_path):
         load_labelled(imgs, lab, "points")
 
 
+def _two_squares():
+    """A 60x40 binary mask (0/255) of two 10x10 squares."""
+    binary = np.zeros((40, 60), np.uint8)
+    binary[5:15, 5:15] = 255
+    binary[20:30, 35:45] = 255
+    return binary
+
+
 def test_masks_binary_and_instance(tmp_path):
     imgs = _images(tmp_path / "img")
     lab = tmp_path / "lab"
     lab.mkdir()
-    binary = np.zeros((40, 60), np.uint8)
-    binary[5:15, 5:15] = 255
-    binary[20:30, 35:45] = 255
+    binary = _two_squares()
     Image.fromarray(binary).save(lab / "a_mask.png")
     inst = np.zeros((40, 60), np.uint16)
     inst[5:15, 5:10] = 7
@@ -139,9 +145,7 @@ def test_soft_edged_masks_are_binary_and_colour_pictures_are_refused(tmp_path):
     imgs = _images(tmp_path / "img")
     lab = tmp_path / "lab"
     lab.mkdir()
-    binary = np.zeros((40, 60), np.uint8)
-    binary[5:15, 5:15] = 255
-    binary[20:30, 35:45] = 255
+    binary = _two_squares()
     soft = ndi.uniform_filter(binary.astype(float), 3).round().astype(np.uint8)  # blurred edges: many grey levels
     assert len(np.unique(soft)) > 5
     Image.fromarray(soft).save(lab / "a.png")
