@@ -355,7 +355,7 @@ def cmd_count(args) -> int:
 
     images = find_images(args.inputs)
     model = load_model(args.model)
-    model.config.scale_for(args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
+    _check_pixel_size(model, args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
     thresholds = _thresholds_from_args(model, args)
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
@@ -393,6 +393,15 @@ def _warn(lines) -> None:
         print(f"eosdetect: warning: {line}", file=sys.stderr)
 
 
+def _check_pixel_size(model, pixel_size) -> None:
+    """One error now for a pixel size the model cannot use, not one per image; a warning when the
+    model's sizes are in pixels, so that the pixel size can serve densities only."""
+    model.config.scale_for(pixel_size)
+    if pixel_size is not None and model.config.sizes_in_pixels:
+        _warn([f"model {model.name!r} was trained without a pixel size, so images are not rescaled to it: "
+               "they must be at its training images' magnification; --pixel-size serves densities only"])
+
+
 def cmd_prelabel(args) -> int:
     from tqdm import tqdm
 
@@ -406,7 +415,7 @@ def cmd_prelabel(args) -> int:
                                 classical=args.classical)
     model = None if args.classical else load_model(args.model)
     if model is not None:
-        model.config.scale_for(args.pixel_size)
+        _check_pixel_size(model, args.pixel_size)
     if args.helper and model is not None:
         from .models.store import with_helper_of
 
@@ -449,14 +458,14 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model)
     cfg = model.config
-    cfg.scale_for(args.pixel_size)
+    _check_pixel_size(model, args.pixel_size)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
         subset=_name_list(args.subset) if args.subset else None, default_class=cfg.class_name,
     )
     _warn(report.warnings())
-    pixel = args.pixel_size or cfg.input_pixel_size_um
+    pixel = cfg.input_pixel_size(args.pixel_size)
     radius_um = cfg.cell_diameter_um / 2 if args.radius is None else args.radius
     evals = [eval_item(it, radius_um / pixel) for it in items]
     thresholds = _thresholds_from_args(model, args)

@@ -202,7 +202,9 @@ class CountRun:
             "model_version": self.model.config.version,
             "model_path": str(self.model.path),
             "pixel_size_um": s.pixel_size_um,
-            "pixel_size_source": "--pixel-size" if s.pixel_size_um else
+            "pixel_size_source": ("--pixel-size (densities only: the model's sizes are in pixels of its training "
+                                  "images, so images are not rescaled)" if self.model.config.sizes_in_pixels else
+                                  "--pixel-size") if s.pixel_size_um else
             f"not given; images assumed to be {self.model.config.input_pixel_size_um} um/px (the model's training data)",
             "hpf_area_mm2": s.hpf_area_mm2,
             "threshold_per_hpf": self.flag_threshold,

@@ -291,7 +291,7 @@ def block_geometry(model, pixel_size_um: float, block_px: int) -> tuple[int, int
     step = max(1, round(inv)) if abs(inv - round(inv)) < 1e-6 else 1  # exact only for whole-number ratios
     unit = step * cfg.align
     core = max(unit, int(round(block_px / scale)) // unit * unit)
-    halo_px = cfg.tile_margin() / scale + 1.5 * cfg.cell_diameter_um / pixel_size_um
+    halo_px = cfg.tile_margin() / scale + 1.5 * cfg.cell_diameter_um / cfg.input_pixel_size(pixel_size_um)
     halo = int(math.ceil(halo_px / unit) * unit)
     return core, halo
 

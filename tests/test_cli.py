@@ -277,6 +277,23 @@ def test_pixel_size_gives_densities(images, tmp_path, tiny_model_dir, capsys):
     assert json.loads((out_dir / "summary.json").read_text())["clinical"]["flag"] is True
 
 
+def test_pixel_size_with_a_model_sized_in_pixels_serves_densities_only(images, tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    model = tmp_path / "px-model"
+    shutil.copytree(tiny_model_dir, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "pixel_size_measured": False}))
+    code, _, err = _count([images, "-m", model, "-o", tmp_path / "plain"], capsys)
+    assert code == 0, err
+    code, _, err = _count([images, "-m", model, "-o", tmp_path / "px", "--pixel-size", "0.2"], capsys)
+    assert code == 0 and "trained without a pixel size" in err and "densities only" in err
+    plain, px = _rows(tmp_path / "plain" / "counts.csv"), _rows(tmp_path / "px" / "counts.csv")
+    assert [r["count"] for r in px] == [r["count"] for r in plain]  # 0.2 um/px would be 5x smaller if rescaled
+    assert float(px[0]["area_mm2"]) == pytest.approx(80 * 64 * 0.0002**2, rel=0.05)  # rounded in the CSV
+    assert "densities only" in json.loads((tmp_path / "px" / "summary.json").read_text())["settings"]["pixel_size_source"]
+
+
 def test_absurd_pixel_size_is_one_error_before_any_image(images, tmp_path, tiny_model_dir, capsys):
     out_dir = tmp_path / "res"
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--pixel-size", "5000"], capsys)

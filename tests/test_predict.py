@@ -47,6 +47,21 @@ def test_pixel_size_rescales_and_reports_input_pixels(pixel_size, zoom):
     assert res.detections.area.mean() == pytest.approx(np.pi * 6.5**2 * zoom**2, rel=0.15)
 
 
+def test_a_model_sized_in_pixels_is_not_rescaled_by_a_pixel_size():
+    """Trained without a pixel size, a model's "um" are pixels of its training images: a real pixel size
+    cannot be converted to them, so the image keeps its scale (the value serves densities only)."""
+    model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0, pixel_size_measured=False)
+    assert model.config.sizes_in_pixels
+    img = disc_image(centres=CENTRES, radius=6)
+    plain, given = detect(model, img), detect(model, img, pixel_size_um=0.25)
+    assert given.scale == 1.0 and given.count == plain.count == 3
+    np.testing.assert_array_equal(given.detections.xy, plain.detections.xy)
+    assert given.pixel_size_um == 0.25  # kept for densities
+    # a bundled recipe's estimated pixel size is a real one
+    assert not ModelConfig(pixel_size_measured=False, input_pixel_size_um=1.0, training={"recipe": "x"}).sizes_in_pixels
+    assert not ModelConfig(pixel_size_measured=False, input_pixel_size_um=0.06).sizes_in_pixels
+
+
 def test_rows_and_columns_are_scaled_back_apart():
     """1003 rows at scale 0.25 become 251 (not 250.75): rows map back by 1003/251, columns by 640/160."""
     model = DarkIsCell(pixel_size_um=0.24, input_pixel_size_um=0.06)

@@ -145,9 +145,24 @@ class ModelConfig:
         half = (self.receptive_field() + 1) // 2
         return int(math.ceil(half / self.align) * self.align)
 
+    @property
+    def sizes_in_pixels(self) -> bool:
+        """True for a model trained without a pixel size (``eosdetect train``
+        without ``--pixel-size``): its "micrometres" are pixels of its training
+        images, so another pixel size cannot be converted to its scale."""
+        return (not self.pixel_size_measured and self.input_pixel_size_um == 1.0
+                and not self.training.get("recipe"))
+
+    def input_pixel_size(self, given: float | None) -> float:
+        """The pixel size, in this model's size unit, of an input said to be
+        ``given`` um/px: ``given``, or the training images' pixel size when
+        none is given or the model's sizes are in pixels (a real pixel size
+        then serves densities only)."""
+        return self.input_pixel_size_um if given is None or self.sizes_in_pixels else given
+
     def scale_for(self, input_pixel_size_um: float | None) -> float:
         """Resize factor from input pixels to model pixels."""
-        p = self.input_pixel_size_um if input_pixel_size_um is None else input_pixel_size_um
+        p = self.input_pixel_size(input_pixel_size_um)
         if not p > 0:
             raise ConfigError(f"pixel size must be > 0, got {p}")
         scale = p / self.pixel_size_um
