@@ -601,19 +601,17 @@ def _single_class(report) -> str | None:
 
 def _train_dry_run(args, items, report, file_cfg) -> int:
     from .io import atomic_write_bytes, encode_png
-    from .labelset import split_names, target_preview, training_sample
-    from .train import TrainConfig, plan_config
+    from .labelset import target_preview, training_sample
+    from .train import TrainConfig, plan_config, split_items
 
     out = Path(args.out)
     config, thr, grid = plan_config(file_cfg, items, name=args.name or out.name,
                                     class_name=args.class_name or _single_class(report),
                                     input_pixel_size_um=args.pixel_size, cell_diameter_um=args.cell_diameter)
     tcfg = TrainConfig.from_dict(file_cfg.get("train", {}))
-    if args.val_images:
-        val = _name_list(args.val_images)
-        train = [it.name for it in items if it.name not in set(val)]
-    else:
-        train, val = split_names([it.name for it in items], args.val_fraction, tcfg.train_seed)
+    # the split real training makes (same name matching, same errors for unknown names)
+    train, val = split_items(items, args.val_fraction, tcfg.train_seed,
+                             _name_list(args.val_images) if args.val_images else None)
     folder = out / "dry-run"
     shown = items[:8]
     for it in shown:

@@ -590,7 +590,9 @@ def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, inp
     if cell_diameter_um is not None:
         model["cell_diameter_um"] = cell_diameter_um
     elif "cell_diameter_um" not in model:
-        d = np.concatenate([it.object_diameters() for it in items]) if items else np.zeros(0)
+        if not sum(it.n_objects for it in items):
+            raise ConfigError("the training images hold no labelled objects")
+        d = np.concatenate([it.object_diameters() for it in items])
         if not len(d):
             raise ConfigError("point labels do not tell the cell size: give --cell-diameter "
                               "(micrometres, or pixels without --pixel-size)")

@@ -222,3 +222,27 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert main(base + extra) == 1, extra
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0, (extra, err)
+
+
+def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=4)
+    args = ["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points",
+            "--cell-diameter", "12", "-o", str(tmp_path / "m"), "--dry-run", "--val-images", str(tmp_path / "val.txt")]
+    (tmp_path / "val.txt").write_text("img0.png\nimg2\n")  # file names and stems both name images
+    assert main(args) == 0
+    assert "2 for training, 2 for validation" in capsys.readouterr().out
+    (tmp_path / "val.txt").write_text("img0.png\nimg9.png\n")
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'img9' is not among the labelled images" in err
+
+
+def test_train_without_any_labelled_object_says_so_first(tmp_path, capsys):
+    """Boxes tell the cell size, so with no box at all the missing objects are the problem, not --cell-diameter."""
+    imgs, _ = _dataset(tmp_path / "d", n=2)
+    empty = tmp_path / "voc"
+    empty.mkdir()
+    code = main(["train", "--images", str(imgs), "--labels", str(empty), "--label-format", "voc",
+                 "--allow-unlabelled-as-empty", "-o", str(tmp_path / "m"), "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "hold no labelled objects" in err[-1] and "--cell-diameter" not in err[-1], err
