@@ -129,6 +129,12 @@ def _class_name(model, settings: PrelabelSettings) -> str:
     return CLASSICAL_DEFAULTS[settings.classical][0] if settings.classical else model.config.class_name
 
 
+def image_depth(image: np.ndarray) -> int:
+    """``<depth>`` as LabelImg writes it: 1 for an image whose every pixel is grey
+    (Qt's ``QImage.isGrayscale()``), else 3."""
+    return 1 if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]) else 3
+
+
 def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *, filename: str,
                         existing: VocAnnotation | None = None, folder: str = "", path: str = "", result=None,
                         proposed_before: list[VocObject] = ()):
@@ -152,7 +158,7 @@ def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *,
         new.append(obj)
     new = sorted(new, key=lambda o: (o.ymin, o.xmin))
     ann = VocAnnotation(
-        filename=filename, width=w, height=h, depth=3,
+        filename=filename, width=w, height=h, depth=image_depth(image),
         folder=existing.folder if existing is not None else folder,
         path=existing.path if existing is not None else path,
         database=existing.database if existing is not None else settings.database,

@@ -47,6 +47,15 @@ def test_boxes_fit_cells_and_uncertain_ones_are_difficult(tmp_path):
     # radius 8 at column 20 covers pixels 12..28, written 13..29
     assert (small.xmin, small.ymin, small.xmax, small.ymax) == (13, 13, 29, 29)
     assert (big.xmin, big.ymin, big.xmax, big.ymax) == (59, 39, 83, 63)  # pixels 58..82, 38..62
+    assert ann.depth == 3
+
+
+def test_grey_images_get_depth_1_as_labelimg_writes(tmp_path):
+    rgb = np.asarray(Image.open(_image(tmp_path / "rgb.png", [(20, 20, 8, DARK)])))
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")  # a one-channel PNG
+    for stem in ("rgb", "grey"):  # an RGB file with only grey pixels is grey to LabelImg (QImage.isGrayscale)
+        prelabel_image(GreyIsProbability(), tmp_path / f"{stem}.png", tmp_path / f"{stem}.xml", PrelabelSettings())
+        assert read_voc(tmp_path / f"{stem}.xml").depth == 1, stem
 
 
 def test_verified_files_are_never_touched(tmp_path):
