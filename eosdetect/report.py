@@ -55,7 +55,9 @@ def pr_curve(model, items, cache, thresholds) -> tuple[str, list[dict]]:
 
 
 def _row(name, value, s) -> dict:
-    return {name: float(value), "precision": s["precision"], "recall": s["recall"], "f1": s["f1"],
+    # nothing detected: precision is undefined (blank in the CSV, not plotted), not a perfect 1.0
+    precision = s["precision"] if s["tp"] + s["fp"] else None
+    return {name: float(value), "precision": precision, "recall": s["recall"], "f1": s["f1"],
             "tp": s["tp"], "fp": s["fp"], "fn": s["fn"]}
 
 
@@ -66,8 +68,9 @@ def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = [x["recall"] for x in rows]
-    p = [x["precision"] for x in rows]
+    drawn = [x for x in rows if x["precision"] is not None]
+    r = [x["recall"] for x in drawn]
+    p = [x["precision"] for x in drawn]
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     ax.plot(r, p, "-o", color="#0072B2", ms=3, lw=1.5, label=f"sweeping {name.replace('_', ' ')}")
     best = max(rows, key=lambda x: x["f1"])

@@ -55,6 +55,8 @@ def test_evaluate_writes_full_report(tmp_path, tiny_model_dir, capsys):
     assert sum(int(r["tp"]) for r in rows) == s["tp"] and sum(int(r["fp"]) for r in rows) == s["fp"]
     pr = list(csv.DictReader(open(out / "pr_curve.csv")))
     assert len(pr) == 19 and pr[0]["prob_threshold"] == "0.05"
+    for row in pr:  # a threshold where nothing is detected has no precision (not a perfect 1.0)
+        assert (row["precision"] == "") == (int(row["tp"]) + int(row["fp"]) == 0), row
     for name in ("pr_curve.png", "img0_errors.png", "img2_errors.png"):
         im = Image.open(out / name)
         assert im.size[0] > 50
@@ -222,6 +224,15 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert main(base + extra) == 1, extra
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0, (extra, err)
+
+
+def test_pr_curve_leaves_out_thresholds_that_detect_nothing(tmp_path):
+    from eosdetect.report import _row, plot_pr_curve
+
+    rows = [_row("t", 0.1, {"precision": 0.5, "recall": 0.9, "f1": 0.64, "tp": 9, "fp": 9, "fn": 1}),
+            _row("t", 0.9, {"precision": 1.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 10})]
+    assert rows[1]["precision"] is None
+    assert plot_pr_curve(rows, "t", rows[0], tmp_path / "pr.png").stat().st_size > 0
 
 
 def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
