@@ -43,6 +43,8 @@ class PrelabelSettings:
     min_score: float | None = None  # default: half the counting threshold (two-stage) / 0 (one-stage)
     uncertain_below: float | None = None  # default: the counting threshold (two-stage) / prob + 0.2
     pixel_size_um: float | None = None
+    #: Overrides the model's fitted thresholds (the score band follows them).
+    thresholds: object = None
     yolo: bool = False
     database: str = "eosdetect pre-labels"
     #: Without a model: "smear" (white cells in Wright/Giemsa smears) or "he" (nuclei in H&E), every box difficult.
@@ -64,7 +66,7 @@ class PrelabelRecord:
 def score_band(model, settings: PrelabelSettings) -> tuple[float, float]:
     """``(min_score, uncertain_below)`` for this model: boxes need ``score >=
     min_score`` and are ``difficult`` when ``score < uncertain_below``."""
-    thr = model.thresholds
+    thr = settings.thresholds if settings.thresholds is not None else model.thresholds
     if model.config.helper_enabled:
         lo_default, hi_default = thr.helper_threshold / 2, thr.helper_threshold
     else:  # scores are the mean U-Net probability of each segment
@@ -81,7 +83,7 @@ def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings, result
     """Candidates kept for pre-labelling, and which of them are uncertain.
 
     ``result`` is :func:`eosdetect.predict.detect`'s answer for this image
-    with the model's own thresholds, when already at hand."""
+    with ``settings.thresholds`` (default the model's own), when already at hand."""
     if settings.classical:
         from .candidates import classical_nuclei, classical_white_cells
 
@@ -92,7 +94,8 @@ def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings, result
             _, cands = classical_nuclei(image, pixel_size_um=px)
         return cands, np.ones(len(cands), dtype=bool)  # nothing scored them: all to be checked
     lo, hi = score_band(model, settings)
-    res = result if result is not None else detect(model, image, pixel_size_um=settings.pixel_size_um)
+    res = result if result is not None else detect(model, image, pixel_size_um=settings.pixel_size_um,
+                                                   thresholds=settings.thresholds)
     cands = res.candidates if model.config.helper_enabled else res.detections
     keep = cands.subset(cands.score >= lo)
     return keep, keep.score < hi

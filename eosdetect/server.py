@@ -302,7 +302,7 @@ def count_upload(
         out["overlay_png"] = base64.b64encode(encode_png(a.overlay)).decode("ascii")
         a.result.timings["overlay"] = a.result.timings.get("overlay", 0.0) + time.perf_counter() - t
     if voc:
-        settings = PrelabelSettings(pixel_size_um=pixel_size_um)
+        settings = PrelabelSettings(pixel_size_um=pixel_size_um, thresholds=thresholds)  # the boxes follow the count
         ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name, result=a.result)
         out["voc_xml"] = voc_bytes(ann).decode("utf-8")
     timings = {"read": t_read, **a.result.timings, "total": time.perf_counter() - t0}

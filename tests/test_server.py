@@ -112,6 +112,16 @@ def test_threshold_override_changes_the_count(client):
     assert strict["thresholds"]["helper_threshold"] == 1.0
 
 
+@pytest.mark.parametrize("helper_threshold", [0.0, 1.0])
+def test_voc_of_a_count_follows_its_threshold_overrides(client, tmp_path, helper_threshold):
+    """The counted cells are the sure (not difficult) boxes of the XML, whatever thresholds the request gave."""
+    d = post_image(client, SAMPLE.read_bytes(), url="/api/v1/count?voc=true", helper_threshold=helper_threshold).json()
+    (tmp_path / "x.xml").write_text(d["voc_xml"], encoding="utf-8")
+    sure = sorted(((o.xmin + o.xmax) / 2, (o.ymin + o.ymax) / 2) for o in read_voc(tmp_path / "x.xml").objects
+                  if not o.difficult)
+    assert len(sure) == d["count"] == (d["candidates"] if helper_threshold == 0 else 0)
+
+
 def test_prelabel_returns_labelimg_xml(client, tmp_path):
     r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, url="/api/v1/prelabel")
     assert r.status_code == 200
