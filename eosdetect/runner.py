@@ -222,6 +222,7 @@ class CountRun:
         return {
             "detections": self.out_dir / f"{name}_detections.csv",
             "overlay": self.out_dir / f"{name}_overlay.png",
+            "heatmap": self.out_dir / f"{name}_heatmap.png",  # slides only
             "state": self.out_dir / STATE_DIR / f"{name}.json",
         }
 
@@ -237,6 +238,8 @@ class CountRun:
             return None
         if state.get("fingerprint") != fingerprint or state.get("image") != str(image):
             return None
+        if not all((self.out_dir / f).is_file() for f in state.get("files", [])):
+            return None  # an output was deleted since
         try:
             st = image.stat()
         except OSError:
@@ -317,7 +320,7 @@ class CountRun:
             side_um = math.sqrt(s.hpf_area_mm2) * 1000.0
             heat = density_heatmap(sc, bin_um=side_um / 4, class_name=self.model.config.class_name,
                                    peak_box=peak_box)
-            write_image(self.out_dir / f"{name}_heatmap.png", heat)
+            write_image(p["heatmap"], heat)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         return row
 
@@ -515,9 +518,11 @@ class CountRun:
         """Written last: the record that lets a re-run skip this image."""
         path = Path(rec.image)
         st = path.stat()
-        write_json(self._paths(rec.name)["state"], {
+        p = self._paths(rec.name)
+        files = [p[k].name for k in ("detections", "overlay", "heatmap") if p[k].is_file()]
+        write_json(p["state"], {
             "image": str(path), "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
-            "row": rec.row,
+            "row": rec.row, "files": files,
         })
 
     @staticmethod

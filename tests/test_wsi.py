@@ -159,6 +159,12 @@ def test_count_run_writes_slide_outputs(slide, tmp_path, model):
     assert heat.shape[0] > 200 and heat.shape[1] > 200
     n = sum(1 for _ in open(out / "mosaic_detections.csv")) - 1
     assert n == int(row["count"])
+    # a re-run skips the finished slide, unless one of its outputs was deleted since
+    again = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
+    assert again.run([slide])[0].status == "skipped"
+    (out / "mosaic_heatmap.png").unlink()
+    again = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
+    assert again.run([slide])[0].status == "ok" and (out / "mosaic_heatmap.png").is_file()
 
 
 def test_unreadable_slide_is_one_line_error(tmp_path, model):
