@@ -226,6 +226,28 @@ class CountRun:
             "state": self.out_dir / STATE_DIR / f"{name}.json",
         }
 
+    def _follow_renames(self, images: list[Path], names: list[str]) -> None:
+        """Files of an image counted before under another output name (its stem became shared when an
+        image of the same stem joined the run, or stopped being shared) take its new name, so that
+        nothing stale is left behind under the old one and the re-run can still skip the image."""
+        wanted = {str(p): n for p, n in zip(images, names)}
+        for state in sorted((self.out_dir / STATE_DIR).glob("*.json")):
+            try:
+                new = wanted.get(read_json(state).get("image"))
+            except (InputError, AttributeError):
+                continue
+            old = state.stem
+            if new is None or new == old:
+                continue
+            before, after = self._paths(old), self._paths(new)
+            if after["state"].exists():  # the new name has its own record: the old files are stale
+                for path in before.values():
+                    path.unlink(missing_ok=True)
+                continue
+            for key in ("detections", "overlay", "heatmap", "state"):  # the record last
+                if before[key].is_file():
+                    os.replace(before[key], after[key])
+
     def _done(self, image: Path, name: str, fingerprint: str) -> dict | None:
         p = self._paths(name)
         if not p["state"].is_file() or not p["detections"].is_file():
@@ -238,7 +260,7 @@ class CountRun:
             return None
         if state.get("fingerprint") != fingerprint or state.get("image") != str(image):
             return None
-        if not all((self.out_dir / f).is_file() for f in state.get("files", [])):
+        if not all(p[k].is_file() for k in state.get("outputs", []) if k in p):
             return None  # an output was deleted since
         try:
             st = image.stat()
@@ -344,6 +366,7 @@ class CountRun:
         (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
         fingerprint = self._fingerprint()
         names = output_names(images)
+        self._follow_renames(images, names)
         self.records = []
         started = time.time()
         jobs = []
@@ -519,10 +542,10 @@ class CountRun:
         path = Path(rec.image)
         st = path.stat()
         p = self._paths(rec.name)
-        files = [p[k].name for k in ("detections", "overlay", "heatmap") if p[k].is_file()]
+        outputs = [k for k in ("detections", "overlay", "heatmap") if p[k].is_file()]
         write_json(p["state"], {
             "image": str(path), "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
-            "row": rec.row, "files": files,
+            "row": rec.row, "outputs": outputs,
         })
 
     @staticmethod

@@ -64,6 +64,22 @@ def test_rerun_skips_done_images_and_overwrite_redoes(images, tmp_path, tiny_mod
     assert "already done" not in out
 
 
+def test_outputs_follow_an_image_whose_name_became_shared(images, tmp_path, tiny_model_dir, capsys):
+    """a.png counted alone writes a_*; when other/a.png joins, its files become imgs__a_* (reused, not
+    recounted), and no stale a_* is left to be mistaken for either image's."""
+    out_dir = tmp_path / "res"
+    assert _count([images / "a.png", "-m", tiny_model_dir, "-o", out_dir], capsys)[0] == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    write_image(other / "a.png", disc_image(centres=((30, 30),)))
+    code, out, err = _count([images / "a.png", other / "a.png", "-m", tiny_model_dir, "-o", out_dir], capsys)
+    assert code == 0 and "1 already done" in out, err
+    left = sorted(p.name for p in out_dir.iterdir() if p.name.startswith("a"))
+    assert left == [] and (out_dir / "imgs__a_overlay.png").is_file() and (out_dir / "other__a_overlay.png").is_file()
+    rows = _rows(out_dir / "counts.csv")
+    assert [r["image"] for r in rows] == [str(images / "a.png"), str(other / "a.png")]
+
+
 def test_a_model_with_other_weights_is_not_taken_as_done(images, tmp_path, tiny_model_dir, capsys):
     """Same name, version and thresholds, different weights (a retrain into a folder of the same
     name): the earlier results are not reused."""
