@@ -15,8 +15,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -231,22 +233,32 @@ class CountRun:
         image of the same stem joined the run, or stopped being shared) take its new name, so that
         nothing stale is left behind under the old one and the re-run can still skip the image."""
         wanted = {str(p): n for p, n in zip(images, names)}
-        for state in sorted((self.out_dir / STATE_DIR).glob("*.json")):
+        state_dir = self.out_dir / STATE_DIR
+        moves = []
+        for state in sorted(state_dir.glob("*.json")):
             try:
                 new = wanted.get(read_json(state).get("image"))
             except (InputError, AttributeError):
                 continue
-            old = state.stem
-            if new is None or new == old:
-                continue
-            before, after = self._paths(old), self._paths(new)
-            if after["state"].exists():  # the new name has its own record: the old files are stale
-                for path in before.values():
-                    path.unlink(missing_ok=True)
-                continue
+            if new is not None and new != state.stem:
+                moves.append((state.stem, new))
+        if not moves:
+            return
+        # two passes, through a side folder: a new name may be another moving image's old one
+        side = state_dir / "renaming"
+        side.mkdir(exist_ok=True)
+        for i, (old, _) in enumerate(moves):
+            for key, path in self._paths(old).items():
+                if path.is_file():
+                    os.replace(path, side / f"{i}.{key}")
+        for i, (_, new) in enumerate(moves):
+            after = self._paths(new)
             for key in ("detections", "overlay", "heatmap", "state"):  # the record last
-                if before[key].is_file():
-                    os.replace(before[key], after[key])
+                if (side / f"{i}.{key}").is_file():
+                    os.replace(side / f"{i}.{key}", after[key])
+                else:  # what another image left under this name is not this image's
+                    after[key].unlink(missing_ok=True)
+        shutil.rmtree(side, ignore_errors=True)
 
     def _done(self, image: Path, name: str, fingerprint: str) -> dict | None:
         p = self._paths(name)
@@ -258,6 +270,8 @@ class CountRun:
             state = read_json(p["state"])
         except InputError:
             return None
+        if self.settings.overlay and "overlay" not in state.get("outputs", ["overlay"]):
+            return None  # counted without an overlay: the one there is older than these results
         if state.get("fingerprint") != fingerprint or state.get("image") != str(image):
             return None
         if not all(p[k].is_file() for k in state.get("outputs", []) if k in p):
@@ -285,8 +299,7 @@ class CountRun:
                           overlay=s.overlay)
         p = self._paths(name)
         write_csv(p["detections"], DETECTION_COLUMNS, a.detections.rows())
-        if a.overlay is not None:
-            write_image(p["overlay"], a.overlay)
+        self._write_pictures(p, overlay=a.overlay)
         return {"image": str(image_path), **a.row, "seconds": round(time.perf_counter() - t0, 3)}
 
     def count_slide(self, path: Path, name: str) -> dict:
@@ -338,11 +351,12 @@ class CountRun:
             box = None if peak_box is None else tuple(int(round(v * f)) for v in peak_box)
             over = draw_overlay(sc.thumbnail, det.rescaled(f), title=f"{self.model.config.class_name}: {len(det)}",
                                 lines=caption, highlight_box=box)
-            write_image(p["overlay"], over)
             side_um = math.sqrt(s.hpf_area_mm2) * 1000.0
             heat = density_heatmap(sc, bin_um=side_um / 4, class_name=self.model.config.class_name,
                                    peak_box=peak_box)
-            write_image(p["heatmap"], heat)
+            self._write_pictures(p, overlay=over, heatmap=heat)
+        else:
+            self._write_pictures(p)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         return row
 
@@ -387,18 +401,7 @@ class CountRun:
 
         def finish(rec, fut) -> None:
             if fut is not None:
-                try:
-                    rec.row = fut.result()
-                    self._mark_done(rec, fingerprint)
-                except EosdetectError as exc:
-                    self._fail(rec, exc)
-                except MemoryError:
-                    rec.status, rec.error = "error", f"{rec.image}: out of memory"
-                    rec.row = {"image": rec.image, "status": "error", "error": "out of memory"}
-                except Exception as exc:  # noqa: BLE001 - one image's failure must not lose the others
-                    reason = _unexpected_reason(exc)
-                    rec.status, rec.error = "error", f"{rec.image}: {reason}"
-                    rec.row = {"image": rec.image, "status": "error", "error": reason}
+                self._settle(rec, fingerprint, fut.result)
             if not (self.records and self.records[-1] is rec):  # finished again after an interruption
                 self.records.append(rec)
             if time.time() - last_tables[0] >= TABLES_EVERY_S:
@@ -445,6 +448,13 @@ class CountRun:
             pool.shutdown(wait=True, cancel_futures=True)
         self._write_tables(started, partial=False)
         return self.records
+
+    def _write_remote(self, rec: ImageRecord, res: dict) -> dict:
+        """Write the files of an image a cluster worker counted; returns its counts.csv row."""
+        p = self._paths(rec.name)
+        write_csv(p["detections"], DETECTION_COLUMNS, res["detections"])
+        self._write_pictures(p, overlay=res["overlay_png"])
+        return {"image": rec.image, **res["row"], "seconds": round(res["seconds"], 3)}
 
     def _run_distributed(self, jobs: list[ImageRecord], fingerprint: str, started: float, progress):
         """:meth:`run` on a Dask cluster: workers count, this process writes (see
@@ -516,31 +526,53 @@ class CountRun:
                 if "error" in res:
                     self._fail(rec, InputError(path, res["error"]))
                 else:
-                    p = self._paths(rec.name)
-                    write_csv(p["detections"], DETECTION_COLUMNS, res["detections"])
-                    if res["overlay_png"] is not None:
-                        atomic_write_bytes(p["overlay"], res["overlay_png"])
-                    rec.row = {"image": str(path), **res["row"], "seconds": round(res["seconds"], 3)}
-                    self._mark_done(rec, fingerprint)
+                    self._settle(rec, fingerprint, partial(self._write_remote, rec, res))
                 record(i)
                 submit_next()
             for i in local:
                 rec = jobs[i]
-                try:
-                    rec.row = self.count_image(Path(rec.image), rec.name)
-                    self._mark_done(rec, fingerprint)
-                except EosdetectError as exc:
-                    self._fail(rec, exc)
+                self._settle(rec, fingerprint, partial(self.count_image, Path(rec.image), rec.name))
                 record(i)
         finally:
             client.close()
         self._write_tables(started, partial=False)
         return self.records
 
+    @staticmethod
+    def _write_pictures(p: dict[str, Path], *, overlay=None, heatmap=None) -> None:
+        """Write the pictures of one image's results; remove those of an earlier run that this one
+        does not draw (an overlay of other thresholds must not sit beside the new detections)."""
+        for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
+            if picture is None:
+                p[key].unlink(missing_ok=True)
+            elif isinstance(picture, bytes):
+                atomic_write_bytes(p[key], picture)
+            else:
+                write_image(p[key], picture)
+
+    def _settle(self, rec: ImageRecord, fingerprint: str, work: Callable[[], dict]) -> None:
+        """``work()`` writes one image's files and returns its counts.csv row; then the image is
+        marked done. Any failure is recorded on this image alone, and the run goes on."""
+        try:
+            rec.row = work()
+            self._mark_done(rec, fingerprint)
+        except EosdetectError as exc:
+            self._fail(rec, exc)
+        except MemoryError:
+            rec.status, rec.error = "error", f"{rec.image}: out of memory"
+            rec.row = {"image": rec.image, "status": "error", "error": "out of memory"}
+        except Exception as exc:  # noqa: BLE001 - one image's failure must not lose the others
+            reason = _unexpected_reason(exc)
+            rec.status, rec.error = "error", f"{rec.image}: {reason}"
+            rec.row = {"image": rec.image, "status": "error", "error": reason}
+
     def _mark_done(self, rec: ImageRecord, fingerprint: str) -> None:
         """Written last: the record that lets a re-run skip this image."""
         path = Path(rec.image)
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError:  # the image went away after it was counted: nothing to skip next time
+            return
         p = self._paths(rec.name)
         outputs = [k for k in ("detections", "overlay", "heatmap") if p[k].is_file()]
         write_json(p["state"], {

@@ -80,6 +80,41 @@ def test_outputs_follow_an_image_whose_name_became_shared(images, tmp_path, tiny
     assert [r["image"] for r in rows] == [str(images / "a.png"), str(other / "a.png")]
 
 
+def test_renames_that_chain_still_resume(tmp_path, tiny_model_dir, monkeypatch):
+    """z/p.png joining makes x/p.png 'x__p', the old name of y/x__p.png: both move, neither is recounted."""
+    from eosdetect.models.store import load_model
+    from eosdetect.runner import CountRun, CountSettings
+
+    monkeypatch.chdir(tmp_path)
+    paths = [Path(p) for p in ("x/p.png", "y/x__p.png", "z/p.png")]
+    for i, p in enumerate(paths):
+        p.parent.mkdir()
+        write_image(p, disc_image(centres=((30, 20 + 10 * i),)))
+    model, out = load_model(tiny_model_dir), Path("out")
+    first = CountRun(model, out, CountSettings()).run(paths[:2])
+    assert [r.name for r in first] == ["p", "x__p"]
+    second = CountRun(model, out, CountSettings()).run(paths)
+    assert [(r.name, r.status) for r in second] == [("x__p", "skipped"), ("y__x__p", "skipped"), ("z__p", "ok")]
+    for r_old, r_new in zip(first, second):  # each image's own files moved with it
+        assert r_new.row == r_old.row
+    assert sorted(f.name for f in out.glob("*_detections.csv")) == [
+        "x__p_detections.csv", "y__x__p_detections.csv", "z__p_detections.csv"]
+
+
+def test_an_overlay_older_than_the_detections_is_not_kept(images, tmp_path, tiny_model_dir, capsys):
+    """Counted again without an overlay (other thresholds), then with one: the overlay is redrawn,
+    and meanwhile no overlay of the old thresholds sits beside the new detections."""
+    out_dir = tmp_path / "res"
+    assert _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)[0] == 0
+    assert _count([images, "-m", tiny_model_dir, "-o", out_dir, "--prob-threshold", "0.9", "--no-overlay"],
+                  capsys)[0] == 0
+    assert not list(out_dir.glob("*_overlay.png"))
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--prob-threshold", "0.9"], capsys)
+    assert code == 0 and "already done" not in out and len(list(out_dir.glob("*_overlay.png"))) == 2
+    code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--prob-threshold", "0.9"], capsys)
+    assert "2 already done" in out
+
+
 def test_a_model_with_other_weights_is_not_taken_as_done(images, tmp_path, tiny_model_dir, capsys):
     """Same name, version and thresholds, different weights (a retrain into a folder of the same
     name): the earlier results are not reused."""

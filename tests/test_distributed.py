@@ -72,3 +72,31 @@ def test_unreachable_scheduler_is_one_line_error(tmp_path, capsys):
     code = main(["count", str(SAMPLES[0]), "-o", str(tmp_path / "r"), "--scheduler", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "Dask scheduler at tcp://127.0.0.1:9" in err[0]
+
+
+def test_one_image_failing_here_does_not_abort_a_cluster_run(cluster, tmp_path, tiny_model_dir, monkeypatch):
+    """Writing one image's results fails (disk full) or its file vanished after it was sent: that image is
+    recorded, the others finish, as in a local run."""
+    import errno
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in SAMPLES:
+        (images / p.name).write_bytes(p.read_bytes())
+    files = sorted(images.iterdir())
+    write_remote = CountRun._write_remote
+
+    def failing(self, rec, res):
+        if rec.image == str(files[0]):
+            raise OSError(errno.ENOSPC, "No space left on device", rec.image)
+        if rec.image == str(files[1]):
+            files[1].unlink()  # gone before it could be marked done
+        return write_remote(self, rec, res)
+
+    monkeypatch.setattr(CountRun, "_write_remote", failing)
+    out = tmp_path / "res"
+    recs = CountRun(load_model(tiny_model_dir), out, CountSettings(scheduler=cluster.scheduler_address)).run(files)
+    assert [r.status for r in recs] == ["error"] + ["ok"] * (len(files) - 1)
+    assert "No space left on device" in recs[0].error
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["images_failed"] == 1
