@@ -393,13 +393,13 @@ def _warn(lines) -> None:
         print(f"eosdetect: warning: {line}", file=sys.stderr)
 
 
-def _check_pixel_size(model, pixel_size) -> None:
+def _check_pixel_size(model, pixel_size, use: str = "--pixel-size serves densities only") -> None:
     """One error now for a pixel size the model cannot use, not one per image; a warning when the
-    model's sizes are in pixels, so that the pixel size can serve densities only."""
+    model's sizes are in pixels, so that the pixel size cannot rescale images (``use`` says what it does)."""
     model.config.scale_for(pixel_size)
     if pixel_size is not None and model.config.sizes_in_pixels:
         _warn([f"model {model.name!r} was trained without a pixel size, so images are not rescaled to it: "
-               "they must be at its training images' magnification; --pixel-size serves densities only"])
+               f"they must be at its training images' magnification; {use}"])
 
 
 def cmd_prelabel(args) -> int:
@@ -559,6 +559,7 @@ def cmd_train_helper(args) -> int:
         raise InputError(out, "model folder exists; use --overwrite to replace it")
     file_cfg = _file_config(args.config)
     base = load_model(args.model)
+    _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,

@@ -732,10 +732,11 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
     from .predict import detect
 
     size = config.helper_crop_size + extra
-    radius = config.cell_diameter_um / 2 / (input_pixel_size_um or config.input_pixel_size_um)
+    px = input_pixel_size_um or config.input_pixel_size_um  # the U-Net sees the images as the model will
+    radius = config.cell_diameter_um / 2 / config.input_pixel_size(px)
     crops, labels = [], []
     for it in items:
-        cands = detect(base, it.image, pixel_size_um=input_pixel_size_um).candidates.xy
+        cands = detect(base, it.image, pixel_size_um=px).candidates.xy
         neg = []
         for x, y in cands:
             near = len(it.points) and np.min(np.hypot(it.points[:, 0] - x, it.points[:, 1] - y)) <= radius
@@ -746,9 +747,9 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
         pts = np.concatenate([it.points.reshape(-1, 2), np.asarray(neg, dtype=float).reshape(-1, 2)])
         if not len(pts):
             continue
-        small = helper_view(it.image, config, input_pixel_size_um)
-        f = small.shape[1] / it.image.shape[1]
-        crops.append(extract_crops(small, (pts + 0.5) * f - 0.5, size))
+        small = helper_view(it.image, config, px)
+        crops.append(extract_crops(small, (pts + 0.5) / np.array(axis_factors(it.image.shape, small.shape)) - 0.5,
+                                   size))
         labels += [1] * len(it.points) + [0] * len(neg)
     if not crops:
         raise ConfigError("no labelled cells and no candidates to train the helper on")
@@ -788,8 +789,8 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
         description=f"{class_name or base.config.class_name} among the {base.config.unet_class_name} objects "
                     f"of {base.name} (helper trained with eosdetect train-helper)",
     )
-    if input_pixel_size_um is not None:
-        config = dataclasses.replace(config, input_pixel_size_um=input_pixel_size_um)
+    if input_pixel_size_um is not None and not base.config.sizes_in_pixels:  # else: densities only
+        config = dataclasses.replace(config, input_pixel_size_um=input_pixel_size_um, pixel_size_measured=True)
     train_items, val_items = split_items(items, val_fraction, tcfg.train_seed, val_names)
     t0 = time.time()
     hx, hy = helper_crops_from_labels(base, train_items, config)

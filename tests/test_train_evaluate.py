@@ -150,26 +150,27 @@ def test_training_resumes_after_an_interruption(tmp_path):
     assert (out / "metrics.json").is_file() and not (out / ".train").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["cnn", "colour"])
-def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
-    """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
+def _disc_finder(**cfg):
+    """A base model whose 'U-Net' finds every disc."""
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.store import Model
+    from eosdetect.models.unet import build_unet
+
+    cfg = ModelConfig(**{**dict(name="base", unet_depth=2, unet_base_filters=4, tile_size=64, pixel_size_um=1.0,
+                                input_pixel_size_um=1.0, cell_diameter_um=12, helper_pixel_size_um=1.0,
+                                helper_crop_size=16, helper_depth=2, helper_base_filters=4), **cfg})
+    base = Model.in_memory(cfg, Thresholds(min_distance_um=4, min_area_um2=20), build_unet(cfg, seed=0))
+    base._predict_fn = lambda b: (b.mean(axis=-1) < 0.75).astype(np.float32)
+    return base
+
+
+def _red_and_purple_discs(root):
+    """Six images of three discs; the red ones are labelled "eos" (VOC)."""
     from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
     from eosdetect.labelset import load_labelled
-    from eosdetect.models.config import ModelConfig, Thresholds
-    from eosdetect.models.store import Model, load_model, with_helper_of
-    from eosdetect.models.unet import build_unet
-    from eosdetect.prelabel import PrelabelSettings, prelabel_image
-    from eosdetect.train import train_helper_from_labels
-
-    cfg = ModelConfig(name="base", unet_depth=2, unet_base_filters=4, tile_size=64, pixel_size_um=1.0,
-                      input_pixel_size_um=1.0, cell_diameter_um=12, helper_pixel_size_um=1.0,
-                      helper_crop_size=16, helper_depth=2, helper_base_filters=4)
-    base = Model.in_memory(cfg, Thresholds(min_distance_um=4, min_area_um2=20), build_unet(cfg, seed=0))
-    base._predict_fn = lambda b: (b.mean(axis=-1) < 0.75).astype(np.float32)  # a U-Net that finds every disc
 
     rng = np.random.default_rng(0)
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs, labs = root / "images", root / "labels"
     imgs.mkdir()
     labs.mkdir()
     for i in range(6):
@@ -184,7 +185,36 @@ def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
                 objects.append(VocObject("eos", c - 6, r - 6, c + 7, r + 7))
         Image.fromarray(img).save(imgs / f"s{i}.png")
         write_voc(labs / f"s{i}.xml", VocAnnotation(f"s{i}.png", 96, 64, objects=objects))
-    items, _ = load_labelled(imgs, labs, "voc")
+    return load_labelled(imgs, labs, "voc")[0]
+
+
+def test_a_helper_on_a_base_sized_in_pixels_ignores_a_pixel_size(tmp_path):
+    """The base was trained without a pixel size: --pixel-size cannot rescale its images, so the
+    two-stage model keeps the base's scale and the helper sees the same crops."""
+    from eosdetect.models.store import load_model
+    from eosdetect.train import train_helper_from_labels
+
+    base = _disc_finder(pixel_size_um=2.0, pixel_size_measured=False, helper_pixel_size_um=2.0)
+    assert base.config.sizes_in_pixels
+    metrics = train_helper_from_labels(base, _red_and_purple_discs(tmp_path), tmp_path / "h",
+                                       file_cfg={"model": {"helper_kind": "colour"}}, class_name="eos",
+                                       input_pixel_size_um=0.25, verbose=0)
+    assert sum(metrics["data"]["crops"].values()) == 18  # every disc once, found at the base's own scale
+    trained = load_model(tmp_path / "h")
+    assert trained.config.input_pixel_size_um == 1.0 and trained.config.sizes_in_pixels
+    assert trained.config.scale_for(0.25) == base.config.scale_for(None) == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["cnn", "colour"])
+def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
+    """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
+    from eosdetect.models.store import load_model, with_helper_of
+    from eosdetect.prelabel import PrelabelSettings, prelabel_image
+    from eosdetect.train import train_helper_from_labels
+
+    base = _disc_finder()
+    items = _red_and_purple_discs(tmp_path)
     file_cfg = {"model": {"helper_kind": kind},
                 "train": {"helper_epochs": 3, "helper_batch_size": 4, "helper_jitter_px": 2}}
     out = tmp_path / "eos-helper"
@@ -201,7 +231,7 @@ def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
     assert trained.config.helper_kind == kind
     combined = with_helper_of(base, trained)
     combined._predict_fn = base._predict_fn
-    rec = prelabel_image(combined, imgs / "s0.png", tmp_path / "s0.xml", PrelabelSettings(min_score=0.0))
+    rec = prelabel_image(combined, tmp_path / "images" / "s0.png", tmp_path / "s0.xml", PrelabelSettings(min_score=0.0))
     assert rec.new_boxes == 3  # every candidate is written when min_score is 0
 
 
