@@ -18,6 +18,7 @@ LabelImg's YOLO mode) is never overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,13 +182,14 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
             rec.status = "verified"
             rec.kept_boxes = len(existing.objects)
             return rec
-    if settings.yolo or existing is None:
-        _check_yolo_untouched(xml_path, existing, _class_name(model, settings))
     image = read_image(image_path)
     h, w = image.shape[:2]
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
+    if settings.yolo or existing is None:
+        sized = None if existing is None else dataclasses.replace(existing, width=w, height=h)
+        _check_yolo_untouched(xml_path, sized, _class_name(model, settings))
     memory = _memory_path(xml_path)
     proposed = _read_memory(memory) if existing is not None else []
     ann, cands, new = prelabel_annotation(
@@ -250,15 +252,22 @@ def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_
                                    f"{xml_path.name} would hide them: LabelImg opens the .xml first); "
                                    "pre-label into another folder with -o")
     classes = _yolo_classes(classes_path, existing, class_name)
-    if txt_path.read_text(encoding="utf-8") != _yolo_text(existing, classes):
+    if _read_text(txt_path) != _yolo_text(existing, classes):
         raise InputError(txt_path, f"edited since {xml_path.name} was written (they no longer agree); "
                                    "both left untouched: keep one of them and re-run")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text (LabelImg writes UTF-8); left untouched") from None
 
 
 def _yolo_classes(classes_path: Path, ann: VocAnnotation, class_name: str | None) -> list[str]:
     classes = []
     if classes_path.is_file():
-        classes = [c.strip() for c in classes_path.read_text(encoding="utf-8").splitlines() if c.strip()]
+        classes = [c.strip() for c in _read_text(classes_path).splitlines() if c.strip()]
     for name in ([class_name] if class_name else []) + [o.name for o in ann.objects]:
         if name not in classes:
             classes.append(name)

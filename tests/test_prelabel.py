@@ -192,6 +192,21 @@ def test_yolo_files_edited_by_hand_are_never_overwritten(tmp_path):
     assert recs[0].status == "error" and "without a.xml" in recs[0].error and not xml.exists()
 
 
+def test_yolo_check_copes_with_an_xml_without_size_and_text_that_is_not_utf8(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    xml, txt = tmp_path / "a.xml", tmp_path / "a.txt"
+    settings = PrelabelSettings(yolo=True)
+    prelabel_image(GreyIsProbability(), img, xml, settings)
+    ann = read_voc(xml)
+    write_voc(xml, VocAnnotation(ann.filename, 0, 0, objects=ann.objects))  # a hand-made XML with no <size>
+    recs = prelabel_all(GreyIsProbability(), [img], None, settings)  # compared at the image's own size
+    assert recs[0].status == "unchanged", recs[0].error
+    txt.write_bytes("0 0.2 0.2 0.1 0.1 # \u00e9t\u00e9\n".encode("latin-1"))
+    before = txt.read_bytes()
+    recs = prelabel_all(GreyIsProbability(), [img], None, settings)
+    assert recs[0].status == "error" and "a.txt: not UTF-8" in recs[0].error and txt.read_bytes() == before
+
+
 def test_prelabel_cli_reports_and_exits_nonzero_on_bad_files(tmp_path, tiny_model_dir, capsys):
     _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff truncated")
