@@ -145,6 +145,13 @@ def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[fl
     return out
 
 
+def check_patch_size(tcfg: TrainConfig, config, *, source: str = "train") -> None:
+    """Training patches must be a whole number of the U-Net's pooling steps."""
+    if tcfg.train_patch_size % config.align:
+        raise ConfigError(f"{source}: train_patch_size must be a multiple of {config.align} "
+                          f"(2 ** unet_depth), got {tcfg.train_patch_size}")
+
+
 def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     """Read a YAML training config: returns its ``model``, ``thresholds`` and ``train`` sections."""
     import yaml
@@ -167,7 +174,13 @@ def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: the {section} section must be a mapping (key: value lines), "
                               f"got {data[section]!r}")
-    TrainConfig.from_dict(data.get("train", {}), source=f"{path}: train")  # checked now, not after the data is read
+    # checked now, not after the images are read
+    from .models.config import ModelConfig, Thresholds
+
+    model = ModelConfig.from_dict(data.get("model", {}), source=f"{path}: model")
+    Thresholds.from_dict(data.get("thresholds", {}), source=f"{path}: thresholds")
+    train = TrainConfig.from_dict(data.get("train", {}), source=f"{path}: train")
+    check_patch_size(train, model, source=f"{path}: train")
     if data.get("threshold_grid") is not None:
         data["threshold_grid"] = threshold_grid(data["threshold_grid"], source=f"{path}: threshold_grid")
     return data
@@ -299,6 +312,7 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
     total_steps = tcfg.train_epochs * tcfg.train_steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(tcfg.train_learning_rate, total_steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=bce_dice_loss(tcfg.train_dice_weight))
+    check_patch_size(tcfg, config)
     sampler = PatchSampler(train_samples, tcfg.train_patch_size, fg_fraction=tcfg.train_fg_fraction,
                            augment=tcfg.augment(), seed=tcfg.train_seed)
     vx, vy = fixed_patches(val_samples, max(tcfg.train_patch_size, 2 * config.align * 8))

@@ -250,6 +250,16 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
     unknown.write_text("train:\n  train_epochz: 3\n")
     cases.append((["--config", str(unknown), "-o", str(tmp_path / "m5"), "--cell-diameter", "12"],
                   "unknown training keys ['train_epochz']"))
+    for i, (text, message) in enumerate([
+            ("model:\n  unet_depth: '3'\n", "model: unet_depth must be a whole number, got '3'"),
+            ("model:\n  pixel_size_um: -2\n", "model: pixel_size_um must be > 0"),
+            ("thresholds:\n  prob_threshold: high\n", "thresholds: prob_threshold must be a number, got 'high'"),
+            ("train:\n  train_patch_size: 100\n", "train: train_patch_size must be a multiple of 8"),  # 2 ** unet_depth 3
+    ]):
+        bad_section = tmp_path / f"section{i}.yaml"
+        bad_section.write_text(text)
+        cases.append((["--config", str(bad_section), "-o", str(tmp_path / f"s{i}"), "--cell-diameter", "12"],
+                      f"section{i}.yaml: {message}"))
     for extra, message in cases:
         assert main(base + extra) == 1, extra
         err = capsys.readouterr().err.strip()

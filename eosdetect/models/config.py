@@ -201,9 +201,19 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown config keys {unknown}")
+        defaults = cls()
+        for key, value in data.items():
+            want = type(getattr(defaults, key))  # the type of the key's default
+            ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+            if want is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok:
+                kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+                        dict: "a mapping"}.get(want, want.__name__)
+                raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}")
         try:
             return cls(**data)
-        except TypeError as exc:
+        except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
 
@@ -272,9 +282,12 @@ class Thresholds:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown threshold keys {unknown}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
         try:
             return cls(**{k: float(v) for k, v in data.items()})
-        except (TypeError, ValueError) as exc:
+        except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
     def replace(self, **overrides) -> Thresholds:
