@@ -72,7 +72,7 @@ def hpf_summary(
     *,
     hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2,
     threshold: float | None = DEFAULT_THRESHOLD,
-    step_fraction: float = 0.125,
+    step_fraction: float = 1 / 32,
 ) -> HpfSummary:
     """Density and peak per-HPF count of cells at ``xy`` in an image.
 
@@ -88,7 +88,9 @@ def hpf_summary(
     threshold : float or None
         ``flag`` is ``peak_count >= threshold`` (``None`` without a threshold).
     step_fraction : float
-        The square HPF window slides in steps of this fraction of its side.
+        With more than :data:`EXACT_PEAK_MAX_CELLS` cells, the square HPF
+        window slides in steps of this fraction of its side; with fewer, the
+        peak is exact (the best window anywhere).
 
     Examples
     --------
@@ -106,9 +108,11 @@ def hpf_summary(
     area = rows * cols * mm_per_px**2
     n = len(xy)
     side = np.sqrt(hpf_area_mm2) / mm_per_px  # window side, pixels
-    one_hpf = area <= hpf_area_mm2 or (rows <= side and cols <= side)
+    one_hpf = rows <= side and cols <= side  # a long strip of small area is still several fields long
     if one_hpf:
         peak, box = n, (0, 0, cols, rows)
+    elif n <= EXACT_PEAK_MAX_CELLS:
+        peak, box = _exact_peak(xy, rows, cols, side)
     else:
         peak, box = _sliding_peak(xy, rows, cols, side, step_fraction)
     return HpfSummary(
@@ -123,6 +127,31 @@ def hpf_summary(
         flag=None if threshold is None else bool(peak >= threshold),
         whole_image_is_one_hpf=bool(one_hpf),
     )
+
+
+#: Up to this many cells the peak HPF count is exact; beyond, a window sliding on a fine grid.
+EXACT_PEAK_MAX_CELLS = 5000
+
+
+def _exact_peak(xy, rows, cols, side):
+    """The most cells in any square window ``[x, x + side) x [y, y + side)``: a best window can
+    be moved until its left and top edges touch cells, so only those windows are tried."""
+    if not len(xy):
+        return 0, (0, 0, int(min(cols, side)), int(min(rows, side)))
+    order = np.argsort(xy[:, 0], kind="stable")
+    xs, ys = xy[order, 0], xy[order, 1]
+    first = np.searchsorted(xs, xs, side="left")
+    last = np.searchsorted(xs, xs + side, side="left")
+    best, corner = 0, (0.0, 0.0)
+    for i in range(len(xs)):
+        y = np.sort(ys[first[i]:last[i]])
+        counts = np.searchsorted(y, y + side, side="left") - np.arange(len(y))
+        k = int(np.argmax(counts))
+        if counts[k] > best:
+            best, corner = int(counts[k]), (xs[i], y[k])
+    x0 = int(np.clip(np.floor(corner[0]), 0, max(0, cols - side)))  # the window on the image, holding those cells
+    y0 = int(np.clip(np.floor(corner[1]), 0, max(0, rows - side)))
+    return best, (x0, y0, int(min(cols, x0 + side)), int(min(rows, y0 + side)))
 
 
 def _sliding_peak(xy, rows, cols, side, step_fraction):

@@ -156,7 +156,7 @@ def analyse_image(
     hpf = None
     if pixel_size_um:
         hpf = hpf_summary(det.xy, (rows, cols), pixel_size_um, hpf_area_mm2=hpf_area_mm2, threshold=threshold)
-        row.update(area_mm2=round(hpf.area_mm2, 5), density_per_mm2=round(hpf.density_per_mm2, 2),
+        row.update(area_mm2=_sig(hpf.area_mm2), density_per_mm2=round(hpf.density_per_mm2, 2),
                    peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
         caption.append(f"{hpf.density_per_mm2:.1f}/mm2, peak {hpf.peak_count}/HPF"
                        + (f"  >= {threshold:g}" if hpf.flag else ""))
@@ -173,6 +173,11 @@ def analyse_image(
                             title=f"{model.config.class_name}: {len(det)}", lines=caption, highlight_box=peak_box)
         res.timings["overlay"] = time.perf_counter() - t0
     return Analysis(row=row, result=res, overlay=over, hpf=hpf)
+
+
+def _sig(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits (an area of 0.000101 mm2 keeps its 101)."""
+    return float(f"{value:.{digits}g}")
 
 
 def _unexpected_reason(exc: Exception) -> str:
@@ -339,7 +344,7 @@ class CountRun:
             hpf = hpf_summary(det.xy, (rows, cols), sc.pixel_size_um, hpf_area_mm2=s.hpf_area_mm2,
                               threshold=self.flag_threshold)
             area = sc.tissue_area_mm2
-            row.update(area_mm2=round(area, 6), density_per_mm2=round(len(det) / area, 2) if area else 0.0,
+            row.update(area_mm2=_sig(area), density_per_mm2=round(len(det) / area, 2) if area else 0.0,
                        peak_hpf_count=hpf.peak_count, hpf_flag=hpf.flag)
             caption.append(f"{row['density_per_mm2']:.1f}/mm2 of tissue ({area:.2f} mm2), peak {hpf.peak_count}/HPF"
                            + (f"  >= {self.flag_threshold:g}" if hpf.flag else ""))
@@ -619,7 +624,7 @@ class CountRun:
             if peaks:
                 best = max(peaks)
                 summary["clinical"] = {
-                    "total_area_mm2": round(area, 5),
+                    "total_area_mm2": _sig(area),
                     "density_per_mm2": round(sum(int(r.row["count"]) for r in measured) / area, 2) if area else None,
                     "images_with_area": len(measured),
                     "peak_hpf_count": best[0],

@@ -23,7 +23,8 @@ def test_peak_window_found_in_large_image():
     assert 20 <= s.peak_count <= 24 and s.flag
     x0, y0, x1, y1 = s.peak_box
     assert x1 - x0 == 500 and y1 - y0 == 500
-    assert x0 <= 2600 and x1 >= 2900 and y0 <= 1000 and y1 >= 1300
+    (cx0, cy0), (cx1, cy1) = cluster.min(axis=0), cluster.max(axis=0)
+    assert x0 <= cx0 and x1 >= cx1 and y0 <= cy0 and y1 >= cy1  # the window holds the whole cluster
     assert s.n_hpf == pytest.approx(64)
 
 
@@ -37,3 +38,26 @@ def test_exact_counts_on_grid():
 def test_bad_pixel_size():
     with pytest.raises(ValueError, match="pixel size"):
         hpf_summary([], (10, 10), 0)
+
+
+def test_a_long_strip_is_several_fields_not_one():
+    # 1 um/px, 4000 x 40 px = 0.16 mm^2, less than one 0.24 mm^2 HPF, but eight 490-um fields long
+    xy = np.column_stack([np.linspace(5, 3995, 40), np.full(40, 20.0)])  # one cell every ~100 px
+    s = hpf_summary(xy, (40, 4000), 1.0, hpf_area_mm2=0.24, threshold=15)
+    assert not s.whole_image_is_one_hpf
+    assert s.peak_count == 5 and not s.flag  # a 490-px window holds 5 of them, not all 40
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_peak_is_the_best_window_anywhere(seed):
+    """Against brute force over every window whose left and top edges touch cells."""
+    rng = np.random.default_rng(seed)
+    xy = np.vstack([rng.uniform(0, 3000, (300, 2)), rng.normal(rng.uniform(500, 2500, 2), 120, (60, 2))])
+    xy = np.clip(xy, 0, 2999)
+    side = 500.0
+    brute = max(int(np.sum((xy[:, 0] >= x) & (xy[:, 0] < x + side) & (xy[:, 1] >= y) & (xy[:, 1] < y + side)))
+                for x in xy[:, 0] for y in xy[:, 1])
+    s = hpf_summary(xy, (3000, 3000), 1.0, hpf_area_mm2=0.25)
+    assert s.peak_count == brute
+    x0, y0, x1, y1 = s.peak_box
+    assert (x1 - x0, y1 - y0) == (500, 500) and 0 <= x0 and x1 <= 3000 and 0 <= y0 and y1 <= 3000
