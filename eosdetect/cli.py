@@ -353,7 +353,8 @@ def cmd_count(args) -> int:
     from .models.store import load_model
     from .runner import CountRun, CountSettings
 
-    images = find_images(args.inputs)
+    # a missing file is reported with the other failed images; the output folder is not an input
+    images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
     model = load_model(args.model)
     _check_pixel_size(model, args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
     thresholds = _thresholds_from_args(model, args)
@@ -409,7 +410,7 @@ def cmd_prelabel(args) -> int:
     from .models.store import load_model
     from .prelabel import PrelabelSettings, prelabel_all, score_band
 
-    images = find_images(args.inputs)
+    images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
     settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
                                 classical=args.classical)

@@ -42,31 +42,45 @@ MAX_IMAGE_PIXELS = 400_000_000
 # --------------------------------------------------------------------------- paths
 
 
-def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True) -> list[Path]:
+def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, keep_missing: bool = False,
+                exclude: str | os.PathLike | None = None) -> list[Path]:
     """List the image files named by ``inputs`` (files, or folders searched recursively).
 
     Files given explicitly are kept whatever their suffix (so that a bad file is
     reported rather than silently ignored); folders contribute the files whose
-    suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
+    suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped,
+    and so is the folder ``exclude`` (an output folder inside an input folder).
+
+    With ``keep_missing``, a path that does not exist and broken links in
+    folders are listed too, for the caller to report with the other failed
+    images, as long as something else was found.
 
     Raises
     ------
     InputError
-        If a path does not exist, or a folder holds no image file.
+        If a path does not exist (unless ``keep_missing``), nothing is found, or
+        a folder holds no image file.
     """
     found: list[Path] = []
+    missing: list[Path] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            raise InputError(path, "no such file or folder")
+            if not keep_missing:
+                raise InputError(path, "no such file or folder")
+            missing.append(path)
+            found.append(path)
+            continue
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             files = sorted(
                 p
                 for p in path.glob(pattern)
-                if p.is_file()
+                if (p.is_file() or (keep_missing and p.is_symlink() and not p.exists()))
                 and p.suffix.lower() in IMAGE_SUFFIXES
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and (skip is None or skip not in p.resolve().parents)
             )
             if not files:
                 raise InputError(
@@ -75,6 +89,8 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True) 
             found.extend(files)
         else:
             found.append(path)
+    if missing and len(missing) == len(found):
+        raise InputError(missing[0], "no such file or folder")
     # keep order and the paths as given, drop duplicates (the same file named twice)
     unique: dict[Path, Path] = {}
     for p in found:

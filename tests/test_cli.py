@@ -250,6 +250,19 @@ def test_formats_and_tiny_images(tmp_path, tiny_model_dir, capsys):
     assert all(r["status"] == "ok" for r in rows.values())
 
 
+def test_a_missing_file_fails_alone_and_the_output_folder_is_not_an_input(images, tmp_path, tiny_model_dir, capsys):
+    import os
+
+    os.symlink(tmp_path / "gone.png", images / "link.png")  # a broken link in the folder
+    out_dir = images / "results"  # inside the input folder
+    for _ in range(2):
+        code, _, err = _count([images, tmp_path / "missing.png", "-m", tiny_model_dir, "-o", out_dir], capsys)
+        assert code == 1 and "missing.png: no such file" in err and "link.png: no such file" in err
+        rows = _rows(out_dir / "counts.csv")
+        assert [(Path(r["image"]).name, r["status"]) for r in rows] == [
+            ("a.png", "ok"), ("b.png", "ok"), ("link.png", "error"), ("missing.png", "error")]  # no overlays
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -341,7 +354,7 @@ def test_pixel_size_with_a_model_sized_in_pixels_serves_densities_only(images, t
     assert code == 0 and "trained without a pixel size" in err and "densities only" in err
     plain, px = _rows(tmp_path / "plain" / "counts.csv"), _rows(tmp_path / "px" / "counts.csv")
     assert [r["count"] for r in px] == [r["count"] for r in plain]  # 0.2 um/px would be 5x smaller if rescaled
-    assert float(px[0]["area_mm2"]) == pytest.approx(80 * 64 * 0.0002**2, rel=0.05)  # rounded in the CSV
+    assert float(px[0]["area_mm2"]) == pytest.approx(80 * 64 * 0.0002**2, rel=1e-3)
     assert "densities only" in json.loads((tmp_path / "px" / "summary.json").read_text())["settings"]["pixel_size_source"]
 
 
