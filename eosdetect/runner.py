@@ -212,7 +212,8 @@ class CountRun:
             "pixel_size_source": ("--pixel-size (densities only: the model's sizes are in pixels of its training "
                                   "images, so images are not rescaled)" if self.model.config.sizes_in_pixels else
                                   "--pixel-size") if s.pixel_size_um else
-            f"not given; images assumed to be {self.model.config.input_pixel_size_um} um/px (the model's training data)",
+            f"not given; images assumed to be {self.model.config.input_pixel_size_um} um/px (the model's training "
+            "data), except whole-slide images with a pixel size in their metadata (counts.csv pixel_size_um)",
             "hpf_area_mm2": s.hpf_area_mm2,
             "threshold_per_hpf": self.flag_threshold,
             "thresholds": self.thresholds.to_dict(),
