@@ -18,6 +18,7 @@ REJECTED = (235, 235, 235)
 REJECTED_RIM = (80, 80, 80)  # a light line on a dark rim shows on pale smear background and on dark tissue alike
 RIM = (0, 0, 0)
 LABEL_LIMIT = 300  # number the cells when there are at most this many
+MIN_CAPTION_WIDTH = 400  # narrower images are padded on the right so that the caption stays legible
 
 
 def _contours(labels: np.ndarray, det: Detections, factor: tuple[float, float]) -> list[list[np.ndarray]]:
@@ -89,9 +90,10 @@ def draw_overlay(
 
     Returns
     -------
-    (M + h, N, 3) ndarray of uint8
+    (M + h, max(N, 400), 3) ndarray of uint8
         The picture, with a dark caption strip of height ``h`` on top (none
-        when there is no caption) so that no cell is hidden under the text.
+        when there is no caption) so that no cell is hidden under the text;
+        an image narrower than 400 pixels is padded on the right for it.
     """
     import cv2
 
@@ -123,7 +125,9 @@ def draw_overlay(
     if 0 < len(detections) <= LABEL_LIMIT:
         scale = float(np.clip(ref / 1000, 0.5, 2.0))
         for i, (x, y0) in enumerate(zip(detections.x, detections.ymin), start=1):
-            org = (int(round(x)) - 4, max(int(round(y0)) - 5, int(22 * scale)))
+            (w, _), _ = cv2.getTextSize(str(i), cv2.FONT_HERSHEY_SIMPLEX, scale, thick + 2)
+            # centred over the cell, kept whole inside the picture (a cut "57" would read "5")
+            org = (int(np.clip(round(x - w / 2), 1, max(1, cols - w - 1))), max(int(round(y0)) - 5, int(22 * scale)))
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, RIM, thick + 2, cv2.LINE_AA)
             cv2.putText(canvas, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, COUNTED, thick, cv2.LINE_AA)
 
@@ -133,6 +137,9 @@ def draw_overlay(
 
     caption = [t for t in [title, *(lines or [])] if t]
     if caption:
+        if cols < MIN_CAPTION_WIDTH:  # room for a legible caption beside a narrow image
+            pad = np.full((rows, MIN_CAPTION_WIDTH - cols, 3), 30, dtype=np.uint8)
+            canvas = np.hstack([canvas, pad])
         canvas = _with_header(canvas, caption, thick)
     return canvas
 

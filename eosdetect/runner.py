@@ -80,8 +80,13 @@ class ImageRecord:
 
 def output_names(paths: list[Path]) -> list[str]:
     """File-name stems for outputs: the image stem, prefixed by parent folders when two
-    images share a stem (``a/x.png``, ``b/x.png`` -> ``a__x``, ``b__x``)."""
-    names = [p.stem for p in paths]
+    images share a stem (``a/x.png``, ``b/x.png`` -> ``a__x``, ``b__x``), with its
+    extension when they are in one folder (``x.png``, ``x.jpg`` -> ``x.png``, ``x.jpg``)."""
+    folder_stems: dict[tuple[Path, str], int] = {}
+    for p in paths:
+        key = (p.resolve().parent, p.stem)
+        folder_stems[key] = folder_stems.get(key, 0) + 1
+    names = [p.name if folder_stems[(p.resolve().parent, p.stem)] > 1 else p.stem for p in paths]
     depth = 0
     while len(set(names)) < len(names) and depth < 32:
         depth += 1

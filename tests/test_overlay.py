@@ -25,8 +25,10 @@ def test_overlay_outlines_counted_and_rejected_cells():
     out = draw_overlay(img, det.subset([0]), labels=labels, rejected=det.subset([1]), title="cell: 1")
     np.testing.assert_array_equal(img, before)
     header = out.shape[0] - img.shape[0]
-    assert header > 0 and out.shape[1:] == img.shape[1:] and out.dtype == np.uint8
-    pic = out[header:]
+    # an 80-px-wide image is padded to 400 px on the right, so that its caption can be read
+    assert header > 0 and out.shape[1:] == (400, 3) and out.dtype == np.uint8
+    pic = out[header:, :80]
+    assert (out[header:, 80:] == 30).all()
     green = _near(pic, COUNTED)
     grey = _near(pic, REJECTED)
     assert green[8:33, 8:33].any() and not green[30:52, 38:62].any()
@@ -47,6 +49,19 @@ def test_overlay_on_upscaled_labels():
     assert rows.min() >= 18 and rows.max() <= 90 and cols.min() >= 30 and cols.max() <= 90  # outline and its number
 
 
+def test_numbers_at_the_right_edge_stay_whole():
+    img = np.full((100, 600, 3), 200, np.uint8)
+    labels = np.zeros((100, 600), np.int32)
+    for k in range(9):
+        labels[70:90, 20 + 50 * k:35 + 50 * k] = k + 1
+    labels[40:60, 585:600] = 10  # a cell cut by the right edge: number 10
+    det = detections_from_labels(labels)
+    out = draw_overlay(img, det, labels=labels)
+    green = _near(out[:38, 500:], COUNTED)  # its number sits above it
+    cols = np.nonzero(green)[1] + 500
+    assert cols.size and cols.max() < 599 and cols.min() > 560  # "10" drawn whole, left of the edge
+
+
 def test_output_names_disambiguate():
     from pathlib import Path
 
@@ -54,3 +69,6 @@ def test_output_names_disambiguate():
 
     names = output_names([Path("a/x.png"), Path("b/x.png"), Path("c/y.png"), Path("z/x.jpg")])
     assert names[2] == "y" and len(set(names)) == 4 and names[0] == "a__x"
+    # one folder: the extension, not the whole path, tells them apart
+    assert output_names([Path("/data/col/x.png"), Path("/data/col/x.JPG"), Path("/data/col/y.png")]) == [
+        "x.png", "x.JPG", "y"]
