@@ -370,6 +370,8 @@ def cmd_count(args) -> int:
         bar.update(1)
         if rec.status == "error":
             bar.write(f"eosdetect: error: {rec.error}", file=sys.stderr)
+        elif rec.status != "skipped" and rec.row.get("warning"):
+            bar.write(f"eosdetect: warning: {rec.image}: {rec.row['warning']}", file=sys.stderr)
 
     try:
         records = run.run(images, progress=progress)

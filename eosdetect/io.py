@@ -101,6 +101,11 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
 # --------------------------------------------------------------------------- pixels
 
 
+def is_grey(rgb: np.ndarray) -> bool:
+    """True when every pixel of an RGB image is grey (its three channels equal)."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Convert an image array of any common depth and channel layout to RGB uint8.
 

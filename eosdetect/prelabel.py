@@ -27,7 +27,7 @@ import numpy as np
 
 from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, write_voc
 from .errors import EosdetectError, InputError
-from .io import atomic_write_text, read_image
+from .io import atomic_write_text, is_grey, read_image
 from .predict import detect
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _class_name(model, settings: PrelabelSettings) -> str:
 def image_depth(image: np.ndarray) -> int:
     """``<depth>`` as LabelImg writes it: 1 for an image whose every pixel is grey
     (Qt's ``QImage.isGrayscale()``), else 3."""
-    return 1 if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]) else 3
+    return 1 if is_grey(image) else 3
 
 
 def prelabel_annotation(model, image: np.ndarray, settings: PrelabelSettings, *, filename: str,

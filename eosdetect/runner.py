@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from .clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
 from .errors import EosdetectError, InputError
-from .io import atomic_write_bytes, read_image, read_json, write_csv, write_image, write_json
+from .io import atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
 from .overlay import draw_overlay
 from .postprocess import DETECTION_COLUMNS
@@ -159,6 +159,10 @@ def analyse_image(
     peak_box = None
     caption = []
     hpf = None
+    if is_grey(image):  # a stain model sees no stain: a low count would look like a true one
+        row["warning"] = (f"a grey image, but {model.config.name} was trained on stained colour images: "
+                          "cells may be missed")
+        caption.append("grey image: colour model, cells may be missed")
     if pixel_size_um:
         hpf = hpf_summary(det.xy, (rows, cols), pixel_size_um, hpf_area_mm2=hpf_area_mm2, threshold=threshold)
         row.update(area_mm2=_sig(hpf.area_mm2), density_per_mm2=round(hpf.density_per_mm2, 2),
@@ -620,6 +624,8 @@ class CountRun:
             "mean_count": round(float(np.mean(counts)), 3) if counts else None,
             "max_count": max(counts) if counts else None,
             "failures": [{"image": r.image, "error": r.row.get("error", r.error)} for r in failed],
+            "warnings": [{"image": r.image, "warning": r.row["warning"]} for r in self.records
+                         if r.status != "error" and r.row.get("warning")],
             "seconds": round(time.time() - started, 2),
         }
         if any(r.row.get("peak_hpf_count") is not None for r in ok):

@@ -248,6 +248,10 @@ def test_formats_and_tiny_images(tmp_path, tiny_model_dir, capsys):
     rows = {r["image"].split("/")[-1]: r for r in _rows(out_dir / "counts.csv")}
     assert rows["small.png"]["width"] == "20" and rows["small.png"]["status"] == "ok"
     assert all(r["status"] == "ok" for r in rows.values())
+    # a grey picture is counted, but a stain model may miss cells in it: said once, and in summary.json
+    assert err.count("warning:") == 1 and "gray.png: a grey image, but tiny was trained on stained colour" in err
+    warnings = json.loads((out_dir / "summary.json").read_text())["warnings"]
+    assert [Path(w["image"]).name for w in warnings] == ["gray.png"]
 
 
 def test_a_missing_file_fails_alone_and_the_output_folder_is_not_an_input(images, tmp_path, tiny_model_dir, capsys):
