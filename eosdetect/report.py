@@ -74,8 +74,11 @@ def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     ax.plot(r, p, "-o", color="#0072B2", ms=3, lw=1.5, label=f"sweeping {name.replace('_', ' ')}")
     best = max(rows, key=lambda x: x["f1"])
-    ax.plot([operating["recall"]], [operating["precision"]], "D", color="#D55E00", ms=8,
-            label=f"model's thresholds: F1 {operating['f1']:.3f}")
+    if operating["tp"] + operating["fp"]:
+        ax.plot([operating["recall"]], [operating["precision"]], "D", color="#D55E00", ms=8,
+                label=f"model's thresholds: F1 {operating['f1']:.3f}")
+    else:  # nothing detected: no precision to mark
+        ax.plot([], [], "D", color="#D55E00", ms=8, label="model's thresholds: nothing detected")
     if best["f1"] > operating["f1"] + 1e-9:
         ax.plot([best["recall"]], [best["precision"]], "s", mfc="none", mec="#009E73", ms=9, mew=1.5,
                 label=f"best on these images: F1 {best['f1']:.3f} at {best[name]:g}")

@@ -266,13 +266,22 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert message in err and err.count("\n") == 0, (extra, err)
 
 
-def test_pr_curve_leaves_out_thresholds_that_detect_nothing(tmp_path):
+def test_pr_curve_leaves_out_thresholds_that_detect_nothing(tmp_path, monkeypatch):
     from eosdetect.report import _row, plot_pr_curve
 
     rows = [_row("t", 0.1, {"precision": 0.5, "recall": 0.9, "f1": 0.64, "tp": 9, "fp": 9, "fn": 1}),
             _row("t", 0.9, {"precision": 1.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 10})]
     assert rows[1]["precision"] is None
     assert plot_pr_curve(rows, "t", rows[0], tmp_path / "pr.png").stat().st_size > 0
+    # the model's own thresholds detect nothing: no operating point is drawn at precision 1.0
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: drawn.append((a, k)) or original(ax, *a, **k))
+    plot_pr_curve(rows, "t", {**rows[1], "precision": 1.0}, tmp_path / "pr2.png")
+    marker = [a for a, k in drawn if "thresholds" in str(k.get("label"))]
+    assert marker == [([], [], "D")]
 
 
 def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
