@@ -682,6 +682,8 @@ def main(argv=None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # TensorFlow's own Python warnings (e.g. graph retracing) are for developers
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     _quiet_tensorflow(args.verbose, args.command)
     try:
         return int(args.func(args) or 0)
