@@ -112,17 +112,20 @@ def _iou(a, b) -> float:
 
 def is_duplicate(new: VocObject, existing: list[VocObject]) -> bool:
     """A new box duplicates an existing one of its class when its centre lies in it or their IoU
-    is over :data:`DUPLICATE_IOU`, and one of another class when their IoU is over
-    :data:`SAME_OBJECT_IOU` (the same cell, which the annotator named otherwise)."""
-    cx, cy = new.centre
+    is over :data:`DUPLICATE_IOU`, and one of another class when each box holds the other's
+    centre or their IoU is over :data:`SAME_OBJECT_IOU` (the same cell, which the annotator
+    named otherwise; a red cell's box reaching over a white cell's edge holds one centre at most)."""
+    def holds(box: VocObject, point) -> bool:
+        return box.xmin <= point[0] <= box.xmax and box.ymin <= point[1] <= box.ymax
+
     nb = (new.xmin, new.ymin, new.xmax, new.ymax)
     for o in existing:
         iou = _iou(nb, (o.xmin, o.ymin, o.xmax, o.ymax))
         if o.name != new.name:
-            if iou > SAME_OBJECT_IOU:
+            if iou > SAME_OBJECT_IOU or (holds(o, new.centre) and holds(new, o.centre)):
                 return True
             continue
-        if (o.xmin <= cx <= o.xmax and o.ymin <= cy <= o.ymax) or iou > DUPLICATE_IOU:
+        if holds(o, new.centre) or iou > DUPLICATE_IOU:
             return True
     return False
 
@@ -184,6 +187,10 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
             return rec
     image = read_image(image_path)
     h, w = image.shape[:2]
+    if existing is not None and not _names_this_image(existing, image_path):
+        raise InputError(xml_path, f"is the label file of {existing.filename}, not of {image_path.name}; left "
+                                   "untouched (images of one name share a label file: rename one, or pre-label "
+                                   "it into another -o folder)")
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
@@ -216,6 +223,22 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
 
 #: Beside the label files: what earlier runs proposed, per image, so that boxes the annotator deleted stay deleted.
 MEMORY_DIR = ".eosdetect-prelabel"
+
+
+def _names_this_image(ann: VocAnnotation, image_path: Path) -> bool:
+    """Whether a label file is this image's, not another image's of the same stem: ``x.jpg``
+    beside ``x.png`` (``<filename>``; one without an extension is a stem), or ``a/x.png`` and
+    ``b/x.png`` pre-labelled into the same ``-o`` (``<path>``)."""
+    name = (ann.filename or "").strip()
+    if name and (name != image_path.name if Path(name).suffix else name != image_path.stem):
+        return False
+    # same name: another image still where <path> says (a label file moved with its images keeps its
+    # old, now missing, path; that is no reason to refuse it)
+    other = Path(ann.path.strip()) if ann.path and ann.path.strip() else None
+    try:
+        return other is None or not other.is_file() or other.resolve() == image_path.resolve()
+    except OSError:
+        return True
 
 
 def _memory_path(xml_path: Path) -> Path:
@@ -253,8 +276,8 @@ def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_
                                    "pre-label into another folder with -o")
     classes = _yolo_classes(classes_path, existing, class_name)
     if _read_text(txt_path) != _yolo_text(existing, classes):
-        raise InputError(txt_path, f"edited since {xml_path.name} was written (they no longer agree); "
-                                   "both left untouched: keep one of them and re-run")
+        raise InputError(txt_path, f"no longer agrees with {xml_path.name} (one of them was edited since "
+                                   "eosdetect wrote them); both left untouched: keep one of them and re-run")
 
 
 def _read_text(path: Path) -> str:

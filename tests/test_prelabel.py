@@ -100,6 +100,11 @@ def test_a_box_the_annotator_renamed_is_not_proposed_again(tmp_path):
     write_voc(tmp_path / "b.xml", VocAnnotation("b.png", 100, 80, objects=[VocObject("RBC", 17, 17, 45, 45)]))
     rec = prelabel_image(GreyIsProbability(), img, tmp_path / "b.xml", PrelabelSettings())
     assert rec.new_boxes == 2
+    # renamed and redrawn a little off (IoU under 0.5), the boxes still hold each other's centres: the same cell
+    img = _image(tmp_path / "c.png", [(40, 50, 12, DARK)])
+    write_voc(tmp_path / "c.xml", VocAnnotation("c.png", 100, 80, objects=[VocObject("neutrophil", 40, 33, 70, 60)]))
+    rec = prelabel_image(GreyIsProbability(), img, tmp_path / "c.xml", PrelabelSettings())
+    assert rec.new_boxes == 0
 
 
 def test_a_box_the_annotator_deleted_stays_deleted(tmp_path):
@@ -131,6 +136,13 @@ def test_images_of_the_same_name_do_not_share_a_label_file(tmp_path):
     recs = prelabel_all(GreyIsProbability(), [y1, y2], None, PrelabelSettings())
     assert [r.status for r in recs] == ["written", "error"]
     assert read_voc(tmp_path / "a" / "y.xml").filename == "y.png"
+    # ... and in separate runs: the label file names its image, so the second is refused, not merged
+    before = (tmp_path / "a" / "y.xml").read_bytes()
+    for image, out in ((y2, None), (x2, tmp_path / "out")):
+        rec = prelabel_all(GreyIsProbability(), [image], out, PrelabelSettings())[0]
+        assert rec.status == "error" and "is the label file of" in rec.error and "\n" not in rec.error
+    assert (tmp_path / "a" / "y.xml").read_bytes() == before
+    assert len(read_voc(tmp_path / "out" / "x.xml").objects) == 1
 
 
 def test_bad_existing_files_are_reported_and_left_alone(tmp_path):
