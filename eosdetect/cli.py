@@ -456,6 +456,7 @@ def cmd_evaluate(args) -> int:
 
     from .evaluation import PredictionCache, evaluate_model
     from .labelset import eval_item, load_labelled
+    from .metrics import fmt_rate
     from .models.store import load_model
     from .report import write_report
 
@@ -493,7 +494,7 @@ def cmd_evaluate(args) -> int:
         mape = f"{s['count_mape'] * 100:.1f}% relative, over the {n_true} image(s) with labelled cells"
     else:
         mape = f"{s['count_mape'] * 100:.1f}%"
-    print(f"{model.name} on {s['n_images']} image(s): precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+    print(f"{model.name} on {s['n_images']} image(s): precision {fmt_rate(s['precision'])}, recall {fmt_rate(s['recall'])}, "
           f"F1 {s['f1']:.3f} ({s['tp']} correct, {s['fp']} false, {s['fn']} missed); count error per image "
           f"{s['count_mae']:.2f} ({mape}). Report in {Path(args.out_dir)}/")
     return 0
@@ -543,10 +544,12 @@ def cmd_train(args) -> int:
 
 def _validation_line(v: dict) -> str:
     """'validation F1 ...', or why there is none (no labelled cell among the validation images)."""
+    from .metrics import fmt_rate
+
     if v.get("tp", 0) + v.get("fn", 0) == 0:
         return (f"validation F1 not measured: no labelled cell among the {v['n_images']} validation image(s) "
                 f"({v.get('fp', 0)} detection(s) there); give more images or --val-images")
-    return (f"validation F1 {v['f1']:.3f} (precision {v['precision']:.3f}, recall {v['recall']:.3f}) "
+    return (f"validation F1 {v['f1']:.3f} (precision {fmt_rate(v['precision'])}, recall {fmt_rate(v['recall'])}) "
             f"on {v['n_images']} image(s)")
 
 
@@ -635,6 +638,7 @@ def _train_dry_run(args, items, report, file_cfg) -> int:
 
 
 def cmd_models(args) -> int:
+    from .metrics import fmt_rate
     from .models.store import DEFAULT_MODEL, bundled_names, load_model
 
     if args.name:
@@ -648,7 +652,8 @@ def cmd_models(args) -> int:
     for name in names:
         m = load_model(name)
         v = (m.metrics or {}).get("validation", {})
-        metric = f"validation F1 {v['f1']:.3f} (P {v['precision']:.3f}, R {v['recall']:.3f})" if "f1" in v else "no metrics"
+        metric = (f"validation F1 {v['f1']:.3f} (P {fmt_rate(v['precision'])}, R {fmt_rate(v['recall'])})" if "f1" in v
+                  else "no metrics")
         cv = (m.metrics or {}).get("crossval", {}).get("pooled", {})
         if "f1" in cv:  # the estimate for new images: thresholds were fitted on the validation images
             metric += f"; {m.metrics['crossval'].get('folds', 5)}-fold cross-validated F1 {cv['f1']:.3f}"

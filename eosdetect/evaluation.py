@@ -122,7 +122,7 @@ def evaluate_model(model, items: list[EvalItem], *, thresholds: Thresholds | Non
             kept.append(dets)
         per_image.append({
             "image": it.name, "true": r.n_true, "pred": r.n_pred, "tp": r.tp, "fp": r.fp, "fn": r.fn,
-            "precision": round(r.precision, 4), "recall": round(r.recall, 4), "f1": round(r.f1, 4),
+            **r.rates(),
         })
     out = {"summary": summarize(results), "per_image": per_image, "thresholds": thr.to_dict()}
     if keep_detections:

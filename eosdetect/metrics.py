@@ -46,6 +46,12 @@ class MatchResult:
     def f1(self) -> float:
         return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
+    def rates(self) -> dict:
+        """``precision``, ``recall``, ``f1`` rounded to 4 digits for reports; precision is None when
+        nothing was detected and recall None when there was nothing to find (undefined, not 1.0)."""
+        return {"precision": round(self.precision, 4) if self.n_pred else None,
+                "recall": round(self.recall, 4) if self.n_true else None, "f1": round(self.f1, 4)}
+
     def matched_pred(self) -> np.ndarray:
         """Boolean mask over predictions: True where matched."""
         m = np.zeros(self.n_pred, dtype=bool)
@@ -136,11 +142,16 @@ def match_points(
     return MatchResult(tp, n - tp, m - tp, pairs)
 
 
+def fmt_rate(value) -> str:
+    """A precision or recall for people: undefined ones (nothing detected, nothing to find) are n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def summarize(results: list[MatchResult], pred_counts=None, true_counts=None) -> dict:
     """Pool per-image match results into overall metrics.
 
     Returns a dict with ``tp, fp, fn, precision, recall, f1`` (pooled over all
-    cells), ``count_mae`` (mean absolute count error per image),
+    cells; see :meth:`MatchResult.rates`), ``count_mae`` (mean absolute count error per image),
     ``count_mape`` (mean relative count error over images with true cells),
     ``count_pearson_r`` and ``n_images``.
     """
@@ -155,9 +166,7 @@ def summarize(results: list[MatchResult], pred_counts=None, true_counts=None) ->
         "tp": tp,
         "fp": fp,
         "fn": fn,
-        "precision": round(pooled.precision, 4),
-        "recall": round(pooled.recall, 4),
-        "f1": round(pooled.f1, 4),
+        **pooled.rates(),
         "count_mae": round(float(np.mean(np.abs(pc - tc))), 4) if len(tc) else 0.0,
     }
     nz = tc > 0

@@ -305,6 +305,15 @@ LIMITS = {
 }
 
 
+def _card_row(label: str, s: dict) -> str:
+    """One row of the model card's validation table."""
+    from .metrics import fmt_rate
+
+    mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
+    return (f"| {label} | {fmt_rate(s['precision'])} | {fmt_rate(s['recall'])} | {s['f1']:.3f} | "
+            f"{s['count_mae']:.2f} | {mape} |")
+
+
 def model_card(config: ModelConfig, metrics: dict) -> str:
     v = metrics["validation"]
     lines = [
@@ -359,25 +368,14 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         "",
         "| model | precision | recall | F1 | count MAE | count error (mean relative) |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| {config.name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['count_mae']:.2f} | "
-        + (f"{v['count_mape'] * 100:.1f}% |" if v.get("count_mape") is not None else "n/a |"),
+        _card_row(config.name, v),
     ]
     for key, b in metrics.items():
         if key.startswith("baseline"):
-            s = b["summary"]
-            lines.append(
-                f"| {key.replace('baseline_', '')} baseline | {s['precision']:.3f} | {s['recall']:.3f} | "
-                f"{s['f1']:.3f} | {s['count_mae']:.2f} | "
-                + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
-            )
+            lines.append(_card_row(f"{key.replace('baseline_', '')} baseline", b["summary"]))
     cv = metrics.get("crossval")
     if cv:
-        s = cv["pooled"]
-        lines.append(
-            f"| {config.name}, {cv.get('folds', 5)}-fold cross-validation | {s['precision']:.3f} | "
-            f"{s['recall']:.3f} | {s['f1']:.3f} | {s['count_mae']:.2f} | "
-            + (f"{s['count_mape'] * 100:.1f}% |" if s.get("count_mape") is not None else "n/a |")
-        )
+        lines.append(_card_row(f"{config.name}, {cv.get('folds', 5)}-fold cross-validation", cv["pooled"]))
         lines += ["", f"Cross-validation: {cv['method']}"]
     if v.get("tp", 0) + v.get("fn", 0) == 0:
         lines += ["", "**Not measured:** no labelled cell is among the validation images, so the figures above "

@@ -35,6 +35,18 @@ def test_empty_cases_and_scores():
     assert r.f1 == 1.0
 
 
+
+def test_reports_leave_undefined_rates_blank():
+    """Nothing detected: no precision (not a perfect 1.0); nothing to find: no recall."""
+    from eosdetect.metrics import fmt_rate, summarize
+
+    missed = match_points([], [[1, 1]])
+    assert missed.rates() == {"precision": None, "recall": 0.0, "f1": 0.0}
+    assert match_points([[1, 1]], []).rates() == {"precision": 0.0, "recall": None, "f1": 0.0}
+    s = summarize([missed, missed])
+    assert s["precision"] is None and s["recall"] == 0.0 and fmt_rate(s["precision"]) == "n/a"
+
+
 def test_summarize():
     a = match_points([[0, 0], [5, 5]], [[0, 0]], radius=1)
     b = match_points([[0, 0]], [[0, 0], [9, 9]], radius=1)
