@@ -316,6 +316,13 @@ def _card_row(label: str, s: dict) -> str:
 
 def model_card(config: ModelConfig, metrics: dict) -> str:
     v = metrics["validation"]
+    # a model trained without a pixel size works at a fraction of the image size, not at um/px
+    scale = (f"at 1/{config.pixel_size_um:g} of the image size" if config.sizes_in_pixels
+             else f"at {config.pixel_size_um} um/px")
+    helper_scale = (f"at 1/{config.helper_pixel_size_um:g} of the image size" if config.sizes_in_pixels
+                    else f"at {config.helper_pixel_size_um} um/px")
+    fitted_on = metrics["thresholds_fitted_on"]
+    fitted = "not fitted" not in fitted_on
     lines = [
         f"# {config.name} {config.version}",
         "",
@@ -324,21 +331,21 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         "## What it does",
         "",
         f"Counts **{config.class_name}** objects. "
-        + (f"A U-Net segments {config.unet_class_name} objects at {config.pixel_size_um} um/px; "
+        + (f"A U-Net segments {config.unet_class_name} objects {scale}; "
            + ("a helper (a logistic regression on 11 colour statistics of the cell's stained pixels"
               if config.helper_kind == "colour" else "a helper (a small CNN")
            + (", on the image white-balanced so that its background is neutral grey) "
               if config.helper_white_balance else ") ")
-           + f"re-scores each one on a {config.helper_crop_size}-px crop at {config.helper_pixel_size_um} um/px and "
+           + f"re-scores each one on a {config.helper_crop_size}-px crop {helper_scale} and "
            f"only those above `helper_threshold` are counted."
            if config.helper_enabled else
            f"A U-Net ({config.unet_depth} poolings, {config.unet_base_filters} base filters) predicts a "
-           f"probability map at {config.pixel_size_um} um/px; distance transform + watershed split it into objects."),
+           f"probability map {scale}; distance transform + watershed split it into objects."),
         "",
         (f"Inputs are assumed to be {config.input_pixel_size_um} um/px unless `--pixel-size` says otherwise"
          + ("" if config.pixel_size_measured else " (an estimate: the training images' pixel size is not published)")
          + "."
-         if config.pixel_size_measured or config.training.get("recipe") else
+         if not config.sizes_in_pixels else
          "Trained without a pixel size: sizes are in pixels of the training images, so use it on images "
          "taken at the same magnification and resolution."),
         "",
@@ -360,7 +367,8 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
          f"`python scripts/train_bundled.py configs/{_basename(t['config_file'])} -o <model folder>` ")
         +
         f"(seed {t['train']['train_seed']}; {t['seconds']['unet'] + t['seconds']['helper']:.0f} s of training "
-        f"on {t['machine']}). Thresholds fitted on {metrics['thresholds_fitted_on']}.",
+        f"on {t['machine']}). "
+        + (f"Thresholds fitted on {fitted_on}." if fitted else f"{fitted_on[0].upper()}{fitted_on[1:]}."),
         "",
         "## Validation",
         "",
@@ -381,8 +389,9 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         lines += ["", "**Not measured:** no labelled cell is among the validation images, so the figures above "
                   "say nothing of this model. Validate it on labelled images with `eosdetect evaluate`."]
     limits = LIMITS.get(config.training.get("recipe", config.name)) or [
-        f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on; the thresholds were "
-        "fitted on them, so expect lower figures on images from other labs, stains or scanners.",
+        f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on"
+        + ("; the thresholds were fitted on them, so expect" if fitted else ", too few to fit its threshold on; expect")
+        + " lower figures on images from other labs, stains or scanners.",
         "Check it on your own labelled images with `eosdetect evaluate` before relying on its counts.",
     ]
     lines += ["", "## Limits", ""] + [f"- {x}" for x in limits] + [""]

@@ -710,7 +710,7 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
         },
         "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside "
                     f"its box or mask or within {config.cell_diameter_um / 2:g} "
-                    f"{'um' if config.pixel_size_measured else 'px'} (half a cell) of its centre",
+                    f"{'px' if config.sizes_in_pixels else 'um'} (half a cell) of its centre",
         "thresholds_fitted_on": "the validation images (pooled F1 over the threshold grid)",
         "training": {
             "command": command,
@@ -826,7 +826,8 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
                     int(vy.sum()), config.class_name)
         thr = base.thresholds.replace(helper_threshold=0.5)
         ev = evaluate_model(model, val_eval, thresholds=thr)
-        fitted = f"not fitted (fewer than {MIN_VALIDATION_POSITIVES} positives among the validation images): 0.5"
+        fitted = (f"helper threshold not fitted (fewer than {MIN_VALIDATION_POSITIVES} positives among the "
+                  "validation images): 0.5")
     metrics = {
         "model": config.name,
         "version": config.version,

@@ -108,6 +108,30 @@ def test_model_card_shows_the_recorded_cross_validation():
     assert "cross-validation" not in model_card(model.config, metrics)
 
 
+def test_model_card_of_a_model_sized_in_pixels_and_an_unfitted_helper():
+    import dataclasses
+
+    from eosdetect.recipes import model_card
+
+    model = load_model("eosinophil-smear")
+    metrics = json.loads((model.path / "metrics.json").read_text())
+    del metrics["crossval"]
+    # a helper trained on the bundled U-Net (estimated um, no recipe), with too few positives to fit on
+    helper_cfg = dataclasses.replace(model.config, training={"command": "eosdetect train-helper ..."})
+    metrics["thresholds_fitted_on"] = "helper threshold not fitted (fewer than 5 positives among the validation images): 0.5"
+    card = model_card(helper_cfg, metrics)
+    assert "Trained without a pixel size" not in card and "Inputs are assumed to be 0.06 um/px" in card
+    assert "Helper threshold not fitted (fewer than 5" in card and "Thresholds fitted on" not in card
+    assert "the thresholds were fitted on them" not in card
+    # `eosdetect train` without --pixel-size: the network works at a fraction of the image size
+    px_cfg = dataclasses.replace(model.config, helper_enabled=False, pixel_size_measured=False,
+                                 input_pixel_size_um=1.0, pixel_size_um=6.3, training={})
+    metrics["thresholds_fitted_on"] = "the validation images (pooled F1 over the threshold grid)"
+    card = model_card(px_cfg, metrics)
+    assert "probability map at 1/6.3 of the image size" in card and "um/px" not in card.split("## Training")[0]
+    assert "Trained without a pixel size" in card
+
+
 def _disc_crops(colours, n=32, radius=9, seed=0):
     """Grey crops with a disc of each colour at the centre, a little noise."""
     import numpy as np
