@@ -145,6 +145,24 @@ def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[fl
     return out
 
 
+#: Keys of a config's ``data`` section: recipe and val_fold are read by scripts/train_bundled.py.
+DATA_KEYS = {"gap_weight": (int, float), "recipe": (str,), "val_fold": (int,)}
+
+
+def check_data_section(data: dict, *, source: str = "data") -> None:
+    """Known keys, of the right type; ``gap_weight`` (the loss weight of the gaps between touching
+    cells) positive."""
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {unknown}; known: {', '.join(sorted(DATA_KEYS))}")
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, DATA_KEYS[key]):
+            raise ConfigError(f"{source}: {key} has the wrong type: {value!r}")
+    gap = data.get("gap_weight", 1.0)
+    if not (math.isfinite(gap) and gap > 0):
+        raise ConfigError(f"{source}: gap_weight must be > 0, got {gap!r}")
+
+
 def check_patch_size(tcfg: TrainConfig, config, *, source: str = "train") -> None:
     """Training patches must be a whole number of the U-Net's pooling steps."""
     if tcfg.train_patch_size % config.align:
@@ -180,6 +198,7 @@ def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     model = ModelConfig.from_dict(data.get("model", {}), source=f"{path}: model")
     Thresholds.from_dict(data.get("thresholds", {}), source=f"{path}: thresholds")
     train = TrainConfig.from_dict(data.get("train", {}), source=f"{path}: train")
+    check_data_section(data.get("data", {}), source=f"{path}: data")
     check_patch_size(train, model, source=f"{path}: train")
     if data.get("threshold_grid") is not None:
         data["threshold_grid"] = threshold_grid(data["threshold_grid"], source=f"{path}: threshold_grid")

@@ -255,6 +255,9 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
             ("model:\n  pixel_size_um: -2\n", "model: pixel_size_um must be > 0"),
             ("thresholds:\n  prob_threshold: high\n", "thresholds: prob_threshold must be a number, got 'high'"),
             ("train:\n  train_patch_size: 100\n", "train: train_patch_size must be a multiple of 8"),  # 2 ** unet_depth 3
+            ("data:\n  gap_wieght: 5\n", "data: unknown keys ['gap_wieght']"),
+            ("data:\n  gap_weight: lots\n", "data: gap_weight has the wrong type: 'lots'"),
+            ("data:\n  gap_weight: -3\n", "data: gap_weight must be > 0, got -3"),
     ]):
         bad_section = tmp_path / f"section{i}.yaml"
         bad_section.write_text(text)
