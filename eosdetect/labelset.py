@@ -198,6 +198,9 @@ def load_labelled(
         label_files = {}
     else:
         label_files = _index_label_files(labels, label_format, {p.resolve() for p in image_paths})
+        if label_format == "points" and len(label_files) == 1 and not set(label_files) & {p.stem for p in image_paths}:
+            table = _read_points_table(next(iter(label_files.values())))  # a folder holding the one CSV for all
+            label_files = {}
     by_stem = {p.stem: p for p in image_paths}
     if table is not None:
         report.unmatched_labels = [Path(k) for k in sorted(set(table) - set(by_stem))]

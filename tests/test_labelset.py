@@ -107,6 +107,11 @@ def test_points_per_image_and_one_table(tmp_path):
     table.write_text("image,x,y\na.png,10,10\na.png,40,25\nb.png,5,5\n")
     items, _ = load_labelled(imgs, table, "points")
     assert [it.n_objects for it in items] == [2, 1]
+    folder = tmp_path / "table-folder"  # the README's "labels folder holds one CSV with an image column"
+    folder.mkdir()
+    table.rename(folder / "points.csv")
+    items, _ = load_labelled(imgs, folder, "points")
+    assert [it.n_objects for it in items] == [2, 1]
     (lab / "a.csv").write_text("x,y\n100,10\n")
     with pytest.raises(InputError, match="outside the 60x40 image"):
         load_labelled(imgs, lab, "points")
