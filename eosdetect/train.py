@@ -227,7 +227,11 @@ def bce_dice_loss(dice_weight: float = 1.0):
     return loss
 
 
-def detection_f1_callback(config: ModelConfig, items, prob_thresholds=(0.4, 0.5, 0.6, 0.7), thresholds=None):
+#: The probability thresholds at which the U-Net's validation F1 is measured each epoch (the best one counts).
+EPOCH_PROB_THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+
+
+def detection_f1_callback(config: ModelConfig, items, prob_thresholds=EPOCH_PROB_THRESHOLDS, thresholds=None):
     """A Keras callback that logs ``val_f1``, detection F1 of the U-Net on ``items``,
     and ``val_score``, the same minus 0.001 x the validation loss (a tie-break).
 
@@ -275,6 +279,8 @@ def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool, monitor:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = "max" if monitor.endswith(("f1", "auc", "score")) else "min"
+    if resume:  # epochs logged but not backed up (interrupted in between) are trained again: not logged twice
+        _trim_log(out_dir / f"{prefix}_log.csv", out_dir / f"{prefix}_backup")
     # after an interruption, the best epoch so far (from the log) must still be beaten to replace the best weights
     best_so_far = _best_logged(out_dir / f"{prefix}_log.csv", monitor, mode) if resume else None
     cbs = [
@@ -289,6 +295,31 @@ def _callbacks(out_dir: Path, prefix: str, patience: int, resume: bool, monitor:
         keras.callbacks.BackupAndRestore(str(out_dir / f"{prefix}_backup"), delete_checkpoint=True),
     ]
     return cbs
+
+
+def _trim_log(log_csv: Path, backup_dir: Path) -> None:
+    """Keep the log rows of the epochs the backup holds (Keras resumes after the last of those)."""
+    import csv
+    import io
+    import json
+
+    from .io import atomic_write_text
+
+    if not log_csv.is_file():
+        return
+    try:
+        done = int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0  # no backup: training starts again from the first epoch
+    with open(log_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or all(int(r["epoch"]) < done for r in rows):
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))  # the dialect Keras' CSVLogger writes
+    writer.writeheader()
+    writer.writerows(r for r in rows if int(r["epoch"]) < done)
+    atomic_write_text(log_csv, buf.getvalue())
 
 
 def _best_logged(log_csv: Path, monitor: str, mode: str) -> float | None:
@@ -311,7 +342,8 @@ def _load_best(model, path: Path) -> None:
 
 
 def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_samples, work_dir,
-               *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2, extra_callbacks=()):
+               *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2, extra_callbacks=(),
+               prob_thresholds=EPOCH_PROB_THRESHOLDS):
     """Train a U-Net on samples (see :class:`eosdetect.dataset.Sample`).
 
     Checkpoints, the epoch log and a resumable backup go to ``work_dir``.
@@ -347,7 +379,7 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
         callbacks=_callbacks(
             work_dir, "unet", tcfg.train_patience, resume,
             monitor="val_score" if val_items else "val_loss",
-            extra=[detection_f1_callback(config, val_items, thresholds=thresholds)] if val_items else (),
+            extra=[detection_f1_callback(config, val_items, prob_thresholds, thresholds)] if val_items else (),
         ) + list(extra_callbacks),
         verbose=verbose,
     )
@@ -705,8 +737,10 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     log.info("training %s on %d images, validating on %d; network at %g um/px, cells ~%.0f px",
              config.name, len(train_s), len(val_s), config.pixel_size_um, config.cell_diameter_px)
     t_data = time.time() - t0
+    # epochs are compared at every probability threshold the fit may choose afterwards, too
+    epoch_probs = sorted({*EPOCH_PROB_THRESHOLDS, *grid.get("prob_threshold", [])})
     unet = train_unet(config, tcfg, train_s, val_s, work / "unet", val_items=val_eval, thresholds=base_thr,
-                      resume=resume, verbose=verbose, extra_callbacks=extra_callbacks)
+                      resume=resume, verbose=verbose, extra_callbacks=extra_callbacks, prob_thresholds=epoch_probs)
     t_unet = time.time() - t0 - t_data
 
     # thresholds are fitted on the weights as saved and read back, but in the work folder: the

@@ -115,3 +115,20 @@ def test_config_file_mistakes_are_one_line_errors_before_any_training(tmp_path, 
     assert message in str(exc.value) and str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
     (tmp_path / "empty.yaml").write_text("train:\nthreshold_grid:\n")  # empty sections are fine
     assert load_config_file(tmp_path / "empty.yaml")["train"] == {}
+
+
+def test_resume_does_not_log_an_epoch_twice(tmp_path):
+    """Interrupted after epoch 2 was logged but before it was backed up: Keras trains epoch 2 again,
+    so its first row goes (and the best-so-far is read from what stays)."""
+    import json
+
+    from eosdetect.train import _callbacks
+
+    log = tmp_path / "unet_log.csv"
+    log.write_bytes(b"epoch,loss,val_score\r\n0,0.9,0.1\r\n1,0.8,0.2\r\n2,0.7,0.9\r\n")
+    (tmp_path / "unet_backup").mkdir()
+    (tmp_path / "unet_backup" / "training_metadata.json").write_text(json.dumps({"epoch": 2}))
+    cbs = _callbacks(tmp_path, "unet", patience=5, resume=True, monitor="val_score")
+    assert log.read_bytes() == b"epoch,loss,val_score\r\n0,0.9,0.1\r\n1,0.8,0.2\r\n"
+    best = [c for c in cbs if type(c).__name__ == "ModelCheckpoint"][0]
+    assert best.best == 0.2  # epoch 2's 0.9 was never backed up
