@@ -791,7 +791,7 @@ HELPER_GRID = [round(v, 2) for v in np.arange(0.1, 0.951, 0.05)]
 MIN_VALIDATION_POSITIVES = 5
 
 
-def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 40, input_pixel_size_um=None):
+def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 40):
     """Crops for the helper: positives at the labelled cells, negatives at the
     base model's U-Net candidates that lie on no labelled cell (nor in a
     ``difficult`` box). Returns ``(crops, labels)``."""
@@ -799,8 +799,8 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
     from .predict import detect
 
     size = config.helper_crop_size + extra
-    px = input_pixel_size_um or config.input_pixel_size_um  # the U-Net sees the images as the model will
-    radius = config.cell_diameter_um / 2 / config.input_pixel_size(px)
+    px = config.input_pixel_size_um  # the U-Net sees the images as the two-stage model will
+    radius = config.cell_diameter_um / 2 / px
     crops, labels = [], []
     for it in items:
         cands = detect(base, it.image, pixel_size_um=px).candidates.xy

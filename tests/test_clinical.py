@@ -61,3 +61,13 @@ def test_peak_is_the_best_window_anywhere(seed):
     assert s.peak_count == brute
     x0, y0, x1, y1 = s.peak_box
     assert (x1 - x0, y1 - y0) == (500, 500) and 0 <= x0 and x1 <= 3000 and 0 <= y0 and y1 <= 3000
+
+
+def test_many_cells_use_the_fine_grid_and_find_the_cluster(monkeypatch):
+    import eosdetect.clinical as clinical
+
+    monkeypatch.setattr(clinical, "EXACT_PEAK_MAX_CELLS", 0)  # the path taken beyond 5000 cells
+    rng = np.random.default_rng(2)
+    cluster = rng.uniform([2600, 1000], [2900, 1300], size=(20, 2))
+    s = hpf_summary(cluster, (4000, 4000), 1.0, hpf_area_mm2=0.25)
+    assert s.peak_count == 20 and not s.whole_image_is_one_hpf
