@@ -48,8 +48,10 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
 
     Files given explicitly are kept whatever their suffix (so that a bad file is
     reported rather than silently ignored); folders contribute the files whose
-    suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped,
-    and so is the folder ``exclude`` (an output folder inside an input folder).
+    suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
+    ``exclude`` is an output folder: when it lies inside a searched folder it is
+    not searched; when it is the searched folder, or above it, only the pictures
+    eosdetect writes there (``*_overlay.png``, ``*_heatmap.png``) are skipped.
 
     With ``keep_missing``, a path that does not exist and broken links in
     folders are listed too, for the caller to report with the other failed
@@ -80,7 +82,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
                 if (p.is_file() or (keep_missing and p.is_symlink() and not p.exists()))
                 and p.suffix.lower() in IMAGE_SUFFIXES
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and (skip is None or skip not in p.resolve().parents)
+                and not _is_output(p, path, skip)
             )
             if not files:
                 raise InputError(
@@ -96,6 +98,20 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     for p in found:
         unique.setdefault(p.resolve(), p)
     return list(unique.values())
+
+
+OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png")
+
+
+def _is_output(p: Path, folder: Path, out_dir: Path | None) -> bool:
+    """Whether ``p``, found in ``folder``, is in (or is a picture of) the output folder."""
+    if out_dir is None:
+        return False
+    resolved = p.resolve()
+    if resolved.parent == out_dir and resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES):
+        return True
+    inside = folder.resolve() in out_dir.parents  # the output folder is below the searched one
+    return inside and out_dir in resolved.parents
 
 
 # --------------------------------------------------------------------------- pixels

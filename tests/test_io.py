@@ -133,6 +133,22 @@ def test_find_images_recursive_sorted_unique(tmp_path, rgb):
     assert [p.name for p in found] == ["c.JPG", "b.png"]
 
 
+def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
+    for rel in ["imgs/x.png", "imgs/x_overlay.png", "imgs/out/y.png", "imgs/sub/z_overlay.png"]:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    imgs = tmp_path / "imgs"
+
+    def names(out):
+        return sorted(str(p.relative_to(imgs)) for p in find_images([imgs], exclude=out))
+
+    assert names(imgs / "out") == ["sub/z_overlay.png", "x.png", "x_overlay.png"]  # inside: not searched
+    assert names(imgs) == ["out/y.png", "sub/z_overlay.png", "x.png"]  # the same folder: its pictures skipped
+    assert names(tmp_path) == ["out/y.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]  # above it
+    assert names(None) == ["out/y.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]
+
+
 def test_to_rgb_uint8_variants():
     assert to_rgb_uint8(np.array([[True, False]])).tolist() == [[[255] * 3, [0] * 3]]
     assert to_rgb_uint8(np.array([[0.0, 1.0]]))[0, 1].tolist() == [255] * 3
