@@ -304,8 +304,17 @@ def _read_tiff(path: Path) -> np.ndarray:
         n_pixels = shape.get("Y", 0) * shape.get("X", 0)
         if n_pixels > MAX_IMAGE_PIXELS:
             raise InputError(path, f"image of {shape.get('X')}x{shape.get('Y')} is too large to read whole")
+        page = tif.pages[0]
+        photometric = int(page.photometric)
+        if photometric in _PILLOW_PHOTOMETRICS:  # CMYK, CIELab ...: Pillow converts these to RGB
+            return _read_pillow(path)
         arr = level.asarray()
-    axes = colour_axes(axes, level.shape)
+        if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
+            arr = _apply_colormap(arr, page.colormap)
+            axes = axes + "S"
+        elif photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+            arr = _invert(arr, page.bitspersample)
+    axes = colour_axes(axes, arr.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
     for ax in [a for a in axes if a not in "YXS"]:
         arr = arr.take(0, axis=axes.index(ax))
@@ -313,6 +322,28 @@ def _read_tiff(path: Path) -> np.ndarray:
     if "S" in axes and axes.index("S") < axes.index("Y"):
         arr = np.moveaxis(arr, axes.index("S"), -1)
     return arr
+
+
+_PILLOW_PHOTOMETRICS = (5, 8, 9, 10)  # separated (CMYK), CIELab, ICCLab, ITULab
+
+
+def _apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """Palette TIFF: colour indices -> RGB uint8 through the file's colour map (3, 2**bits)."""
+    cmap = np.asarray(colormap)
+    if cmap.max() > 255:  # TIFF colour maps are 16-bit (v * 256 or v * 257 for 8-bit v)
+        cmap = cmap.astype(np.uint32) >> 8
+    cmap = cmap.astype(np.uint8)
+    return np.moveaxis(cmap[:, np.clip(indices, 0, cmap.shape[1] - 1)], 0, -1)
+
+
+def _invert(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Grey stored with 0 as white (TIFF 'min-is-white'): flip it to 0 as black."""
+    if arr.dtype == np.bool_:
+        return ~arr
+    if np.issubdtype(arr.dtype, np.integer):
+        top = (1 << min(int(bits), 8 * arr.dtype.itemsize)) - 1
+        return (top - arr.astype(np.int64)).astype(arr.dtype)
+    return (1.0 if arr.max(initial=0) <= 1 else arr.max()) - arr
 
 
 # --------------------------------------------------------------------------- writing

@@ -60,6 +60,29 @@ def test_16bit_tiff_and_png(tmp_path):
     assert read_image(tmp_path / "planar.tif").shape == (2, 2, 3)
 
 
+def test_tiff_colour_modes(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:16] = (200, 30, 150)
+    rgb[16:] = (240, 240, 240)
+    Image.fromarray(rgb).quantize(colors=4).save(tmp_path / "palette.tif")  # colour indices + colour map
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    for name in ("palette.tif", "cmyk.tif"):
+        assert read_image(tmp_path / name)[[0, 31], 0].tolist() == [[200, 30, 150], [240, 240, 240]], name
+    # grey stored with 0 as white, 8- and 16-bit and bilevel: a dark pixel stays dark
+    tifffile.imwrite(tmp_path / "w8.tif", np.full((16, 16), 255 - 30, np.uint8), photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "w16.tif", np.full((16, 16), 65535 - 7710, np.uint16), photometric="miniswhite")
+    ink = np.zeros((16, 16), bool)
+    ink[4:8] = True  # 1 = black in a min-is-white bilevel file
+    Image.fromarray(~ink).save(tmp_path / "w1.tif", compression="group4")  # fax: min-is-white
+    assert read_image(tmp_path / "w8.tif")[0, 0].tolist() == [30] * 3
+    assert read_image(tmp_path / "w16.tif")[0, 0].tolist() == [30] * 3
+    bilevel = read_image(tmp_path / "w1.tif")
+    assert bilevel[5, 0].tolist() == [0] * 3 and bilevel[0, 0].tolist() == [255] * 3
+
+
 def test_channel_stack_tiff_is_read_in_colour(tmp_path):
     """ImageJ/OME stacks keep RGB as a channel axis C (no samples axis S); a 2-channel stack stays grey."""
     import tifffile
