@@ -369,22 +369,37 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
     vx, vy = fixed_patches(val_samples, max(tcfg.train_patch_size, 2 * config.align * 8))
     log.info("U-Net %s: %d parameters, %d training images, %d validation patches",
              model.name, model.count_params(), len(train_samples), len(vx))
-    model.fit(
-        sampler.dataset(tcfg.train_batch_size),
-        steps_per_epoch=tcfg.train_steps_per_epoch,
-        epochs=tcfg.train_epochs,
-        validation_data=(vx, vy),
-        validation_batch_size=4,
-        shuffle=False,  # the patch stream is random already
-        callbacks=_callbacks(
-            work_dir, "unet", tcfg.train_patience, resume,
-            monitor="val_score" if val_items else "val_loss",
-            extra=[detection_f1_callback(config, val_items, prob_thresholds, thresholds)] if val_items else (),
-        ) + list(extra_callbacks),
-        verbose=verbose,
-    )
+    if resume and _finished(work_dir, "unet"):  # interrupted after it: threshold fit or model writing
+        log.info("U-Net: training had finished before the interruption; its best epoch is kept")
+    else:
+        model.fit(
+            sampler.dataset(tcfg.train_batch_size),
+            steps_per_epoch=tcfg.train_steps_per_epoch,
+            epochs=tcfg.train_epochs,
+            validation_data=(vx, vy),
+            validation_batch_size=4,
+            shuffle=False,  # the patch stream is random already
+            callbacks=_callbacks(
+                work_dir, "unet", tcfg.train_patience, resume,
+                monitor="val_score" if val_items else "val_loss",
+                extra=[detection_f1_callback(config, val_items, prob_thresholds, thresholds)] if val_items else (),
+            ) + list(extra_callbacks),
+            verbose=verbose,
+        )
+        _mark_finished(work_dir, "unet")
     _load_best(model, work_dir / "unet_best.weights.h5")
     return model
+
+
+def _finished(work_dir: Path, prefix: str) -> bool:
+    return (work_dir / f"{prefix}_finished").is_file() and (work_dir / f"{prefix}_best.weights.h5").is_file()
+
+
+def _mark_finished(work_dir: Path, prefix: str) -> None:
+    """Training of ``prefix`` ran to its end (Keras has removed its backup): a resumed run keeps it."""
+    from .io import atomic_write_text
+
+    atomic_write_text(work_dir / f"{prefix}_finished", "")
 
 
 def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labels, val_crops, val_labels,
@@ -467,9 +482,13 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     vy = np.asarray(val_labels, dtype=np.float32)[:, None]
     vw = np.where(vy[:, 0] > 0.5, class_w[1], class_w[0]).astype(np.float32)
     log.info("helper CNN: %d parameters, %d training crops (%d positive)", model.count_params(), len(y), int(y.sum()))
-    model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw), shuffle=False,
-              callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume, monitor="val_auc"),
-              verbose=verbose)
+    if resume and _finished(work_dir, "helper"):
+        log.info("helper CNN: training had finished before the interruption; its best epoch is kept")
+    else:
+        model.fit(ds, steps_per_epoch=steps, epochs=tcfg.helper_epochs, validation_data=(vx, vy, vw),
+                  shuffle=False, callbacks=_callbacks(work_dir, "helper", tcfg.helper_patience, resume,
+                                                      monitor="val_auc"), verbose=verbose)
+        _mark_finished(work_dir, "helper")
     _load_best(model, work_dir / "helper_best.weights.h5")
     return model
 

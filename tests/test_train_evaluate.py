@@ -150,6 +150,44 @@ def test_training_resumes_after_an_interruption(tmp_path):
     assert (out / "metrics.json").is_file() and not (out / ".train").exists()
 
 
+@pytest.mark.slow
+def test_resume_after_the_unet_finished_keeps_it(tmp_path, monkeypatch):
+    # interrupted while the thresholds are fitted: Keras has already removed its backup, and
+    # --resume must not train the U-Net again from its first epoch
+    import keras
+    import yaml
+
+    from eosdetect import evaluation
+    from eosdetect.labelset import load_labelled
+    from eosdetect.train import train_from_labels
+
+    imgs, labs = _dataset(tmp_path / "d", n=4)
+    items, _ = load_labelled(imgs, labs, "points")
+    file_cfg = yaml.safe_load(TINY_CONFIG.format(epochs=2))
+    out = tmp_path / "m"
+    epochs = []
+
+    class Seen(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(epoch)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_fit = evaluation.fit_thresholds
+    monkeypatch.setattr(evaluation, "fit_thresholds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, extra_callbacks=[Seen()])
+    assert epochs == [0, 1]
+    monkeypatch.setattr(evaluation, "fit_thresholds", real_fit)
+    train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True,
+                      extra_callbacks=[Seen()])
+    assert epochs == [0, 1]  # nothing trained again
+    log = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [int(r["epoch"]) for r in log] == [0, 1]
+    assert (out / "metrics.json").is_file() and not (out / ".train").exists()
+
+
 def _disc_finder(**cfg):
     """A base model whose 'U-Net' finds every disc."""
     from eosdetect.models.config import ModelConfig, Thresholds
