@@ -230,7 +230,7 @@ def _names_this_image(ann: VocAnnotation, image_path: Path) -> bool:
     beside ``x.png`` (``<filename>``; one without an extension is a stem), or ``a/x.png`` and
     ``b/x.png`` pre-labelled into the same ``-o`` (``<path>``)."""
     name = (ann.filename or "").strip()
-    if name and (name != image_path.name if Path(name).suffix else name != image_path.stem):
+    if name and name not in (image_path.name, image_path.stem):  # a stem may hold dots: "a.v2" of a.v2.jpg
         return False
     # same name: another image still where <path> says (a label file moved with its images keeps its
     # old, now missing, path; that is no reason to refuse it)

@@ -145,6 +145,15 @@ def test_images_of_the_same_name_do_not_share_a_label_file(tmp_path):
     assert len(read_voc(tmp_path / "out" / "x.xml").objects) == 1
 
 
+def test_a_label_file_naming_its_image_by_a_dotted_stem_is_its_own(tmp_path):
+    img = _image(tmp_path / "smear.v2.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    write_voc(tmp_path / "smear.v2.xml", VocAnnotation(filename="smear.v2", width=100, height=80,
+                                                       objects=[VocObject("eosinophil", 10, 10, 30, 30)]))
+    rec = prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings())[0]
+    assert rec.status == "merged", rec.error
+    assert len(read_voc(tmp_path / "smear.v2.xml").objects) == 2  # the human box kept, one new
+
+
 def test_bad_existing_files_are_reported_and_left_alone(tmp_path):
     a = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
     b = _image(tmp_path / "b.png", [(20, 20, 8, DARK)])
