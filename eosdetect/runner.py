@@ -86,7 +86,8 @@ def output_names(paths: list[Path]) -> list[str]:
     for p in paths:
         key = (p.resolve().parent, p.stem)
         folder_stems[key] = folder_stems.get(key, 0) + 1
-    names = [p.name if folder_stems[(p.resolve().parent, p.stem)] > 1 else p.stem for p in paths]
+    bases = [p.name if folder_stems[(p.resolve().parent, p.stem)] > 1 else p.stem for p in paths]
+    names = list(bases)
     depth = 0
     while len(set(names)) < len(names) and depth < 32:
         depth += 1
@@ -94,8 +95,8 @@ def output_names(paths: list[Path]) -> list[str]:
         for n in names:
             counts[n] = counts.get(n, 0) + 1
         names = [
-            "__".join([*p.parent.parts[-depth:], p.stem]) if counts[n] > 1 else n
-            for p, n in zip(paths, names)
+            "__".join([*p.parent.parts[-depth:], base]) if counts[n] > 1 else n
+            for p, base, n in zip(paths, bases, names)
         ]
     # a stem that is still shared (same file name in identical folder names): number it
     seen: dict[str, int] = {}

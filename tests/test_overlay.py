@@ -72,3 +72,6 @@ def test_output_names_disambiguate():
     # one folder: the extension, not the whole path, tells them apart
     assert output_names([Path("/data/col/x.png"), Path("/data/col/x.JPG"), Path("/data/col/y.png")]) == [
         "x.png", "x.JPG", "y"]
+    # both at once: folder and extension
+    assert output_names([Path("a/x.png"), Path("a/x.jpg"), Path("b/x.png"), Path("b/x.jpg")]) == [
+        "a__x.png", "a__x.jpg", "b__x.png", "b__x.jpg"]
