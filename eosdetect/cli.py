@@ -624,12 +624,14 @@ def _train_dry_run(args, items, report, file_cfg) -> int:
     for it in shown:
         sample = training_sample(it, config)
         atomic_write_bytes(folder / f"{it.name}_target.png", encode_png(target_preview(it, sample)))
-    if config.pixel_size_measured:
-        scale = (f"images at {config.input_pixel_size_um:g} um/px, network at {config.pixel_size_um:g} um/px; "
-                 f"cell diameter {config.cell_diameter_um:g} um")
-    else:
+    if config.sizes_in_pixels:
         scale = (f"No pixel size given, so sizes are in image pixels: network at 1/{config.pixel_size_um:g} of the "
                  f"image size; cell diameter {config.cell_diameter_um:g} image px")
+    else:
+        estimate = "" if config.pixel_size_measured else " (an estimate)"
+        scale = (f"images at {config.input_pixel_size_um:g} um/px{estimate}, network at {config.pixel_size_um:g} "
+                 f"um/px (1/{config.pixel_size_um / config.input_pixel_size_um:g} of the image size); "
+                 f"cell diameter {config.cell_diameter_um:g} um")
     print(f"{len(items)} labelled image(s), {_noun(report.objects, config.class_name)}; {len(train)} for training, "
           f"{len(val)} for validation. {scale} = {config.cell_diameter_px:.1f} network pixels. "
           f"Training targets of {len(shown)} image(s) in {folder}/ (green: target outlines, +: centres, "

@@ -338,6 +338,20 @@ def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
     assert err.count("\n") == 0 and "'img9' is not among the labelled images" in err
 
 
+def test_dry_run_states_the_scale_in_the_units_of_the_config(tmp_path, capsys):
+    imgs, labs = _dataset(tmp_path / "d", n=2)
+    args = ["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points",
+            "--cell-diameter", "12", "-o", str(tmp_path / "m"), "--dry-run"]
+    assert main(args) == 0
+    assert "sizes are in image pixels" in capsys.readouterr().out  # no pixel size anywhere
+    (tmp_path / "c.yaml").write_text("model:\n  input_pixel_size_um: 0.06\n  pixel_size_measured: false\n"
+                                     "  pixel_size_um: 0.24\n")  # an estimated pixel size is still micrometres
+    assert main([*args, "--config", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "images at 0.06 um/px (an estimate), network at 0.24 um/px (1/4 of the image size)" in out
+    assert "image pixels" not in out
+
+
 def test_train_without_any_labelled_object_says_so_first(tmp_path, capsys):
     """Boxes tell the cell size, so with no box at all the missing objects are the problem, not --cell-diameter."""
     imgs, _ = _dataset(tmp_path / "d", n=2)
