@@ -52,6 +52,8 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     ``exclude`` is an output folder: when it lies inside a searched folder it is
     not searched; when it is the searched folder, or above it, only the pictures
     eosdetect writes there (``*_overlay.png``, ``*_heatmap.png``) are skipped.
+    Those pictures are skipped, too, in the results folder of any earlier run
+    (a folder holding :data:`RUN_RECORD_DIR`).
 
     With ``keep_missing``, a path that does not exist and broken links in
     folders are listed too, for the caller to report with the other failed
@@ -101,15 +103,20 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
 
 
 OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png")
+#: The folder of resume records that ``eosdetect count`` keeps in its output folder.
+RUN_RECORD_DIR = ".eosdetect"
 
 
 def _is_output(p: Path, folder: Path, out_dir: Path | None) -> bool:
-    """Whether ``p``, found in ``folder``, is in (or is a picture of) the output folder."""
+    """Whether ``p``, found in ``folder``, is in the output folder (when that is below ``folder``),
+    or is a picture eosdetect drew: in the output folder, or in a results folder of an earlier run."""
+    resolved = p.resolve()
+    if resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES) and (
+        resolved.parent == out_dir or (resolved.parent / RUN_RECORD_DIR).is_dir()
+    ):
+        return True
     if out_dir is None:
         return False
-    resolved = p.resolve()
-    if resolved.parent == out_dir and resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES):
-        return True
     inside = folder.resolve() in out_dir.parents  # the output folder is below the searched one
     return inside and out_dir in resolved.parents
 

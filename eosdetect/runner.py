@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from .clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
 from .errors import EosdetectError, InputError
-from .io import atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
+from .io import RUN_RECORD_DIR, atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
 from .overlay import draw_overlay
 from .postprocess import DETECTION_COLUMNS
@@ -39,7 +39,7 @@ COUNT_COLUMNS = (
     "image", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
     "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
 )
-STATE_DIR = ".eosdetect"
+STATE_DIR = RUN_RECORD_DIR
 #: While a folder is counted, counts.csv and summary.json are rewritten at most this often
 #: (each image's own files and resume record are written as soon as it is done).
 TABLES_EVERY_S = 2.0

@@ -267,11 +267,13 @@ def test_a_missing_file_fails_alone_and_the_output_folder_is_not_an_input(images
             ("a.png", "ok"), ("b.png", "ok"), ("link.png", "error"), ("missing.png", "error")]  # no overlays
 
 
-@pytest.mark.parametrize("where", ["same", "parent"])
+@pytest.mark.parametrize("where", ["same", "parent", "earlier"])
 def test_results_beside_the_images_or_above_them(images, tiny_model_dir, capsys, where):
     # -o the input folder (results beside the images) or a folder above it: the images are still
     # found, and on a re-run the overlays written there are not counted as images
-    out_dir = images if where == "same" else images.parent
+    out_dir = {"same": images, "parent": images.parent, "earlier": images / "results-v2"}[where]
+    if where == "earlier":  # results of an earlier run inside the image folder: its overlays are no images
+        assert _count([images, "-m", tiny_model_dir, "-o", images / "results"], capsys)[0] == 0
     for _ in range(2):
         code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir, "--overwrite"], capsys)
         assert code == 0, err

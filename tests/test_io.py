@@ -170,6 +170,8 @@ def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
     assert names(imgs) == ["out/y.png", "sub/z_overlay.png", "x.png"]  # the same folder: its pictures skipped
     assert names(tmp_path) == ["out/y.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]  # above it
     assert names(None) == ["out/y.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]
+    (imgs / "sub" / ".eosdetect").mkdir()  # sub/ holds the results of an earlier run: its overlays are no images
+    assert names(imgs / "out") == ["x.png", "x_overlay.png"]
 
 
 def test_to_rgb_uint8_variants():
