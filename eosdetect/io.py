@@ -382,8 +382,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`); the odd bytes of a file name
+    that is not UTF-8 become U+FFFD (:func:`printable`)."""
+    return atomic_write_bytes(path, printable(text).encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
@@ -410,6 +411,16 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     for row in rows:
         writer.writerow([_fmt(v) for v in row])
     return buf.getvalue()
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a file name that is not UTF-8 (held by Python as
+    surrogate escapes) become U+FFFD, so that it can be printed or written as UTF-8.
+
+    >>> printable(os.fsdecode(b"caf\\xe9.jpg"))
+    'caf\ufffd.jpg'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:

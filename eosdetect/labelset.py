@@ -449,7 +449,7 @@ def split_names(names: list[str], val_fraction: float, seed: int = 0) -> tuple[l
     """
     if len(names) < 2:
         raise ConfigError(f"need at least 2 labelled images to hold some out for validation, got {len(names)}")
-    order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode("utf-8", "surrogateescape")).hexdigest())
     n_val = min(len(names) - 1, max(1, int(round(val_fraction * len(names)))))
     val = set(order[:n_val])
     return [n for n in names if n not in val], [n for n in names if n in val]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import axis_factors
+from .io import printable
 from .postprocess import Detections
 
 COUNTED = (0, 230, 64)  # RGB
@@ -153,6 +154,8 @@ def _with_header(canvas: np.ndarray, caption: list[str], thick: int) -> np.ndarr
     line_h = int(round(30 * scale))
     header = np.full((line_h * len(caption) + int(10 * scale), cols, 3), 30, dtype=np.uint8)
     for i, text in enumerate(caption):
+        # OpenCV's fonts draw ASCII only (and crash on a file name that is not UTF-8)
+        text = printable(text).encode("ascii", "replace").decode("ascii")
         # shrink long lines to fit the width
         s = scale
         while s > 0.3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)[0][0] > cols - 10:

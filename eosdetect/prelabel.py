@@ -27,7 +27,7 @@ import numpy as np
 
 from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, write_voc
 from .errors import EosdetectError, InputError
-from .io import atomic_write_text, is_grey, read_image
+from .io import atomic_write_text, is_grey, printable, read_image
 from .predict import detect
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def _names_this_image(ann: VocAnnotation, image_path: Path) -> bool:
     beside ``x.png`` (``<filename>``; one without an extension is a stem), or ``a/x.png`` and
     ``b/x.png`` pre-labelled into the same ``-o`` (``<path>``)."""
     name = (ann.filename or "").strip()
-    if name and name not in (image_path.name, image_path.stem):  # a stem may hold dots: "a.v2" of a.v2.jpg
+    if name and name not in (printable(image_path.name), printable(image_path.stem)):  # "a.v2": stem of a.v2.jpg
         return False
     # same name: another image still where <path> says (a label file moved with its images keeps its
     # old, now missing, path; that is no reason to refuse it)

@@ -447,3 +447,34 @@ def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_mod
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["total_count"] == 1010
     assert summary["clinical"]["density_per_mm2"] == 1.0 and summary["clinical"]["images_with_area"] == 1
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path, tiny_model_dir, capsys):
+    """Latin-1 names (unzipped from an old archive): counted, pre-labelled and evaluated like any other,
+    written with U+FFFD where a table, XML or caption needs text (was a crash of the whole run)."""
+    import os
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    try:
+        odd = Path(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))
+        write_image(odd, disc_image())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    (folder / "bad\udce9.jpg").write_bytes(b"not an image")
+    code, _, err = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res"], capsys)
+    assert code == 1 and "bad\\udce9.jpg: not an image file" in err
+    rows = _rows(tmp_path / "res" / "counts.csv")
+    assert [(Path(r["image"]).name, r["status"]) for r in rows] == [("bad\ufffd.jpg", "error"), ("caf\ufffd.png", "ok")]
+    assert (tmp_path / "res" / f"{odd.stem}_overlay.png").is_file()
+    _, out, _ = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res"], capsys)
+    assert "(1 already done" in out  # resumes
+    (folder / "bad\udce9.jpg").unlink()
+    assert main(["prelabel", str(folder), "-m", str(tiny_model_dir), "-o", str(tmp_path / "xml")]) == 0
+    assert main(["prelabel", str(folder), "-m", str(tiny_model_dir), "-o", str(tmp_path / "xml")]) == 0  # its own
+    from eosdetect.annotations.voc import read_voc
+
+    assert read_voc(tmp_path / "xml" / f"{odd.stem}.xml").filename == "caf\ufffd.png"
+    assert main(["evaluate", "--images", str(folder), "--labels", str(tmp_path / "xml"), "-m", str(tiny_model_dir),
+                 "-o", str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / f"{odd.stem}_errors.png").is_file()

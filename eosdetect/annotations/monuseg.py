@@ -76,7 +76,7 @@ def read_monuseg_xml(path: str | os.PathLike) -> list[np.ndarray]:
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
-        root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+        root = etree.parse(os.fsencode(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
     except OSError:
         raise InputError(path, "no such file or not readable") from None
     except etree.XMLSyntaxError as exc:

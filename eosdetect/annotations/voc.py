@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, printable
 
 
 @dataclass
@@ -84,7 +84,7 @@ def read_voc(path: str | os.PathLike) -> VocAnnotation:
 
     path = Path(path)
     try:
-        root = etree.parse(str(path), etree.XMLParser(encoding="utf-8", resolve_entities=False)).getroot()
+        root = etree.parse(os.fsencode(path), etree.XMLParser(encoding="utf-8", resolve_entities=False)).getroot()
     except OSError:
         raise InputError(path, "no such file or not readable") from None
     except etree.XMLSyntaxError as exc:
@@ -192,8 +192,9 @@ def voc_bytes(ann: VocAnnotation) -> bytes:
 def _text(value: str | None) -> str | None:
     """Element text as LabelImg writes it: its ``ElementTree`` pass serialises an
     empty text as ``<tag />``, which lxml then prints as ``<tag/>``; lxml itself
-    would print ``""`` as ``<tag></tag>``, so an empty string becomes None here."""
-    return value or None
+    would print ``""`` as ``<tag></tag>``, so an empty string becomes None here. A file name
+    that is not UTF-8 is written with U+FFFD for its odd bytes (XML holds Unicode only)."""
+    return printable(value) if value else None
 
 
 def _labelimg_truncated(o: VocObject, ann: VocAnnotation) -> bool:

@@ -39,7 +39,7 @@ def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha1()
     for p in sorted(Path(folder).iterdir()):
         if p.is_file() and p.name not in skip:
-            digest.update(p.name.encode() + b"\0")
+            digest.update(os.fsencode(p.name) + b"\0")
             with open(p, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
