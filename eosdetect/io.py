@@ -179,15 +179,10 @@ def _to_unit_float(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if np.issubdtype(a.dtype, np.integer):
+        # the bit depth of the camera (8, 10, 12, 14 or 16 bits in a 16-bit file), from the largest value
         top = int(a.max()) if a.size else 0
-        if top <= 255:
-            scale = 255.0
-        elif top <= 4095:
-            scale = 4095.0
-        elif top <= 65535:
-            scale = 65535.0
-        else:
-            scale = float(np.iinfo(a.dtype).max)
+        depths = [(1 << bits) - 1 for bits in (8, 10, 12, 14, 16)]
+        scale = float(next((d for d in depths if top <= d), np.iinfo(a.dtype).max))
         return np.clip(a.astype(np.float32), 0, None) / scale
     if np.issubdtype(a.dtype, np.floating):
         f = a.astype(np.float32)

@@ -56,6 +56,11 @@ def test_16bit_tiff_and_png(tmp_path):
     a12 = np.array([[0, 4095]], dtype=np.uint16)
     _save_pil(tmp_path / "b.png", a12)
     assert read_image(tmp_path / "b.png")[0, :, 0].tolist() == [0, 255]
+    # so are 10- and 14-bit camera data (were read at a quarter of their brightness)
+    for bits in (10, 14):
+        top = (1 << bits) - 1
+        tifffile.imwrite(tmp_path / f"c{bits}.tif", np.array([[0, top // 2, top]], dtype=np.uint16))
+        assert read_image(tmp_path / f"c{bits}.tif")[0, :, 0].tolist() == [0, 127, 255]
     tifffile.imwrite(tmp_path / "planar.tif", np.stack([a16, a16, a16]), photometric="rgb", planarconfig="separate")
     assert read_image(tmp_path / "planar.tif").shape == (2, 2, 3)
 
@@ -73,7 +78,9 @@ def test_tiff_colour_modes(tmp_path):
         assert read_image(tmp_path / name)[[0, 31], 0].tolist() == [[200, 30, 150], [240, 240, 240]], name
     # grey stored with 0 as white, 8- and 16-bit and bilevel: a dark pixel stays dark
     tifffile.imwrite(tmp_path / "w8.tif", np.full((16, 16), 255 - 30, np.uint8), photometric="miniswhite")
-    tifffile.imwrite(tmp_path / "w16.tif", np.full((16, 16), 65535 - 7710, np.uint16), photometric="miniswhite")
+    w16 = np.full((16, 16), 65535 - 7710, np.uint16)
+    w16[-1] = 0  # a white row: the full 16 bits are used
+    tifffile.imwrite(tmp_path / "w16.tif", w16, photometric="miniswhite")
     ink = np.zeros((16, 16), bool)
     ink[4:8] = True  # 1 = black in a min-is-white bilevel file
     Image.fromarray(~ink).save(tmp_path / "w1.tif", compression="group4")  # fax: min-is-white
