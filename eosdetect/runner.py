@@ -78,10 +78,12 @@ class ImageRecord:
     row: dict = field(default_factory=dict)
 
 
-def output_names(paths: list[Path]) -> list[str]:
+def output_names(paths: list[Path], taken: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """File-name stems for outputs: the image stem, prefixed by parent folders when two
     images share a stem (``a/x.png``, ``b/x.png`` -> ``a__x``, ``b__x``), with its
-    extension when they are in one folder (``x.png``, ``x.jpg`` -> ``x.png``, ``x.jpg``)."""
+    extension when they are in one folder (``x.png``, ``x.jpg`` -> ``x.png``, ``x.jpg``).
+    A name that is still shared, or is in ``taken`` (the results of other images), is
+    numbered (``x__2``); a very long one is shortened, with a hash of the whole kept."""
     folder_stems: dict[tuple[Path, str], int] = {}
     for p in paths:
         key = (p.resolve().parent, p.stem)
@@ -98,13 +100,34 @@ def output_names(paths: list[Path]) -> list[str]:
             "__".join([*p.parent.parts[-depth:], base]) if counts[n] > 1 else n
             for p, base, n in zip(paths, bases, names)
         ]
-    # a stem that is still shared (same file name in identical folder names): number it
-    seen: dict[str, int] = {}
+    return _numbered([_short_name(n.replace(os.sep, "_").replace(":", "_")) for n in names], taken)
+
+
+def _numbered(names: list[str], taken) -> list[str]:
+    """Names still shared (same file name in identical folder names, or ``t:1`` beside ``t_1``),
+    or in ``taken``, get a number."""
+    used = set(taken)
     out = []
     for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}__{seen[n]}")
-    return [n.replace(os.sep, "_").replace(":", "_") for n in out]
+        unique, k = n, 1
+        while unique in used:
+            k += 1
+            unique = f"{n}__{k}"
+        used.add(unique)
+        out.append(unique)
+    return out
+
+
+#: Output names are kept to this many bytes (file systems allow 255, with the suffixes and temporary files).
+MAX_NAME_BYTES = 160
+
+
+def _short_name(name: str) -> str:
+    raw = os.fsencode(name)
+    if len(raw) <= MAX_NAME_BYTES:
+        return name
+    tag = hashlib.sha1(raw).hexdigest()[:10]
+    return raw[: MAX_NAME_BYTES - 12].decode("utf-8", "ignore") + "~" + tag  # no half character kept
 
 
 MIN_SIDE = 8
@@ -244,22 +267,37 @@ class CountRun:
             "state": self.out_dir / STATE_DIR / f"{name}.json",
         }
 
-    def _follow_renames(self, images: list[Path], names: list[str]) -> None:
+    def _names(self, images: list[Path]) -> list[str]:
+        """Output names of ``images``; the results of other images, counted into this folder by
+        an earlier run and still there, keep theirs (``slideA/x.jpg`` counted before ``slideB/x.jpg``:
+        ``x`` stays slideA's, the new one is ``slideB__x``)."""
+        recorded: dict[str, str] = {}  # output name -> image, from the resume records
+        for state in sorted((self.out_dir / STATE_DIR).glob("*.json")):
+            try:
+                recorded[state.stem] = str(read_json(state)["image"])
+            except (InputError, KeyError, TypeError):
+                continue
+        here = {p.resolve() for p in images}
+        others = {name: Path(image) for name, image in recorded.items()
+                  if Path(image).resolve() not in here and Path(image).is_file()}
+        names = output_names(images)
+        clash = set(names) & set(others)
+        if clash:  # those get their folder in front, as if the other images were in this run
+            combined = output_names([*images, *others.values()])[: len(images)]
+            names = _numbered([c if n in clash else n for n, c in zip(names, combined)], taken=set(others))
+        self._follow_renames(images, names, recorded)
+        return names
+
+    def _follow_renames(self, images: list[Path], names: list[str], recorded: dict[str, str]) -> None:
         """Files of an image counted before under another output name (its stem became shared when an
         image of the same stem joined the run, or stopped being shared) take its new name, so that
         nothing stale is left behind under the old one and the re-run can still skip the image."""
-        wanted = {str(p): n for p, n in zip(images, names)}
-        state_dir = self.out_dir / STATE_DIR
-        moves = []
-        for state in sorted(state_dir.glob("*.json")):
-            try:
-                new = wanted.get(read_json(state).get("image"))
-            except (InputError, AttributeError):
-                continue
-            if new is not None and new != state.stem:
-                moves.append((state.stem, new))
+        wanted = {p.resolve(): n for p, n in zip(images, names)}
+        moves = [(old, wanted[Path(image).resolve()]) for old, image in recorded.items()
+                 if wanted.get(Path(image).resolve(), old) != old]
         if not moves:
             return
+        state_dir = self.out_dir / STATE_DIR
         # two passes, through a side folder: a new name may be another moving image's old one
         side = state_dir / "renaming"
         side.mkdir(exist_ok=True)
@@ -288,7 +326,7 @@ class CountRun:
             return None
         if self.settings.overlay and "overlay" not in state.get("outputs", ["overlay"]):
             return None  # counted without an overlay: the one there is older than these results
-        if state.get("fingerprint") != fingerprint or state.get("image") != str(image):
+        if state.get("fingerprint") != fingerprint or Path(str(state.get("image"))).resolve() != image.resolve():
             return None
         if not all(p[k].is_file() for k in state.get("outputs", []) if k in p):
             return None  # an output was deleted since
@@ -395,8 +433,7 @@ class CountRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
         fingerprint = self._fingerprint()
-        names = output_names(images)
-        self._follow_renames(images, names)
+        names = self._names(images)
         self.records = []
         started = time.time()
         jobs = []
@@ -404,7 +441,7 @@ class CountRun:
             rec = ImageRecord(image=str(image_path), name=name)
             cached = None if self.settings.overwrite else self._done(image_path, name, fingerprint)
             if cached is not None:
-                rec.row, rec.status = cached, "skipped"
+                rec.row, rec.status = {**cached, "image": str(image_path)}, "skipped"
             jobs.append(rec)
         if self.settings.scheduler:
             return self._run_distributed(jobs, fingerprint, started, progress)
@@ -581,6 +618,9 @@ class CountRun:
             reason = _unexpected_reason(exc)
             rec.status, rec.error = "error", f"{rec.image}: {reason}"
             rec.row = {"image": rec.image, "status": "error", "error": reason}
+        if rec.status == "error":  # what an earlier run wrote for it no longer stands beside an error
+            for path in self._paths(rec.name).values():
+                path.unlink(missing_ok=True)
 
     def _mark_done(self, rec: ImageRecord, fingerprint: str) -> None:
         """Written last: the record that lets a re-run skip this image."""

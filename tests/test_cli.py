@@ -478,3 +478,49 @@ def test_a_file_name_that_is_not_utf8(tmp_path, tiny_model_dir, capsys):
     assert main(["evaluate", "--images", str(folder), "--labels", str(tmp_path / "xml"), "-m", str(tiny_model_dir),
                  "-o", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / f"{odd.stem}_errors.png").is_file()
+
+
+def test_folders_counted_one_by_one_into_one_results_folder_keep_their_results(tmp_path, tiny_model_dir, capsys):
+    res = tmp_path / "res"
+    for slide, centres in (("slideA", ((20, 20),)), ("slideB", ((20, 20), (40, 40)))):
+        (tmp_path / slide).mkdir()
+        write_image(tmp_path / slide / "x.png", disc_image(centres=centres))
+    assert _count([tmp_path / "slideA", "-m", tiny_model_dir, "-o", res], capsys)[0] == 0
+    first = (res / "x_detections.csv").read_bytes()
+    assert _count([tmp_path / "slideB", "-m", tiny_model_dir, "-o", res], capsys)[0] == 0
+    assert (res / "x_detections.csv").read_bytes() == first  # slideA's results are not replaced
+    assert (res / "slideB__x_overlay.png").is_file()
+    assert [Path(r["image"]).parent.name for r in _rows(res / "counts.csv")] == ["slideB"]
+    # slideA again, by another spelling of its path: done already, under its own name
+    _, out, _ = _count([(tmp_path / "slideA").resolve(), "-m", tiny_model_dir, "-o", res], capsys)
+    assert "(1 already done" in out and (res / "x_detections.csv").read_bytes() == first
+
+
+def test_output_names_unique_after_cleaning_and_short(tmp_path):
+    from eosdetect.runner import MAX_NAME_BYTES, output_names
+
+    names = output_names([Path("d/t:1.png"), Path("d/t_1.png")])
+    assert names == ["t_1", "t_1__2"]
+    long = "é" * 120  # 240 bytes: with '_detections.csv' and a temporary file, over the 255-byte limit
+    a, b = output_names([Path(f"d/{long}a.png"), Path(f"d/{long}b.png")])
+    assert a != b and max(len(a.encode()), len(b.encode())) <= MAX_NAME_BYTES
+    assert output_names([Path("d/x.png")], taken={"x"}) == ["x__2"]
+
+
+def test_a_long_file_name_is_counted(tmp_path, tiny_model_dir, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = folder / ("slide_" + "é" * 110 + ".png")  # 226 bytes: a valid name
+    write_image(image, disc_image())
+    code, _, err = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res"], capsys)
+    assert code == 0, err
+    assert len(list((tmp_path / "res").glob("slide_*_overlay.png"))) == 1
+
+
+def test_an_image_that_fails_now_loses_its_earlier_results(images, tmp_path, tiny_model_dir, capsys):
+    res = tmp_path / "res"
+    assert _count([images, "-m", tiny_model_dir, "-o", res], capsys)[0] == 0
+    (images / "a.png").write_bytes((images / "a.png").read_bytes()[:100])  # truncated since
+    assert _count([images, "-m", tiny_model_dir, "-o", res], capsys)[0] == 1
+    assert not (res / "a_detections.csv").exists() and not (res / "a_overlay.png").exists()
+    assert (res / "b_detections.csv").exists()
