@@ -388,6 +388,15 @@ def cmd_count(args) -> int:
         + (f"; {len(failed)} failed" if failed else "")
         + f". Results in {Path(args.out_dir)}/ (counts.csv, summary.json)"
     )
+    clinical = (run.summary or {}).get("clinical")
+    if clinical:
+        line = (f"Peak {clinical['peak_hpf_count']} per high-power field ({Path(clinical['peak_hpf_image']).name}); "
+                f"{clinical['density_per_hpf']:.1f} per field by density")
+        if clinical["flag"] is not None:
+            line += f"; flag: {'YES' if clinical['flag'] else 'no'} (threshold {clinical['threshold']:g} per field)"
+        print(line)
+        if clinical.get("note"):
+            _warn([clinical["note"]])
     return 1 if failed else 0
 
 

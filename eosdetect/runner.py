@@ -118,6 +118,9 @@ def _numbered(names: list[str], taken) -> list[str]:
     return out
 
 
+#: Images smaller than this fraction of a high-power field get a note on their per-HPF figures.
+SMALL_IMAGE_HPF_FRACTION = 0.5
+
 #: Output names are kept to this many bytes (file systems allow 255, with the suffixes and temporary files).
 MAX_NAME_BYTES = 160
 
@@ -233,6 +236,7 @@ class CountRun:
         t = self.settings.threshold
         self.flag_threshold = t if t is not None else default_flag_threshold(model.config.class_name)
         self.records: list[ImageRecord] = []
+        self.summary: dict | None = None  # what summary.json holds, once written
 
     # ------------------------------------------------------------------ settings
     def settings_dict(self) -> dict:
@@ -675,21 +679,32 @@ class CountRun:
             measured = [r for r in ok if r.row.get("area_mm2")]
             area = sum(float(r.row["area_mm2"]) for r in measured)
             if peaks:
-                best = max(peaks)
+                best = max(peaks, key=lambda pk: pk[0])  # the first image of the highest peak
+                hpf = self.settings.hpf_area_mm2
+                density = sum(int(r.row["count"]) for r in measured) / area if area else None
                 summary["clinical"] = {
                     "total_area_mm2": _sig(area),
-                    "density_per_mm2": round(sum(int(r.row["count"]) for r in measured) / area, 2) if area else None,
+                    "density_per_mm2": round(density, 2) if density is not None else None,
+                    "density_per_hpf": round(density * hpf, 2) if density is not None else None,
                     "images_with_area": len(measured),
                     "peak_hpf_count": best[0],
                     "peak_hpf_image": best[1],
-                    "hpf_area_mm2": self.settings.hpf_area_mm2,
+                    "hpf_area_mm2": hpf,
                     "threshold": self.flag_threshold,
                     "flag": None if self.flag_threshold is None else bool(best[0] >= self.flag_threshold),
                 }
+                small = [r for r in measured if float(r.row["area_mm2"]) < SMALL_IMAGE_HPF_FRACTION * hpf]
+                if small and len(small) == len(measured):
+                    summary["clinical"]["note"] = (
+                        f"every image is smaller than half a high-power field ({hpf:g} mm2; the largest covers "
+                        f"{max(float(r.row['area_mm2']) for r in small) / hpf:.2g} of one): the peak is a count per "
+                        "image and the flag judges each image as if it were a whole field; density_per_hpf (the "
+                        "density times the HPF area) is the per-HPF figure, or set --hpf-area to your field's area")
         else:
             summary["clinical"] = None
             summary["clinical_note"] = ("densities and per-HPF counts need the pixel size: "
                                         "give --pixel-size (micrometres per pixel)")
+        self.summary = summary
         write_json(self.out_dir / "summary.json", summary)
 
 

@@ -428,6 +428,18 @@ def test_eosinophil_models_are_flagged_at_15_per_hpf_by_default(images, tmp_path
     assert [r["hpf_flag"] for r in _rows(out_dir / "counts.csv")] == ["no", "no"]  # a few discs, under 15
     clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
     assert clinical["threshold"] == 15 and clinical["flag"] is False
+    # the clinical summary on the screen; images of a tiny fraction of an HPF are said to be so
+    rows = _rows(out_dir / "counts.csv")
+    density = sum(int(r["count"]) for r in rows) / sum(float(r["area_mm2"]) for r in rows)
+    assert clinical["density_per_hpf"] == pytest.approx(density * 0.24, rel=1e-3)
+    code, out, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5"], capsys)
+    assert "per field by density; flag: no (threshold 15 per field)" in out
+    assert "every image is smaller than half a high-power field" in err and "note" in clinical
+    # a field the size of the images: no note
+    code, out, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5", "--hpf-area", "0.0013"],
+                            capsys)
+    assert "smaller than half" not in err
+    assert "note" not in json.loads((out_dir / "summary.json").read_text())["clinical"]
 
 
 def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_model_dir):
