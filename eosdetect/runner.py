@@ -198,6 +198,7 @@ def analyse_image(
                        + (f"  >= {threshold:g}" if hpf.flag else ""))
         if not hpf.whole_image_is_one_hpf:
             peak_box = hpf.peak_box
+            caption.append("orange frame: the densest high-power field")
     over = None
     if overlay:
         t0 = time.perf_counter()
@@ -206,7 +207,8 @@ def analyse_image(
             rejected = res.candidates.subset(res.candidates.score < thr.helper_threshold)
             caption.append(f"grey outline: {model.config.unet_class_name} not counted ({len(rejected)})")
         over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
-                            title=f"{model.config.class_name}: {len(det)}", lines=caption, highlight_box=peak_box)
+                            title=f"{model.config.class_name}: {len(det)}   {Path(str(source)).name}",
+                            lines=caption, highlight_box=peak_box)
         res.timings["overlay"] = time.perf_counter() - t0
     return Analysis(row=row, result=res, overlay=over, hpf=hpf)
 
@@ -407,8 +409,10 @@ class CountRun:
         if s.overlay:
             f = 1.0 / sc.thumb_factor
             box = None if peak_box is None else tuple(int(round(v * f)) for v in peak_box)
-            over = draw_overlay(sc.thumbnail, det.rescaled(f), title=f"{self.model.config.class_name}: {len(det)}",
-                                lines=caption, highlight_box=box)
+            over = draw_overlay(sc.thumbnail, det.rescaled(f),
+                                title=f"{self.model.config.class_name}: {len(det)}   {path.name}",
+                                lines=[*caption, "orange frame: the densest high-power field"] if box else caption,
+                                highlight_box=box)
             side_um = math.sqrt(s.hpf_area_mm2) * 1000.0
             heat = density_heatmap(sc, bin_um=side_um / 4, class_name=self.model.config.class_name,
                                    peak_box=peak_box)
@@ -698,8 +702,10 @@ class CountRun:
                     summary["clinical"]["note"] = (
                         f"every image is smaller than half a high-power field ({hpf:g} mm2; the largest covers "
                         f"{max(float(r.row['area_mm2']) for r in small) / hpf:.2g} of one): the peak is a count per "
-                        "image and the flag judges each image as if it were a whole field; density_per_hpf (the "
-                        "density times the HPF area) is the per-HPF figure, or set --hpf-area to your field's area")
+                        "image" + ("" if self.flag_threshold is None else
+                                   " and the flag judges each image as if it were a whole field")
+                        + "; density_per_hpf (the density times the HPF area) is the per-HPF figure, or set "
+                        "--hpf-area to your field's area")
         else:
             summary["clinical"] = None
             summary["clinical_note"] = ("densities and per-HPF counts need the pixel size: "
