@@ -116,6 +116,10 @@ class LabelReport:
             out.append(f"{self.skipped_boxes} empty or degenerate box(es) skipped")
         if self.skipped_unverified:
             out.append(f"{self.skipped_unverified} unverified label file(s) skipped (--verified-only)")
+        if self.difficult_boxes:
+            out.append(f"{self.difficult_boxes} box(es) marked difficult are neither required nor counted, nor "
+                       "trained on (LabelImg's 'difficult' tick: eosdetect prelabel sets it on uncertain boxes; "
+                       "untick it on the cells you confirm)")
         if self.soft_masks:
             out.append(f"{self.soft_masks} mask(s) with soft (anti-aliased) edges read as binary, cut at half "
                        "their top value")

@@ -41,6 +41,7 @@ def test_voc_class_filter_difficult_clipping_and_degenerate(tmp_path):
     np.testing.assert_array_equal(a.points, [[10, 10], [54.5, 34.5]])
     np.testing.assert_array_equal(a.ignore_boxes, [[29, 1, 38, 10]])
     assert (rep.clipped_boxes, rep.skipped_boxes, rep.difficult_boxes) == (1, 1, 1)
+    assert any("1 box(es) marked difficult are neither required nor counted" in w for w in rep.warnings())
     assert rep.objects == 2 and rep.classes_found == {"eos": 4, "neu": 1}
     assert any("clipped" in w for w in rep.warnings()) and any("skipped" in w for w in rep.warnings())
     # a detection in the difficult box is neither right nor wrong
