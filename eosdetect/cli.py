@@ -476,6 +476,7 @@ def cmd_evaluate(args) -> int:
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
         subset=_name_list(args.subset) if args.subset else None, default_class=cfg.class_name,
+        exclude=args.out_dir,
     )
     _warn(report.warnings())
     pixel = cfg.input_pixel_size(args.pixel_size)
@@ -526,7 +527,7 @@ def cmd_train(args) -> int:
     file_cfg = _file_config(args.config)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
-        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
+        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only, exclude=out,
     )
     _warn(report.warnings())
     if args.dry_run:
@@ -578,7 +579,7 @@ def cmd_train_helper(args) -> int:
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
-        default_class=base.config.class_name,
+        default_class=base.config.class_name, exclude=out,
     )
     _warn(report.warnings())
     command = _command_line("train-helper")

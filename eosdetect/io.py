@@ -51,7 +51,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
     ``exclude`` is an output folder: when it lies inside a searched folder it is
     not searched; when it is the searched folder, or above it, only the pictures
-    eosdetect writes there (``*_overlay.png``, ``*_heatmap.png``) are skipped.
+    eosdetect writes there (:data:`OUTPUT_PICTURE_SUFFIXES`) are skipped.
     Those pictures are skipped, too, in the results folder of any earlier run
     (a folder holding :data:`RUN_RECORD_DIR`).
 
@@ -102,7 +102,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     return list(unique.values())
 
 
-OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png")
+OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png", "_errors.png", "pr_curve.png")
 #: The folder of resume records that ``eosdetect count`` keeps in its output folder.
 RUN_RECORD_DIR = ".eosdetect"
 

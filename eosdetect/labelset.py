@@ -150,6 +150,7 @@ def load_labelled(
     verified_only: bool = False,
     subset: list[str] | None = None,
     default_class: str | None = None,
+    exclude: str | os.PathLike | None = None,
 ) -> tuple[list[LabelledImage], LabelReport]:
     """Read every image under ``images`` with its labels from ``labels``.
 
@@ -179,7 +180,7 @@ def load_labelled(
     """
     if label_format not in FORMATS:
         raise ConfigError(f"unknown label format {label_format!r}; choose one of {', '.join(FORMATS)}")
-    image_paths = find_images(images if isinstance(images, list) else [images])
+    image_paths = find_images(images if isinstance(images, list) else [images], exclude=exclude)
     if subset is not None:
         wanted = set(subset)
         image_paths = [p for p in image_paths if p.stem in wanted or p.name in wanted]
@@ -211,7 +212,8 @@ def load_labelled(
     else:
         report.unmatched_labels = sorted(v for k, v in label_files.items() if k not in by_stem)
         if subset is not None:  # label files of images left out on purpose are not "unmatched"
-            all_stems = {p.stem for p in find_images([images] if not isinstance(images, list) else images)}
+            all_stems = {p.stem for p in find_images([images] if not isinstance(images, list) else images,
+                                                     exclude=exclude)}
             report.unmatched_labels = [p for p in report.unmatched_labels if _stem_of(p, label_format) not in all_stems]
 
     # read all label files first (cheap): class names are checked before any image is read

@@ -338,6 +338,18 @@ def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
     assert err.count("\n") == 0 and "'img9' is not among the labelled images" in err
 
 
+@pytest.mark.parametrize("inside", [True, False])
+def test_evaluate_does_not_score_its_own_report(tmp_path, tiny_model_dir, capsys, inside):
+    # the report folder inside the image folder, or the report written into the image folder itself
+    imgs, labs = _dataset(tmp_path / "d", n=3)
+    out = imgs / "report" if inside else imgs
+    args = ["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(labs),
+            "--label-format", "points", "-o", str(out)]
+    for _ in range(2):
+        assert main(args) == 0, capsys.readouterr().err
+        assert json.loads((out / "metrics.json").read_text())["summary"]["n_images"] == 3
+
+
 def test_dry_run_states_the_scale_in_the_units_of_the_config(tmp_path, capsys):
     imgs, labs = _dataset(tmp_path / "d", n=2)
     args = ["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points",
