@@ -883,6 +883,15 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     vx, vy = helper_crops_from_labels(base, val_items, config, extra=0)
     if hy.sum() == 0:
         raise ConfigError(f"the training images hold no labelled {config.class_name}")
+    if hy.sum() == len(hy):  # a classifier with one class learns "always yes"
+        raise ConfigError(
+            f"no negative examples: every {base.config.unet_class_name} that {base.name} finds in the training images "
+            f"is labelled {config.class_name}; the helper learns to tell them apart only from other "
+            f"{base.config.unet_class_name}s, so include images with those, or leave them unlabelled (label "
+            f"only the {config.class_name}s)")
+    if len(vy) and vy.sum() == len(vy):
+        log.warning("the validation images hold no %s other than %s: the helper's precision is not tested there",
+                    base.config.unet_class_name, config.class_name)
     t_data = time.time() - t0
     work = out_dir / ".train"
     helper = train_helper(config, tcfg, hx, hy, vx, vy, work / "helper", verbose=verbose)

@@ -243,6 +243,20 @@ def test_a_helper_on_a_base_sized_in_pixels_ignores_a_pixel_size(tmp_path):
     assert trained.config.scale_for(0.25) == base.config.scale_for(None) == 0.5
 
 
+def test_a_helper_without_negative_examples_is_refused(tmp_path):
+    """Every disc labelled "eos" (pre-labels accepted as they are): nothing to tell them apart from."""
+    from eosdetect.errors import ConfigError
+    from eosdetect.train import train_helper_from_labels
+
+    items = _red_and_purple_discs(tmp_path)
+    for it in items:  # the purple discs are labelled too
+        it.points = np.array([[16, 16], [48, 40], [76, 20]], dtype=float)
+        it.boxes = np.array([[c - 9, r - 9, c + 10, r + 10] for c, r in it.points], dtype=float)
+    with pytest.raises(ConfigError, match="no negative examples: every cell that base finds"):
+        train_helper_from_labels(_disc_finder(), items, tmp_path / "h", file_cfg={"model": {"helper_kind": "colour"}},
+                                 class_name="eos", verbose=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cnn", "colour"])
 def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
