@@ -187,8 +187,10 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
             return rec
     image = read_image(image_path)
     h, w = image.shape[:2]
-    if existing is not None and not _names_this_image(existing, image_path):
-        raise InputError(xml_path, f"is the label file of {existing.filename}, not of {image_path.name}; left "
+    if existing is not None and not _names_this_image(existing, image_path, xml_path):
+        owner = existing.path if (existing.filename or "").strip() in (image_path.name, image_path.stem) \
+            else existing.filename
+        raise InputError(xml_path, f"is the label file of {owner}, not of {image_path}; left "
                                    "untouched (images of one name share a label file: rename one, or pre-label "
                                    "it into another -o folder)")
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
@@ -225,18 +227,23 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
 MEMORY_DIR = ".eosdetect-prelabel"
 
 
-def _names_this_image(ann: VocAnnotation, image_path: Path) -> bool:
+def _names_this_image(ann: VocAnnotation, image_path: Path, xml_path: Path) -> bool:
     """Whether a label file is this image's, not another image's of the same stem: ``x.jpg``
     beside ``x.png`` (``<filename>``; one without an extension is a stem), or ``a/x.png`` and
     ``b/x.png`` pre-labelled into the same ``-o`` (``<path>``)."""
+    import filecmp
+
     name = (ann.filename or "").strip()
     if name and name not in (printable(image_path.name), printable(image_path.stem)):  # "a.v2": stem of a.v2.jpg
         return False
-    # same name: another image still where <path> says (a label file moved with its images keeps its
-    # old, now missing, path; that is no reason to refuse it)
+    if xml_path.parent.resolve() == image_path.parent.resolve():
+        return True  # beside an image of its name: that image's, as LabelImg reads it (a copied folder too)
+    # same name: another image still where <path> says, and not a copy of this one (a label file
+    # moved or copied with its images keeps its old path; that is no reason to refuse it)
     other = Path(ann.path.strip()) if ann.path and ann.path.strip() else None
     try:
-        return other is None or not other.is_file() or other.resolve() == image_path.resolve()
+        return (other is None or not other.is_file() or other.resolve() == image_path.resolve()
+                or filecmp.cmp(other, image_path, shallow=False))
     except OSError:
         return True
 

@@ -154,6 +154,27 @@ def test_a_label_file_naming_its_image_by_a_dotted_stem_is_its_own(tmp_path):
     assert len(read_voc(tmp_path / "smear.v2.xml").objects) == 2  # the human box kept, one new
 
 
+def test_a_copied_folder_keeps_its_label_files(tmp_path):
+    """cp -r round1 round2, the original kept: the XML's <path> names round1's image, which is still
+    there, but the file beside (or the same image copied) is still this image's."""
+    import shutil
+
+    (tmp_path / "round1" / "xml").mkdir(parents=True)
+    img = _image(tmp_path / "round1" / "x.png", [(20, 20, 8, DARK)])
+    prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings())  # beside the image
+    prelabel_all(GreyIsProbability(), [img], tmp_path / "round1" / "xml", PrelabelSettings())  # into -o
+    shutil.copytree(tmp_path / "round1", tmp_path / "round2")
+    copy = tmp_path / "round2" / "x.png"
+    for out in (None, tmp_path / "round2" / "xml"):
+        rec = prelabel_all(GreyIsProbability(), [copy], out, PrelabelSettings())[0]
+        assert rec.status == "unchanged", rec.error
+    # a different image of that name, into the same -o: refused, naming both
+    (tmp_path / "other").mkdir()
+    other = _image(tmp_path / "other" / "x.png", [(50, 70, 8, DARK)])
+    rec = prelabel_all(GreyIsProbability(), [other], tmp_path / "round2" / "xml", PrelabelSettings())[0]
+    assert rec.status == "error" and f"is the label file of {img}, not of {other}" in rec.error
+
+
 def test_bad_existing_files_are_reported_and_left_alone(tmp_path):
     a = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
     b = _image(tmp_path / "b.png", [(20, 20, 8, DARK)])
