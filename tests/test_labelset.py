@@ -164,6 +164,15 @@ def test_soft_edged_masks_are_binary_and_colour_pictures_are_refused(tmp_path):
     Image.fromarray(np.dstack([binary, binary // 2, binary // 3])).save(lab / "a.png")
     with pytest.raises(InputError, match=r"a\.png: is a colour picture, not a mask"):
         load_labelled(imgs, lab, "mask")
+    # a palette instance image (labelme's label.png): its indices are the labels, its colours only show them
+    from scipy import ndimage as ndi
+
+    instances = ndi.label(binary)[0].astype(np.uint8)
+    palette = Image.fromarray(instances, mode="P")
+    palette.putpalette([0, 0, 0, 200, 30, 150, 40, 220, 90] + [0] * (253 * 3))
+    palette.save(lab / "a.png")
+    items, _ = load_labelled(imgs, lab, "mask")
+    assert [it.n_objects for it in items] == [2, 2]
 
 
 def test_monuseg_polygons_and_painted_dots(tmp_path):

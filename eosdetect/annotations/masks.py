@@ -36,7 +36,9 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise InputError(path, f"cannot read mask ({exc})") from None
     else:
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        arr = _palette_indices(path)  # labelme's label.png, VOC SegmentationObject: one index per pixel
+        if arr is None:
+            arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise InputError(path, "cannot read mask (not an image file or damaged)")
     arr = np.asarray(arr)
@@ -50,6 +52,17 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
     if arr.ndim != 2:
         raise InputError(path, f"mask must be 2-D, got shape {arr.shape}")
     return arr.astype(np.int32)
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """The colour indices of a palette image (whose colours only show the objects), else None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.array(im) if im.mode == "P" else None
+    except Exception:  # noqa: BLE001 - not for Pillow: OpenCV reads it, or says what is wrong
+        return None
 
 
 def is_soft_binary(arr: np.ndarray, band_px: int = 3) -> bool:
