@@ -621,10 +621,26 @@ def _check_same_run(path: Path, run: dict) -> None:
         changed = [k for k in run if before.get(k) != run[k]]
         if changed:
             what = ", ".join(k.replace("_", " ") for k in changed)
-            raise ConfigError(f"{path.parent}: the interrupted training had other {what}; resume it with the same "
-                              "images, labels and options, or start afresh with --overwrite")
+            details = _differences(before, run, changed)
+            raise ConfigError(f"{path.parent}: the interrupted training had other {what} ({details}); resume it "
+                              "with the same images, labels and options, or start afresh with --overwrite")
     else:
         write_json(path, run)
+
+
+def _differences(before: dict, now: dict, keys, limit: int = 3) -> str:
+    """``train_epochs 6 -> 1``, ``img3: 4 -> 5``, ``img9: (none) -> 2``: the first few settings or
+    images that differ between two run records."""
+    out = []
+    for key in keys:
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for k in sorted(set(old) | set(new), key=str):
+                if old.get(k, "(none)") != new.get(k, "(none)"):
+                    out.append(f"{k} {old.get(k, '(none)')} -> {new.get(k, '(none)')}")
+        else:
+            out.append(f"{key} {old} -> {new}")
+    return "; ".join(out[:limit]) + (f"; {len(out) - limit} more" if len(out) > limit else "")
 
 
 def _keep_log_and_clean(work: Path, log_csv: Path, out_dir: Path) -> None:

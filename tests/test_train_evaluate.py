@@ -140,9 +140,10 @@ def test_training_resumes_after_an_interruption(tmp_path):
     # resuming with other images or options is refused, and leaves the checkpoints for the right command
     from eosdetect.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"\.train: the interrupted training had other train images;.*--overwrite"):
+    with pytest.raises(ConfigError, match=r"\.train: the interrupted training had other train images \(img\d \d+ -> "
+                                          r"\(none\)\);.*--overwrite"):
         train_from_labels(items[:3], out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
-    with pytest.raises(ConfigError, match="had other model"):
+    with pytest.raises(ConfigError, match=r"had other model, thresholds \(cell_diameter_um 12 -> 14;"):
         train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=14, verbose=0, resume=True)
     train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
     log = list(csv.DictReader(open(out / "training_log.csv")))
