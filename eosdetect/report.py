@@ -61,8 +61,9 @@ def _row(name, value, s) -> dict:
             "tp": s["tp"], "fp": s["fp"], "fn": s["fn"]}
 
 
-def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str = "") -> Path:
-    """Draw the precision-recall curve with the model's operating point marked."""
+def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str = "",
+                  operating_label: str = "model's thresholds") -> Path:
+    """Draw the precision-recall curve with the operating point (the thresholds counted with) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,9 +77,9 @@ def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str
     best = max(rows, key=lambda x: x["f1"])
     if operating["tp"] + operating["fp"]:
         ax.plot([operating["recall"]], [operating["precision"]], "D", color="#D55E00", ms=8,
-                label=f"model's thresholds: F1 {operating['f1']:.3f}")
+                label=f"{operating_label}: F1 {operating['f1']:.3f}")
     else:  # nothing detected: no precision to mark
-        ax.plot([], [], "D", color="#D55E00", ms=8, label="model's thresholds: nothing detected")
+        ax.plot([], [], "D", color="#D55E00", ms=8, label=f"{operating_label}: nothing detected")
     if best["f1"] > operating["f1"] + 1e-9:
         ax.plot([best["recall"]], [best["precision"]], "s", mfc="none", mec="#009E73", ms=9, mew=1.5,
                 label=f"best on these images: F1 {best['f1']:.3f} at {best[name]:g}")
@@ -188,7 +189,11 @@ def write_report(out_dir, model, items, evaluation: dict, *, cache=None, overlay
         name, rows = pr_curve(model, items, cache, Thresholds.from_dict(evaluation["thresholds"]))
         keys = list(rows[0])
         write_csv(out / "pr_curve.csv", keys, [[r[k] for k in keys] for r in rows])
-        plot_pr_curve(rows, name, summary, out / "pr_curve.png", title=f"{model.name} on {len(items)} image(s)")
+        given = {k: v for k, v in evaluation["thresholds"].items() if model.thresholds.to_dict().get(k) != v}
+        label = ("thresholds given (" + ", ".join(f"{k} {v}" for k, v in given.items()) + ")" if given
+                 else "model's thresholds")
+        plot_pr_curve(rows, name, summary, out / "pr_curve.png", title=f"{model.name} on {len(items)} image(s)",
+                      operating_label=label)
         best = max(rows, key=lambda x: x["f1"])
         metrics["pr_curve"] = {"swept": name, "best_f1": best["f1"], "best_at": best[name]}
     if overlays and "detections" in evaluation:

@@ -353,6 +353,19 @@ def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
     assert err.count("\n") == 0 and "'img9' is not among the labelled images" in err
 
 
+def test_the_pr_plot_names_thresholds_given_on_the_command_line(tmp_path, tiny_model_dir, monkeypatch):
+    from eosdetect import report
+
+    labels = []
+    real = report.plot_pr_curve
+    monkeypatch.setattr(report, "plot_pr_curve", lambda *a, **k: labels.append(k["operating_label"]) or real(*a, **k))
+    imgs, labs = _dataset(tmp_path / "d", n=2)
+    args = ["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(labs),
+            "--label-format", "points", "-o", str(tmp_path / "r")]
+    assert main(args) == 0 and main([*args, "--prob-threshold", "0.35"]) == 0
+    assert labels == ["model's thresholds", "thresholds given (prob_threshold 0.35)"]
+
+
 @pytest.mark.parametrize("inside", [True, False])
 def test_evaluate_does_not_score_its_own_report(tmp_path, tiny_model_dir, capsys, inside):
     # the report folder inside the image folder, or the report written into the image folder itself
