@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EosdetectError
+from .errors import ConfigError, EosdetectError
 
 log = logging.getLogger("eosdetect")
 
@@ -421,6 +421,8 @@ def cmd_prelabel(args) -> int:
     from .models.store import load_model
     from .prelabel import PrelabelSettings, prelabel_all, score_band
 
+    if args.classical and args.helper:
+        raise ConfigError("--classical pre-labels without any network: leave out --helper, or --classical")
     images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
     settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
@@ -630,7 +632,7 @@ def _train_dry_run(args, items, report, file_cfg) -> int:
     train, val = split_items(items, args.val_fraction, tcfg.train_seed,
                              _name_list(args.val_images) if args.val_images else None)
     folder = out / "dry-run"
-    shown = items[:8]
+    shown = sorted(items, key=lambda it: it.n_objects == 0)[:8]  # images with objects first: targets to see
     for it in shown:
         sample = training_sample(it, config)
         atomic_write_bytes(folder / f"{it.name}_target.png", encode_png(target_preview(it, sample)))

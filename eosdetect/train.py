@@ -679,6 +679,9 @@ def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, inp
         model["class_name"] = model["unet_class_name"] = class_name
     model.setdefault("class_name", "cell")
     model.setdefault("unet_class_name", model["class_name"])
+    if model.get("helper_enabled"):
+        log.warning("the config's helper_enabled is not used here: eosdetect train trains the U-Net; train its "
+                    "helper afterwards with eosdetect train-helper -m %s", name)
     model["helper_enabled"] = False  # `eosdetect train` trains the U-Net; the helper has its own command
     if input_pixel_size_um is not None:
         model["input_pixel_size_um"] = input_pixel_size_um

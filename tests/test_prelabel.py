@@ -258,3 +258,9 @@ def test_prelabel_cli_reports_and_exits_nonzero_on_bad_files(tmp_path, tiny_mode
     assert rc == 1
     assert "bad.jpg" in captured.err and "1 file(s) written" in captured.out
     assert read_voc(out / "a.xml").filename == "a.png"
+
+
+def test_classical_prelabels_refuse_a_helper(tmp_path, capsys):
+    _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    assert main(["prelabel", str(tmp_path), "--classical", "smear", "--helper", str(tmp_path)]) == 1
+    assert "--classical pre-labels without any network" in capsys.readouterr().err

@@ -392,6 +392,19 @@ def test_dry_run_states_the_scale_in_the_units_of_the_config(tmp_path, capsys):
     assert "image pixels" not in out
 
 
+def test_dry_run_shows_images_with_objects_first_and_says_a_helper_is_trained_apart(tmp_path, capsys, caplog):
+    imgs, labs = _dataset(tmp_path / "d", n=10)
+    for i in range(8):
+        (labs / f"img{i}.csv").write_text("x,y\n")  # the first eight have no cells
+    (tmp_path / "c.yaml").write_text("model:\n  helper_enabled: true\n")
+    assert main(["train", "--images", str(imgs), "--labels", str(labs), "--label-format", "points",
+                 "--cell-diameter", "12", "-o", str(tmp_path / "m"), "--dry-run", "--config",
+                 str(tmp_path / "c.yaml")]) == 0
+    shown = sorted(p.name for p in (tmp_path / "m" / "dry-run").glob("*_target.png"))
+    assert len(shown) == 8 and {"img8_target.png", "img9_target.png"} <= set(shown)
+    assert "helper_enabled is not used here" in caplog.text
+
+
 def test_train_without_any_labelled_object_says_so_first(tmp_path, capsys):
     """Boxes tell the cell size, so with no box at all the missing objects are the problem, not --cell-diameter."""
     imgs, _ = _dataset(tmp_path / "d", n=2)
