@@ -390,8 +390,10 @@ def cmd_count(args) -> int:
     )
     clinical = (run.summary or {}).get("clinical")
     if clinical:
+        by_density = clinical["density_per_hpf"]
         line = (f"Peak {clinical['peak_hpf_count']} per high-power field ({Path(clinical['peak_hpf_image']).name}); "
-                f"{clinical['density_per_hpf']:.1f} per field by density")
+                + (f"{by_density:.1f} per field by density" if by_density is not None
+                   else "no density (no measured area)"))
         if clinical["flag"] is not None:
             line += f"; flag: {'YES' if clinical['flag'] else 'no'} (threshold {clinical['threshold']:g} per field)"
         print(line)

@@ -53,7 +53,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     not searched; when it is the searched folder, or above it, only the pictures
     eosdetect writes there (:data:`OUTPUT_PICTURE_SUFFIXES`) are skipped.
     Those pictures are skipped, too, in the results folder of any earlier run
-    (a folder holding :data:`RUN_RECORD_DIR`).
+    (a folder holding :data:`RUN_RECORD_DIR`, or an evaluate report).
 
     With ``keep_missing``, a path that does not exist and broken links in
     folders are listed too, for the caller to report with the other failed
@@ -107,12 +107,21 @@ OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png", "_errors.png", "pr_cu
 RUN_RECORD_DIR = ".eosdetect"
 
 
+def _is_results_folder(folder: Path) -> bool:
+    """A folder ``eosdetect count`` (its run records) or ``eosdetect evaluate`` (its report) wrote."""
+    return (folder / RUN_RECORD_DIR).is_dir() or all((folder / f).is_file() for f in REPORT_FILES)
+
+
+#: The files that mark an ``eosdetect evaluate`` report folder.
+REPORT_FILES = ("metrics.json", "per_image.csv")
+
+
 def _is_output(p: Path, folder: Path, out_dir: Path | None) -> bool:
     """Whether ``p``, found in ``folder``, is in the output folder (when that is below ``folder``),
     or is a picture eosdetect drew: in the output folder, or in a results folder of an earlier run."""
     resolved = p.resolve()
     if resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES) and (
-        resolved.parent == out_dir or (resolved.parent / RUN_RECORD_DIR).is_dir()
+        resolved.parent == out_dir or _is_results_folder(resolved.parent)
     ):
         return True
     if out_dir is None:

@@ -280,8 +280,9 @@ class CountRun:
         recorded: dict[str, str] = {}  # output name -> image, from the resume records
         for state in sorted((self.out_dir / STATE_DIR).glob("*.json")):
             try:
-                recorded[state.stem] = str(read_json(state)["image"])
-            except (InputError, KeyError, TypeError):
+                record = read_json(state)
+                recorded[state.stem] = str(record.get("resolved") or record["image"])
+            except (InputError, KeyError, TypeError, AttributeError):
                 continue
         here = {p.resolve() for p in images}
         others = {name: Path(image) for name, image in recorded.items()
@@ -289,7 +290,7 @@ class CountRun:
         names = output_names(images)
         clash = set(names) & set(others)
         if clash:  # those get their folder in front, as if the other images were in this run
-            combined = output_names([*images, *others.values()])[: len(images)]
+            combined = output_names([*(p.resolve() for p in images), *others.values()])[: len(images)]
             names = _numbered([c if n in clash else n for n, c in zip(names, combined)], taken=set(others))
         self._follow_renames(images, names, recorded)
         return names
@@ -332,7 +333,8 @@ class CountRun:
             return None
         if self.settings.overlay and "overlay" not in state.get("outputs", ["overlay"]):
             return None  # counted without an overlay: the one there is older than these results
-        if state.get("fingerprint") != fingerprint or Path(str(state.get("image"))).resolve() != image.resolve():
+        if (state.get("fingerprint") != fingerprint
+                or Path(str(state.get("resolved") or state.get("image"))).resolve() != image.resolve()):
             return None
         if not all(p[k].is_file() for k in state.get("outputs", []) if k in p):
             return None  # an output was deleted since
@@ -564,6 +566,7 @@ class CountRun:
                         data = path.read_bytes()
                     except OSError as exc:
                         self._fail(jobs[i], InputError(path, exc.strerror or "cannot read"))
+                        self._discard_outputs(jobs[i])
                         record(i)
                         continue
                     fut = client.submit(count_bytes, key, files_f, data, path.name, settings, pure=False)
@@ -586,6 +589,7 @@ class CountRun:
                 fut.release()
                 if "error" in res:
                     self._fail(rec, InputError(path, res["error"]))
+                    self._discard_outputs(rec)
                 else:
                     self._settle(rec, fingerprint, partial(self._write_remote, rec, res))
                 record(i)
@@ -626,9 +630,13 @@ class CountRun:
             reason = _unexpected_reason(exc)
             rec.status, rec.error = "error", f"{rec.image}: {reason}"
             rec.row = {"image": rec.image, "status": "error", "error": reason}
-        if rec.status == "error":  # what an earlier run wrote for it no longer stands beside an error
-            for path in self._paths(rec.name).values():
-                path.unlink(missing_ok=True)
+        if rec.status == "error":
+            self._discard_outputs(rec)
+
+    def _discard_outputs(self, rec: ImageRecord) -> None:
+        """What an earlier run wrote for a failing image no longer stands beside its error."""
+        for path in self._paths(rec.name).values():
+            path.unlink(missing_ok=True)
 
     def _mark_done(self, rec: ImageRecord, fingerprint: str) -> None:
         """Written last: the record that lets a re-run skip this image."""
@@ -640,7 +648,8 @@ class CountRun:
         p = self._paths(rec.name)
         outputs = [k for k in ("detections", "overlay", "heatmap") if p[k].is_file()]
         write_json(p["state"], {
-            "image": str(path), "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
+            "image": str(path), "resolved": str(path.resolve()),  # the path as given, and where it led
+            "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
             "row": rec.row, "outputs": outputs,
         })
 

@@ -508,6 +508,17 @@ def test_folders_counted_one_by_one_into_one_results_folder_keep_their_results(t
     assert "(1 already done" in out and (res / "x_detections.csv").read_bytes() == first
 
 
+def test_folders_counted_from_inside_each_keep_their_results(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The same, with the image named relative to each folder (cd slideA; count x.png -o ../res)."""
+    res = tmp_path / "res"
+    for slide, centres in (("slideA", ((20, 20),)), ("slideB", ((20, 20), (40, 40)))):
+        (tmp_path / slide).mkdir()
+        write_image(tmp_path / slide / "x.png", disc_image(centres=centres))
+        monkeypatch.chdir(tmp_path / slide)
+        assert _count(["x.png", "-m", tiny_model_dir, "-o", res], capsys)[0] == 0
+    assert sorted(p.name for p in res.glob("*_detections.csv")) == ["slideB__x_detections.csv", "x_detections.csv"]
+
+
 def test_output_names_unique_after_cleaning_and_short(tmp_path):
     from eosdetect.runner import MAX_NAME_BYTES, output_names
 

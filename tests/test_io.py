@@ -179,6 +179,10 @@ def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
     assert names(None) == ["out/y.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]
     (imgs / "sub" / ".eosdetect").mkdir()  # sub/ holds the results of an earlier run: its overlays are no images
     assert names(imgs / "out") == ["x.png", "x_overlay.png"]
+    for f in ("metrics.json", "per_image.csv", "pr_curve.png", "a_errors.png"):  # an evaluate report in sub/
+        (imgs / "sub" / f).write_bytes(b"x")
+    (imgs / "sub" / ".eosdetect").rmdir()
+    assert names(imgs / "out") == ["x.png", "x_overlay.png"]
 
 
 def test_to_rgb_uint8_variants():
