@@ -173,6 +173,18 @@ def test_soft_edged_masks_are_binary_and_colour_pictures_are_refused(tmp_path):
     palette.save(lab / "a.png")
     items, _ = load_labelled(imgs, lab, "mask")
     assert [it.n_objects for it in items] == [2, 2]
+    # VOC SegmentationObject: index 255 (its colour 224,224,192) outlines each object, "void", not a cell
+    outlined = instances.copy()
+    outlined[ndi.binary_dilation(binary > 0, iterations=2) & (binary == 0)] = 255
+    palette = Image.fromarray(outlined, mode="P")
+    palette.putpalette([0, 0, 0, 200, 30, 150, 40, 220, 90] + [0] * (252 * 3) + [224, 224, 192])
+    palette.save(lab / "a.png")
+    assert [it.n_objects for it in load_labelled(imgs, lab, "mask")[0]] == [2, 2]
+    # a black-and-white mask stored with a palette whose index 0 is white: read by its grey values
+    bw = Image.fromarray((binary == 0).astype(np.uint8), mode="P")
+    bw.putpalette([255, 255, 255, 0, 0, 0] + [0] * (254 * 3))
+    bw.save(lab / "a.png")
+    assert [it.n_objects for it in load_labelled(imgs, lab, "mask")[0]] == [2, 2]
 
 
 def test_monuseg_polygons_and_painted_dots(tmp_path):

@@ -54,15 +54,31 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.int32)
 
 
+#: The colour VOC's SegmentationObject/Class files give the "void" outline of each object.
+VOC_VOID = (224, 224, 192)
+
+
 def _palette_indices(path: Path) -> np.ndarray | None:
-    """The colour indices of a palette image (whose colours only show the objects), else None."""
+    """The colour indices of a palette image whose colours only show the objects (labelme,
+    VOC; VOC's void outlines become background), else None: a palette of greys is read as
+    its grey values, as before."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return np.array(im) if im.mode == "P" else None
+            if im.mode != "P":
+                return None
+            indices = np.array(im)
+            colours = np.array(im.getpalette() or [], dtype=int).reshape(-1, 3)
     except Exception:  # noqa: BLE001 - not for Pillow: OpenCV reads it, or says what is wrong
         return None
+    used = np.unique(indices)
+    used = used[used < len(colours)]
+    if np.all(colours[used].min(axis=1) == colours[used].max(axis=1)):
+        return None  # greys: a black-and-white (or grey-level) mask stored with a palette
+    if 255 in used and tuple(colours[255]) == VOC_VOID:
+        indices = np.where(indices == 255, 0, indices)
+    return indices
 
 
 def is_soft_binary(arr: np.ndarray, band_px: int = 3) -> bool:
