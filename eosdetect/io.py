@@ -138,7 +138,7 @@ def is_grey(rgb: np.ndarray) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
-def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+def to_rgb_uint8(array: np.ndarray, max_value: float | None = None) -> np.ndarray:
     """Convert an image array of any common depth and channel layout to RGB uint8.
 
     Parameters
@@ -147,6 +147,10 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
         ``C`` in 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). Bool, unsigned
         and signed integers, and floats (taken as 0..1 when their maximum is at
         most 1, else as 0..255) are accepted.
+    max_value : float, optional
+        White, for integer pixels of more than 8 bits (a slide read block by
+        block gives every block the same); by default the bit depth (8, 10,
+        12, 14 or 16 bits) that the largest value implies.
 
     Returns
     -------
@@ -170,7 +174,7 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
 
     if a.dtype == np.uint8 and a.shape[2] in (1, 3):  # the common case: no arithmetic (and no float copy)
         return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else np.array(a, order="C", copy=True)
-    f = _to_unit_float(a)
+    f = _to_unit_float(a, max_value)
     channels = f.shape[2]
     if channels in (2, 4):
         alpha = f[:, :, -1:]
@@ -181,18 +185,26 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
 
 
-def _to_unit_float(a: np.ndarray) -> np.ndarray:
+def bit_depth_max(top: int, dtype) -> int:
+    """White for integer pixels whose largest value is ``top``: the camera's bit depth (8, 10, 12,
+    14 or 16 bits, as stored in 16-bit files), else the type's maximum.
+
+    >>> bit_depth_max(1000, np.uint16), bit_depth_max(16000, np.uint16)
+    (1023, 16383)
+    """
+    depths = [(1 << bits) - 1 for bits in (8, 10, 12, 14, 16)]
+    return next((d for d in depths if top <= d), int(np.iinfo(dtype).max))
+
+
+def _to_unit_float(a: np.ndarray, max_value: float | None = None) -> np.ndarray:
     """Scale to float32 in [0, 1] according to dtype and bit depth."""
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if np.issubdtype(a.dtype, np.integer):
-        # the bit depth of the camera (8, 10, 12, 14 or 16 bits in a 16-bit file), from the largest value
-        top = int(a.max()) if a.size else 0
-        depths = [(1 << bits) - 1 for bits in (8, 10, 12, 14, 16)]
-        scale = float(next((d for d in depths if top <= d), np.iinfo(a.dtype).max))
-        return np.clip(a.astype(np.float32), 0, None) / scale
+        scale = float(max_value) if max_value else bit_depth_max(int(a.max()) if a.size else 0, a.dtype)
+        return np.clip(a.astype(np.float32) / scale, 0, 1)
     if np.issubdtype(a.dtype, np.floating):
         f = a.astype(np.float32)
         f = np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0)
@@ -321,10 +333,10 @@ def _read_tiff(path: Path) -> np.ndarray:
             return _read_pillow(path)
         arr = level.asarray()
         if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
-            arr = _apply_colormap(arr, page.colormap)
+            arr = apply_colormap(arr, page.colormap)
             axes = axes + "S"
         elif photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-            arr = _invert(arr, page.bitspersample)
+            arr = invert_min_is_white(arr, page.bitspersample)
     axes = colour_axes(axes, arr.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
     for ax in [a for a in axes if a not in "YXS"]:
@@ -338,7 +350,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 _PILLOW_PHOTOMETRICS = (5, 8, 9, 10)  # separated (CMYK), CIELab, ICCLab, ITULab
 
 
-def _apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+def apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     """Palette TIFF: colour indices -> RGB uint8 through the file's colour map (3, 2**bits)."""
     cmap = np.asarray(colormap)
     if cmap.max() > 255:  # TIFF colour maps are 16-bit (v * 256 or v * 257 for 8-bit v)
@@ -347,7 +359,7 @@ def _apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     return np.moveaxis(cmap[:, np.clip(indices, 0, cmap.shape[1] - 1)], 0, -1)
 
 
-def _invert(arr: np.ndarray, bits: int) -> np.ndarray:
+def invert_min_is_white(arr: np.ndarray, bits: int) -> np.ndarray:
     """Grey stored with 0 as white (TIFF 'min-is-white'): flip it to 0 as black."""
     if arr.dtype == np.bool_:
         return ~arr

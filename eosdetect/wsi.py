@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EosdetectError, InputError
-from .io import MAX_IMAGE_PIXELS, colour_axes, to_rgb_uint8
+from .io import MAX_IMAGE_PIXELS, apply_colormap, colour_axes, invert_min_is_white, to_rgb_uint8
 
 #: Formats that are whole-slide images whatever their size.
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".qptiff")
@@ -111,6 +111,30 @@ class SlideReader:
             d = dict(zip(self._axes, a.shape))
             self.shapes.append((int(d["Y"]), int(d["X"])))
         self.mpp = _tiff_mpp(self._tif)
+        page = self._tif.pages[0]
+        self._photometric, self._colormap, self._bits = int(page.photometric), page.colormap, int(page.bitspersample)
+        self._white = self._white_value(page)
+
+    def _white_value(self, page) -> int | None:
+        """One white for every block of a slide of more than 8 bits (a guess per block would make a
+        block of dark tissue brighter than the same tissue beside glass): the bit depth implied by
+        the largest value of the smallest pyramid level, or by the file's tags."""
+        import tifffile
+
+        from .io import bit_depth_max
+
+        dtype = np.dtype(self._arrays[0].dtype)
+        if not np.issubdtype(dtype, np.integer) or dtype.itemsize == 1 or self._colormap is not None:
+            return None
+        if self._photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+            return (1 << self._bits) - 1
+        smallest = min(range(len(self.shapes)), key=lambda i: self.shapes[i][0] * self.shapes[i][1])
+        if self.shapes[smallest][0] * self.shapes[smallest][1] <= 16e6:
+            top = int(np.asarray(self._arrays[smallest]).max())
+        else:
+            tag = page.tags.get("SMaxSampleValue")
+            top = int(np.max(tag.value)) if tag is not None else (1 << self._bits) - 1
+        return bit_depth_max(top, dtype)
 
     def _open_openslide(self) -> bool:
         try:
@@ -159,7 +183,11 @@ class SlideReader:
         kept = [ax for ax in self._axes if ax in "YXS"]
         if "S" in kept and kept.index("S") < kept.index("Y"):
             arr = np.moveaxis(arr, kept.index("S"), -1)
-        return to_rgb_uint8(arr)
+        if self._photometric == 3 and self._colormap is not None:  # palette: colours through the map
+            arr = apply_colormap(arr, self._colormap)
+        elif self._photometric == 0:  # grey with 0 as white
+            arr = invert_min_is_white(arr, self._bits)
+        return to_rgb_uint8(arr, self._white)
 
     def thumbnail(self, max_side: int = THUMB_MAX_SIDE, *, whole_limit: float = 160e6) -> tuple[np.ndarray, float]:
         """A small picture of the whole slide, and level-0 pixels per thumbnail pixel.

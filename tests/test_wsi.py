@@ -90,6 +90,29 @@ def test_flat_tiff_thumbnail_is_built_in_strips(tmp_path, mosaic):
     np.testing.assert_array_equal(thumb, ref)
 
 
+def test_slide_blocks_share_one_white_and_follow_the_colour_mode(tmp_path):
+    """16-bit slides: a block of dark tissue alone reads as dark as beside glass (one bit depth per
+    slide, not a guess per block); min-is-white and palette slides read as read_image reads them."""
+    from PIL import Image
+
+    grey = np.full((512, 512), 8000, np.uint16)  # 14-bit data: tissue at 8000 ...
+    grey[:, 256:] = 16000  # ... glass at 16000
+    tifffile.imwrite(tmp_path / "g16.tif", grey, tile=(256, 256))
+    with SlideReader(tmp_path / "g16.tif") as r:
+        assert r.read(0, 256, 0, 256)[0, 0].tolist() == r.read(0, 256, 200, 456)[0, 0].tolist() \
+            == read_image(tmp_path / "g16.tif")[0, 0].tolist() == [125] * 3
+    tifffile.imwrite(tmp_path / "miw.tif", np.full((64, 64), 255 - 30, np.uint8), photometric="miniswhite",
+                     tile=(32, 32))
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:32] = (200, 30, 150)
+    rgb[32:] = (240, 240, 240)
+    Image.fromarray(rgb).quantize(colors=4).save(tmp_path / "pal.tif")
+    for name in ("miw.tif", "pal.tif"):
+        with SlideReader(tmp_path / name) as r:
+            np.testing.assert_array_equal(r.read(0, 64, 0, 64), read_image(tmp_path / name))
+            np.testing.assert_array_equal(r.thumbnail(max_side=64)[0], read_image(tmp_path / name))
+
+
 def test_svs_description_gives_the_pixel_size(tmp_path, mosaic):
     p = write_pyramid(tmp_path / "a.tif", mosaic[:512, :512], levels=1,
                       description="Aperio Image Library v12 |AppMag = 40|MPP = 0.2512")
