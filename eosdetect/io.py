@@ -78,13 +78,14 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
             continue
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
+            searched = path.resolve()
             files = sorted(
                 p
                 for p in path.glob(pattern)
                 if (p.is_file() or (keep_missing and p.is_symlink() and not p.exists()))
                 and p.suffix.lower() in IMAGE_SUFFIXES
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and not _is_output(p, path, skip)
+                and not _is_output(p, searched, skip)
             )
             if not files:
                 raise InputError(
@@ -117,17 +118,15 @@ REPORT_FILES = ("metrics.json", "per_image.csv")
 
 
 def _is_output(p: Path, folder: Path, out_dir: Path | None) -> bool:
-    """Whether ``p``, found in ``folder``, is in the output folder (when that is below ``folder``),
+    """Whether ``p``, found in the resolved ``folder``, is in the output folder (when that is below it),
     or is a picture eosdetect drew: in the output folder, or in a results folder of an earlier run."""
     resolved = p.resolve()
     if resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES) and (
         resolved.parent == out_dir or _is_results_folder(resolved.parent)
     ):
         return True
-    if out_dir is None:
-        return False
-    inside = folder.resolve() in out_dir.parents  # the output folder is below the searched one
-    return inside and out_dir in resolved.parents
+    # the output folder below the searched one (``folder`` resolved by the caller): not searched
+    return out_dir is not None and folder in out_dir.parents and out_dir in resolved.parents
 
 
 # --------------------------------------------------------------------------- pixels
@@ -331,12 +330,9 @@ def _read_tiff(path: Path) -> np.ndarray:
         photometric = int(page.photometric)
         if photometric in _PILLOW_PHOTOMETRICS:  # CMYK, CIELab ...: Pillow converts these to RGB
             return _read_pillow(path)
-        arr = level.asarray()
+        arr = tiff_colour_mode(level.asarray(), photometric, page.colormap, page.bitspersample)
         if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
-            arr = apply_colormap(arr, page.colormap)
             axes = axes + "S"
-        elif photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-            arr = invert_min_is_white(arr, page.bitspersample)
     axes = colour_axes(axes, arr.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
     for ax in [a for a in axes if a not in "YXS"]:
@@ -350,7 +346,19 @@ def _read_tiff(path: Path) -> np.ndarray:
 _PILLOW_PHOTOMETRICS = (5, 8, 9, 10)  # separated (CMYK), CIELab, ICCLab, ITULab
 
 
-def apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+def tiff_colour_mode(arr: np.ndarray, photometric: int, colormap, bits: int) -> np.ndarray:
+    """Stored TIFF samples as colours: a palette through its colour map (RGB uint8), grey with 0
+    as white inverted; other modes unchanged."""
+    import tifffile
+
+    if photometric == tifffile.PHOTOMETRIC.PALETTE and colormap is not None:
+        return _apply_colormap(arr, colormap)
+    if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+        return _invert_min_is_white(arr, bits)
+    return arr
+
+
+def _apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     """Palette TIFF: colour indices -> RGB uint8 through the file's colour map (3, 2**bits)."""
     cmap = np.asarray(colormap)
     if cmap.max() > 255:  # TIFF colour maps are 16-bit (v * 256 or v * 257 for 8-bit v)
@@ -359,7 +367,7 @@ def apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     return np.moveaxis(cmap[:, np.clip(indices, 0, cmap.shape[1] - 1)], 0, -1)
 
 
-def invert_min_is_white(arr: np.ndarray, bits: int) -> np.ndarray:
+def _invert_min_is_white(arr: np.ndarray, bits: int) -> np.ndarray:
     """Grey stored with 0 as white (TIFF 'min-is-white'): flip it to 0 as black."""
     if arr.dtype == np.bool_:
         return ~arr

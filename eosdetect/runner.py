@@ -39,7 +39,6 @@ COUNT_COLUMNS = (
     "image", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
     "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
 )
-STATE_DIR = RUN_RECORD_DIR
 #: While a folder is counted, counts.csv and summary.json are rewritten at most this often
 #: (each image's own files and resume record are written as soon as it is done).
 TABLES_EVERY_S = 2.0
@@ -270,7 +269,7 @@ class CountRun:
             "detections": self.out_dir / f"{name}_detections.csv",
             "overlay": self.out_dir / f"{name}_overlay.png",
             "heatmap": self.out_dir / f"{name}_heatmap.png",  # slides only
-            "state": self.out_dir / STATE_DIR / f"{name}.json",
+            "state": self.out_dir / RUN_RECORD_DIR / f"{name}.json",
         }
 
     def _names(self, images: list[Path]) -> list[str]:
@@ -278,7 +277,7 @@ class CountRun:
         an earlier run and still there, keep theirs (``slideA/x.jpg`` counted before ``slideB/x.jpg``:
         ``x`` stays slideA's, the new one is ``slideB__x``)."""
         recorded: dict[str, str] = {}  # output name -> image, from the resume records
-        for state in sorted((self.out_dir / STATE_DIR).glob("*.json")):
+        for state in sorted((self.out_dir / RUN_RECORD_DIR).glob("*.json")):
             try:
                 record = read_json(state)
                 recorded[state.stem] = str(record.get("resolved") or record["image"])
@@ -304,7 +303,7 @@ class CountRun:
                  if wanted.get(Path(image).resolve(), old) != old]
         if not moves:
             return
-        state_dir = self.out_dir / STATE_DIR
+        state_dir = self.out_dir / RUN_RECORD_DIR
         # two passes, through a side folder: a new name may be another moving image's old one
         side = state_dir / "renaming"
         side.mkdir(exist_ok=True)
@@ -441,7 +440,7 @@ class CountRun:
         from .wsi import is_slide
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / STATE_DIR).mkdir(exist_ok=True)
+        (self.out_dir / RUN_RECORD_DIR).mkdir(exist_ok=True)
         fingerprint = self._fingerprint()
         names = self._names(images)
         self.records = []

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EosdetectError, InputError
-from .io import MAX_IMAGE_PIXELS, apply_colormap, colour_axes, invert_min_is_white, to_rgb_uint8
+from .io import MAX_IMAGE_PIXELS, colour_axes, tiff_colour_mode, to_rgb_uint8
 
 #: Formats that are whole-slide images whatever their size.
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".qptiff")
@@ -183,11 +183,7 @@ class SlideReader:
         kept = [ax for ax in self._axes if ax in "YXS"]
         if "S" in kept and kept.index("S") < kept.index("Y"):
             arr = np.moveaxis(arr, kept.index("S"), -1)
-        if self._photometric == 3 and self._colormap is not None:  # palette: colours through the map
-            arr = apply_colormap(arr, self._colormap)
-        elif self._photometric == 0:  # grey with 0 as white
-            arr = invert_min_is_white(arr, self._bits)
-        return to_rgb_uint8(arr, self._white)
+        return to_rgb_uint8(tiff_colour_mode(arr, self._photometric, self._colormap, self._bits), self._white)
 
     def thumbnail(self, max_side: int = THUMB_MAX_SIDE, *, whole_limit: float = 160e6) -> tuple[np.ndarray, float]:
         """A small picture of the whole slide, and level-0 pixels per thumbnail pixel.
