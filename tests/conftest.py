@@ -21,6 +21,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def load_script(name: str):
+    """A script of scripts/ imported as a module (they are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def disc_image(shape=(64, 80), centres=((20, 20), (40, 50)), radius=8, fg=(120, 40, 160), bg=(235, 225, 230)):
     """RGB uint8 image with purple discs on a pale background; centres are (row, col)."""
     img = np.empty((*shape, 3), dtype=np.uint8)

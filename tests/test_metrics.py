@@ -55,3 +55,15 @@ def test_summarize():
     assert s["f1"] == round(4 / 6, 4)
     assert s["count_mae"] == 1.0
     assert s["count_mape"] == round((1 / 1 + 1 / 2) / 2, 4)
+
+
+def test_label_ceiling_counts_whole_grades():
+    """scripts/audit_eosinophil_labels.py: counting a grade brings in its look-alikes."""
+    from conftest import load_script
+
+    ceiling = load_script("audit_eosinophil_labels").ceiling
+    rows = {r["grades_counted"]: r for r in ceiling({"G": 6, "P": 2, "N": 2}, {"G": 0, "P": 2, "N": 8})}
+    assert rows["G"]["precision"] == 1.0 and rows["G"]["recall"] == 0.6
+    assert rows["GP"]["tp"] == 8 and rows["GP"]["fp"] == 2 and rows["GP"]["f1"] == 0.8
+    assert rows["GPN"]["recall"] == 1.0 and rows["GPN"]["precision"] == 0.5
+    assert ceiling({"G": 6, "P": 2, "N": 2}, {"G": 0, "P": 2, "N": 8})[0]["grades_counted"] == "GP"

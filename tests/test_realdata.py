@@ -74,3 +74,19 @@ def test_count_cli_on_real_smears(tmp_path, smear_items, capsys):
     # the first labelled eosinophil of the fold has orange-red granules and is found; the next two
     # labels look like neutrophils and are not (BCCD's label noise, see the model card)
     assert by_name[picked[0].name.replace(".jpg", ".png")] == 1
+
+
+def test_label_audit_reproduces_its_committed_result(tmp_path):
+    """The blind order is rebuilt from the shared data, so the committed
+    grades land on the same cells and give the committed figures."""
+    import json
+    from pathlib import Path
+
+    from conftest import load_script
+
+    audit = load_script("audit_eosinophil_labels")
+    results = Path(__file__).resolve().parent.parent / "data" / "results"
+    out = tmp_path / "audit.json"
+    audit.main(["score", "--grades", str(results / "eosinophil_label_grades_r1.txt"),
+                "--grades2", str(results / "eosinophil_label_grades_r2.txt"), "-o", str(out)])
+    assert json.loads(out.read_text()) == json.loads((results / "eosinophil_label_audit.json").read_text())
