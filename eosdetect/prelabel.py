@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, write_voc
+from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, voc_added_bytes, write_voc
 from .errors import EosdetectError, InputError
-from .io import atomic_write_text, is_grey, printable, read_image
+from .io import atomic_write_bytes, atomic_write_text, is_grey, printable, read_image
 from .predict import detect
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,10 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
             write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
         return rec
     rec.status = "merged" if existing is not None else "written"
-    write_voc(xml_path, ann)
+    if existing is not None:
+        atomic_write_bytes(xml_path, voc_added_bytes(xml_path, ann, new))  # the annotator's file, only added to
+    else:
+        write_voc(xml_path, ann)
     _write_memory(memory, proposed + new)
     if settings.yolo:
         write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
@@ -275,13 +278,17 @@ def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_
     """Refuse to rewrite a LabelImg YOLO file that a person may have edited: one
     without its XML, or one that no longer says what its XML says."""
     txt_path, classes_path = xml_path.with_suffix(".txt"), xml_path.parent / "classes.txt"
-    if not (txt_path.is_file() and classes_path.is_file()):
+    if not txt_path.is_file():
         return
     if existing is None:
         raise InputError(txt_path, f"YOLO labels without {xml_path.name}; left untouched (a new "
                                    f"{xml_path.name} would hide them: LabelImg opens the .xml first); "
                                    "pre-label into another folder with -o")
-    classes = _yolo_classes(classes_path, existing, class_name)
+    if not classes_path.is_file():
+        raise InputError(txt_path, "YOLO labels without a classes.txt beside them (eosdetect always writes "
+                                   "one), so not written by eosdetect; left untouched: pre-label into "
+                                   "another folder with -o")
+    classes = _yolo_classes(classes_path, existing, class_name)[1]
     if _read_text(txt_path) != _yolo_text(existing, classes):
         raise InputError(txt_path, f"no longer agrees with {xml_path.name} (one of them was edited since "
                                    "eosdetect wrote them); both left untouched: keep one of them and re-run")
@@ -294,14 +301,20 @@ def _read_text(path: Path) -> str:
         raise InputError(path, "not UTF-8 text (LabelImg writes UTF-8); left untouched") from None
 
 
-def _yolo_classes(classes_path: Path, ann: VocAnnotation, class_name: str | None) -> list[str]:
-    classes = []
+def _yolo_classes(classes_path: Path, ann: VocAnnotation, class_name: str | None) -> tuple[list[str], list[str]]:
+    """The lines of ``classes.txt`` with any new class names appended, and the
+    names by index. Lines are read as LabelImg reads them (split at newlines,
+    blank lines kept), so every existing index keeps its class."""
+    lines = []
     if classes_path.is_file():
-        classes = [c.strip() for c in _read_text(classes_path).splitlines() if c.strip()]
+        text = _read_text(classes_path).strip("\n")
+        lines = text.split("\n") if text else []
+    names = [line.strip() for line in lines]
     for name in ([class_name] if class_name else []) + [o.name for o in ann.objects]:
-        if name not in classes:
-            classes.append(name)
-    return classes
+        if name not in names:
+            lines.append(name)
+            names.append(name)
+    return lines, names
 
 
 def _yolo_text(ann: VocAnnotation, classes: list[str]) -> str:
@@ -319,9 +332,11 @@ def _yolo_text(ann: VocAnnotation, classes: list[str]) -> str:
 def write_yolo(txt_path: Path, ann: VocAnnotation, classes_path: Path, class_name: str | None = None) -> None:
     """LabelImg's YOLO format: ``classes.txt`` (one name per line) and per image
     ``class_index x_centre y_centre width height`` relative to the image size."""
-    classes = _yolo_classes(classes_path, ann, class_name)
-    atomic_write_text(classes_path, "".join(f"{c}\n" for c in classes))
-    atomic_write_text(txt_path, _yolo_text(ann, classes))
+    lines, names = _yolo_classes(classes_path, ann, class_name)
+    text = "".join(f"{c}\n" for c in lines)
+    if not classes_path.is_file() or _read_text(classes_path).strip("\n") != text.strip("\n"):
+        atomic_write_text(classes_path, text)
+    atomic_write_text(txt_path, _yolo_text(ann, names))
 
 
 def prelabel_all(model, images: list[Path], out_dir: Path | None, settings: PrelabelSettings, progress=None):

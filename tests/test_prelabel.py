@@ -249,6 +249,51 @@ def test_yolo_check_copes_with_an_xml_without_size_and_text_that_is_not_utf8(tmp
     assert recs[0].status == "error" and "a.txt: not UTF-8" in recs[0].error and txt.read_bytes() == before
 
 
+def test_merging_keeps_what_other_tools_wrote(tmp_path):
+    """Elements LabelImg does not know, fractional coordinates and <segmented>
+    survive a merge; only the new <object> is added."""
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])
+    xml = tmp_path / "a.xml"
+    xml.write_text(
+        "<annotation><filename>a.png</filename><owner><name>Dr S</name></owner>"
+        "<size><width>100</width><height>80</height><depth>3</depth></size><segmented>1</segmented>"
+        "<object><name>neutrophil</name><occluded>1</occluded><bndbox><xmin>10.6</xmin><ymin>10.2</ymin>"
+        "<xmax>30.4</xmax><ymax>30.9</ymax></bndbox><comment>checked  twice</comment></object></annotation>")
+    rec = prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings())
+    assert rec.status == "merged" and rec.new_boxes == 1
+    text = xml.read_text()
+    for kept in ("<owner>", "<name>Dr S</name>", "<segmented>1</segmented>", "<occluded>1</occluded>",
+                 "<xmin>10.6</xmin>", "<ymax>30.9</ymax>", "<comment>checked  twice</comment>"):
+        assert kept in text, kept
+    assert "\n\t<object>" in text and "  " not in text.replace("checked  twice", "")
+    ann = read_voc(xml)
+    assert [o.name for o in ann.objects] == ["neutrophil", "eosinophil"] and ann.segmented == 1
+
+
+def test_yolo_labels_without_classes_txt_are_not_overwritten(tmp_path):
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    xml, txt = tmp_path / "a.xml", tmp_path / "a.txt"
+    txt.write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.05 0.05\n")  # darknet layout: names in obj.names
+    write_voc(xml, VocAnnotation("a.png", 100, 80, objects=[VocObject("WBC", 40, 30, 60, 50)]))
+    before = {p: p.read_bytes() for p in (xml, txt)}
+    recs = prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings(yolo=True))
+    assert recs[0].status == "error" and "without a classes.txt" in recs[0].error
+    assert {p: p.read_bytes() for p in (xml, txt)} == before
+    xml.unlink()  # and with no XML either
+    recs = prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings(yolo=True))
+    assert recs[0].status == "error" and txt.read_bytes() == before[txt] and not xml.exists()
+
+
+def test_classes_txt_keeps_every_index(tmp_path):
+    """LabelImg reads classes.txt line by line, blank lines included: other
+    images' class indices must keep their meaning when a class is added."""
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    (tmp_path / "classes.txt").write_text("RBC\n\nWBC\n")
+    prelabel_image(GreyIsProbability(), img, tmp_path / "a.xml", PrelabelSettings(yolo=True))
+    assert (tmp_path / "classes.txt").read_text() == "RBC\n\nWBC\neosinophil\n"
+    assert (tmp_path / "a.txt").read_text().startswith("3 ")
+
+
 def test_prelabel_cli_reports_and_exits_nonzero_on_bad_files(tmp_path, tiny_model_dir, capsys):
     _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff truncated")

@@ -177,16 +177,53 @@ def voc_bytes(ann: VocAnnotation) -> bytes:
     etree.SubElement(size, "depth").text = str(int(ann.depth))
     etree.SubElement(top, "segmented").text = str(int(ann.segmented))
     for o in ann.objects:
-        obj = etree.SubElement(top, "object")
-        etree.SubElement(obj, "name").text = _text(o.name)
-        etree.SubElement(obj, "pose").text = _text(o.pose)
-        etree.SubElement(obj, "truncated").text = "1" if _labelimg_truncated(o, ann) else "0"
-        etree.SubElement(obj, "difficult").text = "1" if o.difficult else "0"
-        box = etree.SubElement(obj, "bndbox")
-        for tag in ("xmin", "ymin", "xmax", "ymax"):
-            etree.SubElement(box, tag).text = str(int(getattr(o, tag)))
+        _add_object(top, o, ann)
     pretty = etree.tostring(top, pretty_print=True, encoding="utf-8")
     return pretty.replace(b"  ", b"\t")
+
+
+def _add_object(top, o: VocObject, ann: VocAnnotation) -> None:
+    from lxml import etree
+
+    obj = etree.SubElement(top, "object")
+    etree.SubElement(obj, "name").text = _text(o.name)
+    etree.SubElement(obj, "pose").text = _text(o.pose)
+    etree.SubElement(obj, "truncated").text = "1" if _labelimg_truncated(o, ann) else "0"
+    etree.SubElement(obj, "difficult").text = "1" if o.difficult else "0"
+    box = etree.SubElement(obj, "bndbox")
+    for tag in ("xmin", "ymin", "xmax", "ymax"):
+        etree.SubElement(box, tag).text = str(int(getattr(o, tag)))
+
+
+def voc_added_bytes(path: str | os.PathLike, ann: VocAnnotation, new: list[VocObject]) -> bytes:
+    """The existing file at ``path`` with the boxes ``new`` appended and nothing
+    else changed: elements other tools add (``<owner>``, ``<occluded>``,
+    comments), fractional coordinates and ``<segmented>`` stay as written. A
+    missing or zero ``<size>`` is filled in from ``ann``. Indented with tabs,
+    as LabelImg writes."""
+    from lxml import etree
+
+    parser = etree.XMLParser(encoding="utf-8", resolve_entities=False, remove_blank_text=True)
+    tree = etree.parse(os.fsencode(Path(path)), parser)
+    top = tree.getroot()
+    size = top.find("size")
+    if size is None:
+        size = etree.Element("size")
+        anchor = top.find("segmented")
+        if anchor is not None:
+            anchor.addprevious(size)
+        else:
+            top.append(size)
+    for tag, value in (("width", ann.width), ("height", ann.height), ("depth", ann.depth)):
+        child = size.find(tag)
+        if child is None:
+            child = etree.SubElement(size, tag)
+        if not (child.text or "").strip() or (tag != "depth" and (child.text or "").strip() in ("0", "0.0")):
+            child.text = str(int(value))
+    for o in new:
+        _add_object(top, o, ann)
+    etree.indent(tree, space="\t")
+    return etree.tostring(tree, encoding="utf-8") + b"\n"
 
 
 def _text(value: str | None) -> str | None:
