@@ -695,6 +695,31 @@ def cmd_serve(args) -> int:
     return 0
 
 
+#: What an interrupted command keeps, by command.
+INTERRUPTED = {
+    "count": "finished images are kept, re-run to resume",
+    "prelabel": "finished label files are kept, re-run to go on",
+    "evaluate": "no report was written; re-run it",
+    "train": "re-run with --resume to go on from the last finished epoch",
+    "train-helper": "no model was written; re-run with --overwrite",
+    "models": "nothing was changed",
+    "serve": "server stopped",
+}
+
+
+def _stop_on_sigterm() -> None:
+    """``timeout``, schedulers and ``docker stop`` send SIGTERM: stop as on Ctrl-C,
+    so that temporary files are removed and finished work is kept."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed, not a crash
         if hasattr(stream, "reconfigure"):
@@ -708,8 +733,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # TensorFlow's own Python warnings (e.g. graph retracing) are for developers
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    _quiet_tensorflow(args.verbose, args.command)
     try:
+        _stop_on_sigterm()
+        _quiet_tensorflow(args.verbose, args.command)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into a reader that stopped early (`eosdetect models | head -1`)
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -726,7 +752,7 @@ def main(argv=None) -> int:
         print(f"eosdetect: error: {where}{reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("eosdetect: interrupted; finished images are kept, re-run to resume", file=sys.stderr)
+        print(f"eosdetect: interrupted; {INTERRUPTED.get(args.command, INTERRUPTED['count'])}", file=sys.stderr)
         return 130
 
 

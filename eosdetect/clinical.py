@@ -157,7 +157,7 @@ def _exact_peak(xy, rows, cols, side):
 def _sliding_peak(xy, rows, cols, side, step_fraction):
     """Max count in a square window of ``side`` px (clipped to the image) sliding on a grid."""
     step = max(1.0, side * step_fraction)
-    w = int(round(side / step))  # window size in grid cells
+    w = max(1, int(round(side / step)))  # window size in grid cells (one, for a window under a pixel)
     gr = int(np.ceil(rows / step))
     gc = int(np.ceil(cols / step))
     hist = np.zeros((gr, gc), dtype=np.int64)

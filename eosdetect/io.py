@@ -333,6 +333,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr = tiff_colour_mode(level.asarray(), photometric, page.colormap, page.bitspersample)
         if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
             axes = axes + "S"
+        orientation = int(page.tags.valueof(274, 1) or 1)
     axes = colour_axes(axes, arr.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
     for ax in [a for a in axes if a not in "YXS"]:
@@ -340,7 +341,22 @@ def _read_tiff(path: Path) -> np.ndarray:
         axes = axes.replace(ax, "", 1)
     if "S" in axes and axes.index("S") < axes.index("Y"):
         arr = np.moveaxis(arr, axes.index("S"), -1)
-    return arr
+    return _orient(arr, orientation)
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn rows x columns upright by a TIFF/EXIF orientation (1-8), as Pillow's
+    ``ImageOps.exif_transpose`` does for JPEG and PNG."""
+    turn = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return np.ascontiguousarray(turn(arr)) if turn else arr
 
 
 _PILLOW_PHOTOMETRICS = (5, 8, 9, 10)  # separated (CMYK), CIELab, ICCLab, ITULab

@@ -142,6 +142,11 @@ def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[fl
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             raise ConfigError(f"{source}: {key} must be a non-empty list of numbers, e.g. [0.4, 0.5], got {values!r}")
         out[key] = [float(v) for v in values]
+        for v in out[key]:
+            try:
+                Thresholds(**{key: v})  # the same range checks as a model's thresholds.json
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc} (got {v:g})") from None
     return out
 
 
@@ -913,6 +918,10 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
                     base.config.unet_class_name, config.class_name)
     t_data = time.time() - t0
     work = out_dir / ".train"
+    if work.exists():  # an interrupted earlier run's checkpoints: train-helper always starts afresh
+        import shutil
+
+        shutil.rmtree(work)
     helper = train_helper(config, tcfg, hx, hy, vx, vy, work / "helper", verbose=verbose)
     t_helper = time.time() - t0 - t_data
     model = Model.in_memory(config, base.thresholds, base.unet, helper)

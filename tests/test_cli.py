@@ -547,3 +547,24 @@ def test_an_image_that_fails_now_loses_its_earlier_results(images, tmp_path, tin
     assert _count([images, "-m", tiny_model_dir, "-o", res], capsys)[0] == 1
     assert not (res / "a_detections.csv").exists() and not (res / "a_overlay.png").exists()
     assert (res / "b_detections.csv").exists()
+
+
+def test_an_early_interrupt_or_sigterm_stops_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import eosdetect.cli as cli
+
+    def interrupted(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_quiet_tensorflow", interrupted)  # Ctrl-C while TensorFlow loads
+    assert main(["count", str(tmp_path), "-o", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err.strip() == "eosdetect: interrupted; finished images are kept, re-run to resume"
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        monkeypatch.setattr(cli, "_quiet_tensorflow", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+        assert main(["train-helper", "--images", "i", "--labels", "l", "-o", str(tmp_path / "m")]) == 130
+        assert "interrupted; no model was written" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -71,3 +71,12 @@ def test_many_cells_use_the_fine_grid_and_find_the_cluster(monkeypatch):
     cluster = rng.uniform([2600, 1000], [2900, 1300], size=(20, 2))
     s = hpf_summary(cluster, (4000, 4000), 1.0, hpf_area_mm2=0.25)
     assert s.peak_count == 20 and not s.whole_image_is_one_hpf
+
+
+def test_a_field_smaller_than_a_pixel_on_the_fine_grid(monkeypatch):
+    import eosdetect.clinical as clinical
+
+    monkeypatch.setattr(clinical, "EXACT_PEAK_MAX_CELLS", 0)
+    xy = np.array([[10.2, 10.2], [10.4, 10.4], [50, 50]])
+    s = hpf_summary(xy, (100, 100), 0.25, hpf_area_mm2=1e-9)  # was a broadcast error
+    assert s.peak_count == 2

@@ -204,3 +204,13 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     atomic_write_text(tmp_path / "t.csv", "new\n")
     assert (tmp_path / "t.csv").read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_as_pillow_applies_exif(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    a = np.random.default_rng(0).integers(0, 255, (30, 50, 3), np.uint8)
+    Image.fromarray(a).save(tmp_path / "o.tif", tiffinfo={274: orientation})
+    upright = np.array(ImageOps.exif_transpose(Image.open(tmp_path / "o.tif")))
+    assert np.array_equal(read_image(tmp_path / "o.tif"), upright)

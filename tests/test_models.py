@@ -265,3 +265,14 @@ def test_colour_helper_ignores_a_feature_constant_in_training(tmp_path):
     kernel, bias = helper.get_weights()
     assert np.isfinite(kernel).all() and np.isfinite(bias).all()
     assert kernel[10, 0] == 0  # the orange-red fraction gets no say
+
+
+def test_a_plain_folder_named_like_a_bundled_model_does_not_hide_it(tmp_path, monkeypatch):
+    """`count imgs -m nuclei-he -o nuclei-he` run twice: the results folder is not the model."""
+    monkeypatch.chdir(tmp_path)
+    name = bundled_names()[0]
+    (tmp_path / name).mkdir()
+    assert resolve_model_dir(name) == resolve_model_dir(None).parent / name
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ModelError, match="config.json is missing"):
+        resolve_model_dir("other")

@@ -414,3 +414,27 @@ def test_train_without_any_labelled_object_says_so_first(tmp_path, capsys):
                  "--allow-unlabelled-as-empty", "-o", str(tmp_path / "m"), "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "hold no labelled objects" in err[-1] and "--cell-diameter" not in err[-1], err
+
+
+def test_train_helper_starts_afresh_after_an_interrupted_run(tmp_path, monkeypatch):
+    """Checkpoints an interrupted run left in .train/ must not be resumed by the next run."""
+    import eosdetect.train as train
+
+    out = tmp_path / "h"
+    stale = out / ".train" / "helper" / "backup" / "stale"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("epoch 8 of another run")
+    seen = []
+    real = train.train_helper
+    monkeypatch.setattr(train, "train_helper", lambda *a, **k: seen.append(stale.exists()) or real(*a, **k))
+    train.train_helper_from_labels(_disc_finder(), _red_and_purple_discs(tmp_path), out,
+                                   file_cfg={"model": {"helper_kind": "colour"}}, class_name="eos", verbose=0)
+    assert seen == [False]
+
+
+def test_a_threshold_grid_out_of_range_is_refused_when_read():
+    from eosdetect.errors import ConfigError
+    from eosdetect.train import threshold_grid
+
+    with pytest.raises(ConfigError, match=r"threshold_grid: prob_threshold must be in \[0, 1\] \(got 1.5\)"):
+        threshold_grid({"prob_threshold": [0.5, 1.5]})

@@ -66,11 +66,13 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
         name_or_path = DEFAULT_MODEL
     text = str(name_or_path)
     candidate = Path(text).expanduser()
+    names = bundled_names()
     if candidate.is_dir():
         if not (candidate / "config.json").is_file():
+            if text in names:  # a plain folder of that name (e.g. `-o nuclei-he`) does not hide the model
+                return BUNDLED_DIR / text
             raise ModelError(f"{candidate}: not a model folder (config.json is missing)")
         return candidate
-    names = bundled_names()
     if text in names:
         return BUNDLED_DIR / text
     looks_like_path = os.sep in text or "/" in text or text.startswith(".")
