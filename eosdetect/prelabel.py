@@ -196,9 +196,12 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     if existing is not None and existing.width and existing.height and (existing.width, existing.height) != (w, h):
         raise InputError(xml_path, f"<size> says {existing.width}x{existing.height} but {image_path.name} is "
                                    f"{w}x{h}; left untouched")
+    sized = None if existing is None else dataclasses.replace(existing, width=w, height=h)
     if settings.yolo or existing is None:
-        sized = None if existing is None else dataclasses.replace(existing, width=w, height=h)
         _check_yolo_untouched(xml_path, sized, _class_name(model, settings))
+    # YOLO files eosdetect wrote and nobody edited are kept in step even by a run without --yolo,
+    # so that a later --yolo run does not take them for hand edits
+    yolo = settings.yolo or (existing is not None and _yolo_in_step(xml_path, sized, _class_name(model, settings)))
     memory = _memory_path(xml_path)
     proposed = _read_memory(memory) if existing is not None else []
     ann, cands, new = prelabel_annotation(
@@ -221,7 +224,7 @@ def prelabel_image(model, image_path, xml_path, settings: PrelabelSettings) -> P
     else:
         write_voc(xml_path, ann)
     _write_memory(memory, proposed + new)
-    if settings.yolo:
+    if yolo:
         write_yolo(txt_path, ann, xml_path.parent / "classes.txt", _class_name(model, settings))
     return rec
 
@@ -292,6 +295,15 @@ def _check_yolo_untouched(xml_path: Path, existing: VocAnnotation | None, class_
     if _read_text(txt_path) != _yolo_text(existing, classes):
         raise InputError(txt_path, f"no longer agrees with {xml_path.name} (one of them was edited since "
                                    "eosdetect wrote them); both left untouched: keep one of them and re-run")
+
+
+def _yolo_in_step(xml_path: Path, existing: VocAnnotation, class_name: str) -> bool:
+    """Whether the YOLO files beside ``xml_path`` say what ``existing`` says (eosdetect's, untouched)."""
+    try:
+        _check_yolo_untouched(xml_path, existing, class_name)
+    except InputError:
+        return False
+    return xml_path.with_suffix(".txt").is_file()
 
 
 def _read_text(path: Path) -> str:

@@ -2,7 +2,7 @@
 """Images per second when counting a folder: the runner (several images at
 once in threads) against a serial loop, in one process.
 
-    python scripts/bench_folder.py ../shared/data/bccd/images            # all 364 BCCD photos
+    python scripts/bench_folder.py ../shared/data/bccd/images            # all 292 BCCD photos
     python scripts/bench_folder.py IMAGE_DIR -n 100 -m eosinophil-smear
 
 Baseline: ``CountRun.count_image`` called image after image (read, detect,

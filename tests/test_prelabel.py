@@ -309,3 +309,15 @@ def test_classical_prelabels_refuse_a_helper(tmp_path, capsys):
     _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
     assert main(["prelabel", str(tmp_path), "--classical", "smear", "--helper", str(tmp_path)]) == 1
     assert "--classical pre-labels without any network" in capsys.readouterr().err
+
+
+def test_a_run_without_yolo_keeps_eosdetects_yolo_files_in_step(tmp_path):
+    """--yolo, then a plain run that adds boxes, then --yolo again: no false 'edited' refusal."""
+    img = _image(tmp_path / "a.png", [(20, 20, 8, DARK)])
+    xml, txt = tmp_path / "a.xml", tmp_path / "a.txt"
+    assert prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings(yolo=True)).status == "written"
+    _image(tmp_path / "a.png", [(20, 20, 8, DARK), (50, 70, 8, DARK)])  # a second cell, found by the next run
+    assert prelabel_image(GreyIsProbability(), img, xml, PrelabelSettings()).status == "merged"
+    assert len(txt.read_text().splitlines()) == 2
+    recs = prelabel_all(GreyIsProbability(), [img], None, PrelabelSettings(yolo=True))
+    assert recs[0].status == "unchanged", recs[0].error
