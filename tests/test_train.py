@@ -103,6 +103,7 @@ def test_two_epoch_training_smoke(tmp_path):
     ("train: [1, 2]\n", "the train section must be a mapping"),
     ("threshold_grid:\n  prob_threshold: 0.5\n", "prob_threshold must be a non-empty list of numbers"),
     ("threshold_grid:\n  prob: [0.5]\n", "unknown threshold 'prob'"),
+    ("threshold_grid:\n  prob_threshold: [0.5, 1.5]\n", "threshold_grid: prob_threshold must be in [0, 1] (got 1.5)"),
 ])
 def test_config_file_mistakes_are_one_line_errors_before_any_training(tmp_path, text, message):
     from eosdetect.errors import ConfigError

@@ -430,11 +430,3 @@ def test_train_helper_starts_afresh_after_an_interrupted_run(tmp_path, monkeypat
     train.train_helper_from_labels(_disc_finder(), _red_and_purple_discs(tmp_path), out,
                                    file_cfg={"model": {"helper_kind": "colour"}}, class_name="eos", verbose=0)
     assert seen == [False]
-
-
-def test_a_threshold_grid_out_of_range_is_refused_when_read():
-    from eosdetect.errors import ConfigError
-    from eosdetect.train import threshold_grid
-
-    with pytest.raises(ConfigError, match=r"threshold_grid: prob_threshold must be in \[0, 1\] \(got 1.5\)"):
-        threshold_grid({"prob_threshold": [0.5, 1.5]})
