@@ -283,8 +283,9 @@ LIMITS = {
         "by a distance-transform watershed for training, which is imperfect in crowded tissue.",
         "Counts are off by 5-16% per validation tile, above the 8% aimed for, with mixed signs: pale nuclei "
         "that the annotators marked are missed on two tiles, faint ones they left unmarked are counted on "
-        "two others. A network at full 40x resolution showed the same pattern "
-        "(data/results/nuclei_fullres.json).",
+        "two others (a blind look at the error crops agrees). Neither a network at full 40x resolution "
+        "(data/results/nuclei_fullres.json) nor perfect splitting of touching nuclei (10.1%) nor any "
+        "threshold setting (10.3% at best) reaches 8% (data/results/nuclei_error_audit.json).",
         "Validation is 5 tiles (about 2,000 nuclei), one per organ group; thresholds were fitted on them, "
         "so expect slightly lower figures on new tissue.",
     ],

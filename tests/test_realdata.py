@@ -90,3 +90,24 @@ def test_label_audit_reproduces_its_committed_result(tmp_path):
     audit.main(["score", "--grades", str(results / "eosinophil_label_grades_r1.txt"),
                 "--grades2", str(results / "eosinophil_label_grades_r2.txt"), "-o", str(out)])
     assert json.loads(out.read_text()) == json.loads((results / "eosinophil_label_audit.json").read_text())
+
+
+def test_nuclei_error_audit_lands_on_its_committed_cells():
+    """The nuclei audit's blind order comes from the bundled model's own
+    matches, so it holds only while the model is unchanged: the committed
+    grades must still land on the same points, and the error breakdown must
+    be the committed one (the threshold sweep, minutes long, is not rerun)."""
+    import json
+    from pathlib import Path
+
+    from conftest import load_script
+
+    audit = load_script("audit_nuclei_errors")
+    committed = json.loads((Path(__file__).resolve().parent.parent / "data" / "results" / "nuclei_error_audit.json").read_text())
+    runs = audit.validation_runs()
+    cells = audit.blind_order(runs)
+    assert [(c["tile"], c["kind"]) for c in cells] == [(c["tile"], c["kind"]) for c in committed["cells"]]
+    assert [c["x"] for c in cells] == pytest.approx([c["x"] for c in committed["cells"]], abs=0.01)
+    assert [c["y"] for c in cells] == pytest.approx([c["y"] for c in committed["cells"]], abs=0.01)
+    for run, tile in zip(runs, committed["per_tile"]):
+        assert audit.error_kinds(run) == {k: v for k, v in tile.items() if k in audit.error_kinds(run)}
