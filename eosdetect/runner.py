@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -238,6 +239,7 @@ class CountRun:
         self.flag_threshold = t if t is not None else default_flag_threshold(model.config.class_name)
         self.records: list[ImageRecord] = []
         self.summary: dict | None = None  # what summary.json holds, once written
+        self._stop = threading.Event()  # set when the run is interrupted: a slide stops at its next block
 
     # ------------------------------------------------------------------ settings
     def settings_dict(self) -> dict:
@@ -377,6 +379,8 @@ class CountRun:
         bar = tqdm(desc=f"{path.name} (blocks)", unit="block", leave=False, disable=None, file=sys.stderr)
 
         def progress(done, total):
+            if self._stop.is_set():  # Ctrl-C: give up this slide now, not after its last block
+                raise KeyboardInterrupt
             bar.total = total
             bar.n = done
             bar.refresh()
@@ -443,6 +447,7 @@ class CountRun:
         (self.out_dir / RUN_RECORD_DIR).mkdir(exist_ok=True)
         fingerprint = self._fingerprint()
         names = self._names(images)
+        self._stop.clear()
         self.records = []
         started = time.time()
         jobs = []
@@ -495,6 +500,7 @@ class CountRun:
             while pending:
                 finish_next()
         except BaseException:  # interrupted: keep (and mark done) the images already counted
+            self._stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             while pending:
                 fut = pending[0][1]
@@ -705,11 +711,11 @@ class CountRun:
                     "threshold": self.flag_threshold,
                     "flag": None if self.flag_threshold is None else bool(best[0] >= self.flag_threshold),
                 }
-                small = [r for r in measured if float(r.row["area_mm2"]) < SMALL_IMAGE_HPF_FRACTION * hpf]
+                small = [r for r in measured if _frame_mm2(r.row) < SMALL_IMAGE_HPF_FRACTION * hpf]
                 if small and len(small) == len(measured):
                     summary["clinical"]["note"] = (
                         f"every image is smaller than half a high-power field ({hpf:g} mm2; the largest covers "
-                        f"{max(float(r.row['area_mm2']) for r in small) / hpf:.2g} of one): the peak is a count per "
+                        f"{max(_frame_mm2(r.row) for r in small) / hpf:.2g} of one): the peak is a count per "
                         "image" + ("" if self.flag_threshold is None else
                                    " and the flag judges each image as if it were a whole field")
                         + "; density_per_hpf (the density times the HPF area) is the per-HPF figure, or set "
@@ -720,6 +726,15 @@ class CountRun:
                                         "give --pixel-size (micrometres per pixel)")
         self.summary = summary
         write_json(self.out_dir / "summary.json", summary)
+
+
+def _frame_mm2(row: dict) -> float:
+    """The area a counts.csv row's picture covers, in mm²: its whole frame (a slide's
+    ``area_mm2`` is its tissue alone, which can be small on a large slide)."""
+    try:
+        return int(row["width"]) * int(row["height"]) * float(row["pixel_size_um"]) ** 2 / 1e6
+    except (KeyError, TypeError, ValueError):
+        return float(row["area_mm2"])
 
 
 def _error_reason(exc: Exception, path: Path) -> str:

@@ -299,6 +299,7 @@ class SlideCount:
     thumb_factor: float
     seconds: float
     tissue: np.ndarray | None = None  # the tissue mask, at thumbnail size
+    gains: np.ndarray | None = None  # the helper's white balance (slide_gains), when it has one
 
 
 def block_geometry(model, pixel_size_um: float, block_px: int) -> tuple[int, int]:
@@ -328,7 +329,6 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
     its metadata, else the model's training pixel size. ``progress`` is
     called with ``(blocks done, blocks to do)``.
     """
-    from .models.helper_cnn import background_gains
     from .postprocess import Detections
     from .predict import detect
 
@@ -344,8 +344,6 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
         core, halo = block_geometry(model, px, block_px)
         thumb, tf = reader.thumbnail()
         mask = tissue_mask(thumb)
-        # one white balance for the whole slide (helpers that ask for it), so blocks agree with a whole-image pass
-        gains = background_gains(thumb) if model.config.helper_white_balance else None
         todo = []
         n_blocks = 0
         for r0 in range(0, rows, core):
@@ -355,7 +353,11 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
                 tc0, tc1 = int(c0 / tf), int(math.ceil(min(cols, c0 + core) / tf))
                 if mask[tr0 : max(tr1, tr0 + 1), tc0 : max(tc1, tc0 + 1)].any():
                     todo.append((r0, c0))
+        # one white balance for the whole slide (helpers that ask for it), so blocks agree with a whole-image pass
+        gains = slide_gains(reader, mask, tf) if model.config.helper_white_balance else None
         parts, n_cands = [], 0
+        if progress is not None:
+            progress(0, len(todo))
         for i, (r0, c0) in enumerate(todo):
             R0, C0 = max(0, r0 - halo), max(0, c0 - halo)
             block = reader.read(R0, r0 + core + halo, C0, c0 + core + halo)
@@ -371,8 +373,39 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
     return SlideCount(
         detections=Detections.concatenate(parts), candidates=n_cands, shape=(rows, cols), pixel_size_um=px,
         pixel_size_source=source, tissue_area_mm2=tissue_mm2, blocks=n_blocks, blocks_with_tissue=len(todo),
-        thumbnail=thumb, thumb_factor=tf, seconds=time.perf_counter() - t0, tissue=mask,
+        thumbnail=thumb, thumb_factor=tf, seconds=time.perf_counter() - t0, tissue=mask, gains=gains,
     )
+
+
+def slide_gains(reader, mask: np.ndarray, thumb_factor: float, *, n: int = 8, window: int = 1024) -> np.ndarray:
+    """White-balance gains for a whole slide, from its tissue.
+
+    A helper that white-balances (``helper_white_balance``) was trained on
+    photos balanced on the pale plasma between their cells. On a slide the
+    pale pixels of the whole picture are mostly bare glass, brighter than
+    plasma, and balancing on them shifts every cell's colour. So the gains
+    are the median of :func:`~eosdetect.models.helper_cnn.background_gains`
+    over up to ``n`` windows of ``window`` slide pixels square, spread over
+    the slide among those the thumbnail's tissue ``mask`` covers most (all
+    of them where it can). A slide that is all tissue gets the gains of its
+    photo-sized parts, as a photo would; one without tissue, the thumbnail's.
+    """
+    from .models.helper_cnn import background_gains
+
+    rows, cols = reader.shape
+    side = max(1, int(round(min(window, rows, cols) / thumb_factor)))  # in thumbnail pixels
+    th, tw = mask.shape
+    starts = [(r, c) for r in range(0, max(1, th - side + 1), side) for c in range(0, max(1, tw - side + 1), side)]
+    cover = np.array([mask[r : r + side, c : c + side].mean() for r, c in starts])
+    if not len(cover) or cover.max() == 0:
+        return background_gains(reader.thumbnail()[0])
+    best = np.flatnonzero(cover >= min(0.98, cover.max()))
+    picked = sorted(set(best[np.linspace(0, len(best) - 1, min(n, len(best))).round().astype(int)].tolist()))
+    gains = []
+    for i in picked:
+        r0, c0 = int(starts[i][0] * thumb_factor), int(starts[i][1] * thumb_factor)
+        gains.append(background_gains(reader.read(r0, min(rows, r0 + window), c0, min(cols, c0 + window))))
+    return np.median(gains, axis=0).astype(np.float32)
 
 
 def _in_core(d, r0: int, c0: int, core: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from eosdetect.models.helper_cnn import background_gains  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
 from eosdetect.predict import detect  # noqa: E402
 from eosdetect.runner import CountRun, CountSettings  # noqa: E402
-from eosdetect.wsi import SlideReader, block_geometry, count_slide, is_slide, tissue_mask  # noqa: E402
+from eosdetect.wsi import SlideReader, block_geometry, count_slide, is_slide, slide_gains, tissue_mask  # noqa: E402
 
 SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))
 GLASS = (243, 242, 245)
@@ -126,9 +126,9 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     sc = count_slide(model, slide, block_px=64)
     core, halo = block_geometry(model, 0.06, 64)
     assert core == 256 and halo >= model.config.cell_diameter_um / 0.06
-    # a white-balancing helper sees the whole slide balanced alike: by the thumbnail's gains
-    gains = background_gains(sc.thumbnail) if model.config.helper_white_balance else None
-    whole = detect(model, mosaic, pixel_size_um=0.06, helper_gains=gains).detections
+    # a white-balancing helper sees the whole slide balanced alike, by the slide's gains
+    assert (sc.gains is not None) == model.config.helper_white_balance
+    whole = detect(model, mosaic, pixel_size_um=0.06, helper_gains=sc.gains).detections
     assert len(whole) >= 10
     # the test means something only if cells straddle core borders
     crossing = [(x0 // core != (x1 - 1) // core) or (y0 // core != (y1 - 1) // core)
@@ -213,3 +213,78 @@ def test_damaged_slide_fails_alone_and_the_rest_finish(tmp_path, model):
     assert recs[1].row["status"] == "ok"
     rows = list(csv.DictReader(open(tmp_path / "res" / "counts.csv")))
     assert [r["status"] for r in rows] == ["error", "ok"]
+
+
+@pytest.mark.parametrize("tissue_share", [0.3, 0.97])
+def test_slide_white_balance_comes_from_the_tissue_not_the_glass(tmp_path, tissue_share):
+    """A smear photographed with a warm cast, laid on neutral bright glass: the
+    helper's gains must be the photo's own (balanced on its plasma) however
+    much glass surrounds it, not the glass's (found in review: a slide that was
+    43% smear counted far more eosinophils per mm² than one that was 97%)."""
+    rng = np.random.default_rng(0)
+    side = 4096
+    slide = np.full((side, side, 3), (243, 242, 245), np.uint8)  # bare glass
+    smear = np.empty((side, side, 3), np.uint8)
+    smear[:] = (214, 204, 190)  # warm plasma
+    yy, xx = np.mgrid[:side, :side]
+    for y, x in rng.integers(0, side, (2500, 2)):  # red cells
+        r = slice(max(0, y - 20), y + 20), slice(max(0, x - 20), x + 20)
+        disc = (yy[r] - y) ** 2 + (xx[r] - x) ** 2 < 400
+        smear[r][disc] = (190, 120, 110)
+    width = int(round(side * tissue_share))
+    slide[:, :width] = smear[:, :width]
+    path = write_pyramid(tmp_path / "s.tif", slide, levels=3)
+    own = background_gains(smear)
+    with SlideReader(path) as reader:
+        thumb, tf = reader.thumbnail()
+        gains = slide_gains(reader, tissue_mask(thumb), tf)
+    np.testing.assert_allclose(gains, own, rtol=0.01)
+    if tissue_share < 0.5:  # the old way, balancing on the whole thumbnail, was the glass's
+        assert abs(background_gains(thumb)[2] - own[2]) > 0.1
+
+
+def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypatch):
+    """Ctrl-C while a slide is being counted stops it after the block in hand,
+    not after its last block (found in review: the run waited for the whole
+    slide), and leaves nothing of it marked done."""
+    import os
+    import signal
+    import time
+
+    import eosdetect.predict
+
+    real, calls = eosdetect.predict.detect, []
+
+    def slow_detect(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eosdetect.predict, "detect", slow_detect)
+    out = tmp_path / "res"
+    run = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
+    with pytest.raises(KeyboardInterrupt):
+        run.run([slide])
+    core, _ = block_geometry(model, 0.06, 128)
+    assert -(-1440 // core) * -(-1920 // core) >= 8  # enough blocks that stopping early shows
+    assert len(calls) <= 3
+    assert not (out / "mosaic_detections.csv").exists()
+    # a re-run counts the slide whole
+    monkeypatch.setattr(eosdetect.predict, "detect", real)
+    rec = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000)).run([slide])[0]
+    assert rec.status == "ok" and (out / "mosaic_detections.csv").is_file()
+
+
+def test_a_large_slide_with_little_tissue_is_not_called_smaller_than_a_field(tmp_path, model):
+    """The small-image note is about the picture's frame: a slide of 0.16 mm² is
+    larger than half a high-power field even when its tissue (area_mm2) is not."""
+    glass = np.full((2000, 2000, 3), GLASS, np.uint8)
+    glass[700:700 + 480, 700:700 + 640] = read_image(SAMPLES[0])[:480, :640]
+    path = write_pyramid(tmp_path / "sparse.tif", glass, levels=3, pixel_size_um=0.2)
+    out = tmp_path / "res"
+    rec = CountRun(model, out, CountSettings(slide_min_pixels=1_000_000)).run([path])[0]
+    assert rec.status == "ok", rec.row
+    assert float(rec.row["area_mm2"]) < 0.5 * 0.24 < 2000 * 2000 * 0.2**2 / 1e6
+    assert "note" not in json.loads((out / "summary.json").read_text())["clinical"]
