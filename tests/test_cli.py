@@ -568,3 +568,21 @@ def test_an_early_interrupt_or_sigterm_stops_without_a_traceback(tmp_path, monke
         assert "interrupted; no model was written" in capsys.readouterr().err
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_readme_quick_start_counts_the_drawn_eosinophils(tmp_path):
+    """The README's first command, on the shipped synthetic samples: the bundled
+    model counts the eosinophils drawn (data/samples/truth.csv), where they are,
+    and none of the neutrophils."""
+    from eosdetect.metrics import match_points
+
+    samples = Path(__file__).resolve().parent.parent / "data" / "samples"
+    assert main(["count", str(samples), "-o", str(tmp_path)]) == 0
+    truth = list(csv.DictReader(open(samples / "truth.csv")))
+    for row in _rows(tmp_path / "counts.csv"):
+        name = Path(row["image"]).name
+        true = np.array([[float(t["x"]), float(t["y"])] for t in truth if t["image"] == name]).reshape(-1, 2)
+        found = _rows(tmp_path / name.replace(".jpg", "_detections.csv"))
+        xy = np.array([[float(d["x"]), float(d["y"])] for d in found]).reshape(-1, 2)
+        m = match_points(xy, true, radius=40.0)
+        assert m.tp == len(true) and m.fp == 0, (name, xy, true)

@@ -122,13 +122,16 @@ def test_svs_description_gives_the_pixel_size(tmp_path, mosaic):
 
 def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     """Small blocks (256 px cores) cut through many cells; the slide count must equal
-    the whole-image count cell for cell."""
-    sc = count_slide(model, slide, block_px=64)
+    the whole-image count cell for cell, with the same helper scores. Every white cell
+    is counted (helper threshold 0), so that there are cells enough on the synthetic
+    photos."""
+    thr = model.thresholds.replace(helper_threshold=0.0)
+    sc = count_slide(model, slide, block_px=64, thresholds=thr)
     core, halo = block_geometry(model, 0.06, 64)
     assert core == 256 and halo >= model.config.cell_diameter_um / 0.06
     # a white-balancing helper sees the whole slide balanced alike, by the slide's gains
     assert (sc.gains is not None) == model.config.helper_white_balance
-    whole = detect(model, mosaic, pixel_size_um=0.06, helper_gains=sc.gains).detections
+    whole = detect(model, mosaic, pixel_size_um=0.06, helper_gains=sc.gains, thresholds=thr).detections
     assert len(whole) >= 10
     # the test means something only if cells straddle core borders
     crossing = [(x0 // core != (x1 - 1) // core) or (y0 // core != (y1 - 1) // core)
@@ -137,6 +140,7 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     assert len(sc.detections) == len(whole)
     m = match_points(sc.detections.xy, whole.xy, radius=3.0)
     assert m.tp == len(whole) and m.fp == 0 and m.fn == 0
+    np.testing.assert_allclose(sc.detections.score[m.pairs[:, 0]], whole.score[m.pairs[:, 1]], atol=1e-3)
 
 
 def test_glass_is_skipped(slide, model):
