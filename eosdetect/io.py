@@ -18,9 +18,14 @@ import io as _io
 import json
 import logging
 import os
+import re
+import secrets
 import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -49,6 +54,8 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     Files given explicitly are kept whatever their suffix (so that a bad file is
     reported rather than silently ignored); folders contribute the files whose
     suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
+    Links to folders are followed, each real folder searched once (a link back
+    up the tree is not followed round and round).
     ``exclude`` is an output folder: when it lies inside a searched folder it is
     not searched; when it is the searched folder, or above it, only the pictures
     eosdetect writes there (:data:`OUTPUT_PICTURE_SUFFIXES`) are skipped.
@@ -77,14 +84,12 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
             found.append(path)
             continue
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
             searched = path.resolve()
             files = sorted(
                 p
-                for p in path.glob(pattern)
+                for p in _walk_files(path, recursive)
                 if (p.is_file() or (keep_missing and p.is_symlink() and not p.exists()))
                 and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and not _is_output(p, searched, skip)
             )
             if not files:
@@ -101,6 +106,38 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     for p in found:
         unique.setdefault(p.resolve(), p)
     return list(unique.values())
+
+
+def _walk_files(folder: Path, recursive: bool = True) -> Iterator[Path]:
+    """The files in ``folder`` (and below it when ``recursive``), hidden ones and those in hidden
+    folders left out, as paths below ``folder``.
+
+    Links to folders are followed, as a user who linked a folder of slides into the one given
+    expects: after the folders themselves, so that a folder reached both ways keeps its own path.
+    Each real folder is searched once, and a link to a folder above is not followed (``find -L``
+    does the same), so that a link loop ends.
+    """
+    seen = {_folder_id(above) for above in folder.resolve().parents}  # a link up the tree: a loop
+    starts = [folder]
+    for start in starts:  # the folder, then the links to folders found in it, and so on
+        for root, dirs, files in os.walk(start):  # not into links: they join ``starts``
+            key = _folder_id(Path(root))
+            if key is None or key in seen:  # unreadable, searched already, or a folder above: skip
+                dirs[:] = []
+                continue
+            seen.add(key)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+            starts.extend(Path(root, d) for d in dirs if os.path.islink(os.path.join(root, d)))
+            yield from (Path(root, f) for f in files if not f.startswith("."))
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    """A folder's identity (device, inode), the same through any link to it; None if it cannot be read."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png", "_errors.png", "pr_curve.png")
@@ -226,6 +263,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     InputError
         With a message ``path: problem`` for a missing, empty, truncated,
         non-image or too large file.
+
+    Notes
+    -----
+    The format is told by the file's content, not its name: a JPEG saved as
+    ``.tif`` is read as image viewers read it. The decoders' warnings (odd
+    TIFF tags, damaged EXIF data) are logged once each, naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -235,15 +278,98 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            raw = _read_tiff(path)
-        else:
-            raw = _read_pillow(path)
-        return to_rgb_uint8(raw)
+        with named_warnings(path):
+            raw = _read_tiff(path) if _is_tiff(path) else _read_pillow(path)
+            return to_rgb_uint8(raw)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure on a user's file is bad input
         raise InputError(path, _describe_read_error(exc)) from None
+
+
+#: The first bytes of a TIFF file: classic and BigTIFF, little- and big-endian.
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(path: Path) -> bool:
+    """Whether the file holds TIFF data (a slide format built on TIFF included), by its first bytes."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in _TIFF_MAGIC
+
+
+@contextmanager
+def named_warnings(path: str | os.PathLike) -> Iterator[None]:
+    """Log the warnings that the decoders give while ``path`` is read, as ``path: warning``,
+    once per file and process: a warning about an odd TIFF tag or damaged EXIF data says which
+    file has it, and is not repeated when the file is opened again.
+
+    Python warnings (Pillow) and tifffile's log records of level WARNING and above are caught in
+    the calling thread only; other threads' warnings, and this one's outside the block, are
+    shown as usual. Nested blocks are one: the outermost names the file.
+    """
+    if _caught.messages is not None:
+        yield
+        return
+    _catch_decoder_warnings()
+    _caught.messages = messages = []
+    try:
+        yield
+    finally:
+        _caught.messages = None
+        name = printable(os.fspath(path))
+        for text in dict.fromkeys(messages):  # in order, each once
+            if (name, text) not in _WARNED:
+                _WARNED.add((name, text))
+                log.warning("%s: %s", name, text)
+
+
+class _Caught(threading.local):
+    """The decoder warnings caught in this thread by :func:`named_warnings` (None: not catching)."""
+
+    messages: list[str] | None = None
+
+
+_caught = _Caught()
+_WARNED: set[tuple[str, str]] = set()  # (file, warning) logged already
+_HOOKS_LOCK = threading.Lock()
+
+
+class _CatchFilter(logging.Filter):
+    """On tifffile's logger: a warning logged while this thread reads a file is kept, not printed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        messages = _caught.messages
+        if messages is None or record.levelno < logging.WARNING:
+            return True
+        messages.append(record.getMessage())
+        return False
+
+
+_CATCH_FILTER = _CatchFilter()
+
+
+def _catch_decoder_warnings() -> None:
+    """Put the thread-aware catchers in place: a filter on tifffile's logger, and a
+    ``warnings.showwarning`` that hands the warnings of threads not catching to the one it replaced.
+    (``warnings.catch_warnings`` is not used: it swaps process-wide state, and images are read in
+    several threads at once.) Done at each use: a ``catch_warnings`` block elsewhere may have put
+    the replaced function back."""
+    with _HOOKS_LOCK:
+        tiff_log = logging.getLogger("tifffile")
+        if _CATCH_FILTER not in tiff_log.filters:
+            tiff_log.addFilter(_CATCH_FILTER)
+        shown = warnings.showwarning
+        if getattr(shown, "_eosdetect_catches", False):
+            return
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            messages = _caught.messages
+            if messages is None:
+                return shown(message, category, filename, lineno, file, line)
+            messages.append(str(message))
+
+        showwarning._eosdetect_catches = True
+        warnings.showwarning = showwarning
 
 
 def safe_filename(name: str | None, default: str = "file") -> str:
@@ -263,7 +389,7 @@ def read_image_bytes(data: bytes, filename: str | None = None) -> np.ndarray:
     if not data:
         raise InputError(shown, "empty file (0 bytes)")
     safe = safe_filename(shown, "image")
-    with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="eosdetect-") as tmp, named_warnings(shown):
         path = Path(tmp) / safe
         path.write_bytes(data)
         try:
@@ -330,9 +456,12 @@ def _read_tiff(path: Path) -> np.ndarray:
         photometric = int(page.photometric)
         if photometric in _PILLOW_PHOTOMETRICS:  # CMYK, CIELab ...: Pillow converts these to RGB
             return _read_pillow(path)
-        arr = tiff_colour_mode(level.asarray(), photometric, page.colormap, page.bitspersample)
+        arr, axes = _first_plane(level, axes)  # only the pages of the first plane are decoded
+        arr = tiff_colour_mode(arr, photometric, page.colormap, page.bitspersample)
         if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
             axes = axes + "S"
+        elif "S" in axes:
+            arr = _drop_extra_samples(arr, axes.index("S"), page.extrasamples)
         orientation = int(page.tags.valueof(274, 1) or 1)
     axes = colour_axes(axes, arr.shape)
     # keep Y, X and samples (S); take the first plane of any other axis (Z, T, pages ...)
@@ -342,6 +471,46 @@ def _read_tiff(path: Path) -> np.ndarray:
     if "S" in axes and axes.index("S") < axes.index("Y"):
         arr = np.moveaxis(arr, axes.index("S"), -1)
     return _orient(arr, orientation)
+
+
+def _drop_extra_samples(arr: np.ndarray, axis: int, extrasamples: Sequence[int]) -> np.ndarray:
+    """The colour samples and the first alpha of a TIFF's pixels (samples along ``axis``).
+
+    ``extrasamples`` are the TIFF ExtraSamples values of the samples after the colour ones:
+    1 (associated alpha) or 2 (unassociated alpha) is transparency; 0 (unspecified) is padding
+    (RGBX) or data of no colour, and is dropped rather than taken as transparency.
+
+    >>> _drop_extra_samples(np.zeros((1, 1, 4)), 2, [0]).shape
+    (1, 1, 3)
+    """
+    extra = [int(e) for e in extrasamples or ()]
+    colours = arr.shape[axis] - len(extra)
+    if not extra or colours < 1:
+        return arr
+    keep = list(range(colours)) + [colours + i for i, e in enumerate(extra) if e in (1, 2)][:1]
+    return arr if len(keep) == arr.shape[axis] else arr.take(keep, axis=axis)
+
+
+def _first_plane(level, axes: str) -> tuple[np.ndarray, str]:
+    """The pixels of a TIFF series (or pyramid level) that :func:`_read_tiff` keeps, and their axes:
+    only the pages of its first plane are decoded (the first of every Z, T, page... axis), with all
+    the colour pages when colour is stored across pages (a C axis of 3 or 4, see :func:`colour_axes`).
+    A series of one page, or a layout not understood, is read whole, as before."""
+    page_axes = level.keyframe.axes
+    n = len(axes) - len(page_axes)
+    if (n <= 0 or len(level.pages) <= 1 or axes[n:] != page_axes
+            or int(np.prod(level.shape[:n])) != len(level.pages)):
+        return level.asarray(), axes
+    pages = np.arange(len(level.pages)).reshape(level.shape[:n])  # the page of each index of the page axes
+    colour = colour_axes(axes, level.shape)
+    kept = ""
+    for i in reversed(range(n)):
+        if colour[i] == "S":
+            kept = axes[i] + kept
+        else:
+            pages = pages.take(0, axis=i)
+    arr = level.asarray(key=pages.ravel().tolist())
+    return arr.reshape(pages.shape + tuple(level.keyframe.shape)), kept + page_axes
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -396,29 +565,97 @@ def _invert_min_is_white(arr: np.ndarray, bits: int) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
+#: Tells this process's temporary files from those of an earlier process that had the same id.
+_RUN_TOKEN = secrets.token_hex(4)
+#: Temporary files of :func:`atomic_write_bytes`: ``.<name>.eosdetect-<pid>-<token>-<random>.tmp``.
+_TEMP_NAME = re.compile(r"\..*\.eosdetect-(\d+)-([0-9a-f]{8})-[a-z0-9_]{8}\.tmp", re.DOTALL)
+#: Folders swept of stale temporary files by this process (see :func:`remove_stale_temp_files`).
+_SWEPT: set[str] = set()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     A reader never sees a half-written file, and an interrupted run leaves the
-    previous version (or nothing) in place.
+    previous version (or nothing) in place. The temporary files that a killed
+    run left are removed at the first write into their folder
+    (:func:`remove_stale_temp_files`).
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` (not the temporary file) when it cannot be written:
+        a read-only folder, a full disk.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    folder = os.path.abspath(path.parent)
+    if folder not in _SWEPT:
+        _SWEPT.add(folder)
+        remove_stale_temp_files(folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:48]}.eosdetect-{os.getpid()}-{_RUN_TOKEN}-",
+                                   suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # name the file the user asked for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove from ``folder`` the temporary files that an eosdetect process killed while writing
+    (:func:`atomic_write_bytes`) left behind; return them.
+
+    Only files named as eosdetect names its temporary files are touched, and only those of a
+    process that is no longer running: a write in progress, in this process or another, is left
+    alone. A folder that cannot be listed is left as it is.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False) or _writer_running(int(m[1]), m[2]):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError as exc:
+            log.debug("cannot remove stale temporary file %s: %s", entry.path, exc)
+            continue
+        removed.append(Path(entry.path))
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", folder, len(removed))
+    return removed
+
+
+def _writer_running(pid: int, token: str) -> bool:
+    """Whether the process that made a temporary file (its id and run token) may still be writing it."""
+    if pid == os.getpid():
+        return token == _RUN_TOKEN  # the same id but another token: an earlier process (a container restart)
+    if os.name == "nt" or pid <= 0:  # no harmless liveness test there: keep the file
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (PermissionError) or unknown: assume running
+        return True
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -15,7 +15,9 @@ folder of labels in one of these formats (``--label-format``):
 ``mask``
     Binary masks or instance label images (PNG/TIFF) named ``<stem>.png``,
     ``<stem>_mask.png``, ``<stem>_label(s).png`` or ``<stem>_instances.png``.
-    A binary mask's connected components are the objects.
+    A binary mask's connected components are the objects. Masks may be kept
+    beside the images (``--labels`` the images folder) when named with one of
+    these endings: ``a_mask.png`` is then the label of ``a.png``, not an image.
 ``monuseg``
     MoNuSeg / Aperture XML polygons, ``<stem>.xml``.
 ``painted``
@@ -181,6 +183,8 @@ def load_labelled(
     if label_format not in FORMATS:
         raise ConfigError(f"unknown label format {label_format!r}; choose one of {', '.join(FORMATS)}")
     image_paths = find_images(images if isinstance(images, list) else [images], exclude=exclude)
+    if label_format == "mask" and Path(labels).is_dir():
+        image_paths = _without_masks(image_paths, Path(labels))
     if subset is not None:
         wanted = set(subset)
         image_paths = [p for p in image_paths if p.stem in wanted or p.name in wanted]
@@ -190,7 +194,10 @@ def load_labelled(
     stems = Counter(p.stem for p in image_paths)
     dup = [s for s, n in stems.items() if n > 1]
     if dup:
-        raise InputError(dup[0], "several images share this name; labels are matched by name, so rename them")
+        beside = label_format == "mask" and any(Path(labels).resolve() in p.resolve().parents
+                                                for p in image_paths if p.stem == dup[0])
+        raise InputError(dup[0], "several images share this name; labels are matched by name, so rename them"
+                         + (f" (a mask kept beside its image is named {dup[0]}_mask.png)" if beside else ""))
     labels = Path(labels)
     if not labels.exists():
         raise InputError(labels, "no such label file or folder")
@@ -232,6 +239,10 @@ def load_labelled(
         else:
             raw[p.stem] = (lp, _read_label_file(lp, label_format))
     if missing and not allow_unlabelled_as_empty:
+        if table is None and not label_files:  # the wrong --label-format, or the wrong folder
+            raise InputError(labels, f"holds no label files of the {label_format} format "
+                                     f"({'/'.join(_LABEL_SUFFIXES[label_format])} named like the images); "
+                                     "choose the labels' format with --label-format")
         raise InputError(
             missing[0],
             f"no label file for this image ({len(missing)} image(s) without labels; "
@@ -280,11 +291,27 @@ def _stem_of(label_path: Path, label_format: str) -> str:
     return stem
 
 
+def _without_masks(image_paths: list[Path], labels: Path) -> list[Path]:
+    """The images less the masks kept beside them: files in the labels folder named as the mask
+    of another image (``a_mask.png`` beside ``a.png``)."""
+    stems = {p.stem for p in image_paths}
+    folder = labels.resolve()
+
+    def is_mask(p: Path) -> bool:
+        stem = _stem_of(p, "mask")
+        return (stem != p.stem and stem in stems and p.suffix.lower() in _MASK_SUFFIXES
+                and folder in p.resolve().parents)
+
+    return [p for p in image_paths if not is_mask(p)]
+
+
+_LABEL_SUFFIXES = {
+    "voc": (".xml",), "monuseg": (".xml",), "points": (".csv",), "mask": _MASK_SUFFIXES, "painted": IMAGE_SUFFIXES,
+}
+
+
 def _index_label_files(folder: Path, label_format: str, image_files: set) -> dict[str, Path]:
-    suffixes = {
-        "voc": (".xml",), "monuseg": (".xml",), "points": (".csv",),
-        "mask": _MASK_SUFFIXES, "painted": IMAGE_SUFFIXES,
-    }[label_format]
+    suffixes = _LABEL_SUFFIXES[label_format]
     index: dict[str, Path] = {}
     for p in sorted(folder.rglob("*")):
         if not p.is_file() or p.suffix.lower() not in suffixes or p.name.startswith("."):

@@ -18,8 +18,9 @@ Resources:
   ``workers`` run at once and at most ``queue`` more wait. Beyond that the
   answer is 503 with ``Retry-After``, rather than running out of memory.
 * Request bodies over ``max_upload_mb`` get 413 before they are read; images
-  over ``max_megapixels`` get 413 too (count those with ``eosdetect count``,
-  which tiles them and has no time limit).
+  over ``max_megapixels`` get 413 too, as uploaded or once rescaled to the
+  model's pixel size (count those with ``eosdetect count``, which tiles them
+  and has no time limit).
 * An upload is written only into a temporary folder, removed when the request
   ends.
 """
@@ -124,23 +125,33 @@ class ModelRegistry:
 
         out = []
         for name, path in self._paths.items():
-            m = self._loaded.get(name) or self._load_model(path)
+            entry = {"name": name, "bundled": path.parent == BUNDLED_DIR, "default": name == self.default}
+            try:
+                m = self._loaded.get(name) or self._load_model(path)
+            except (EosdetectError, OSError) as exc:  # its folder was removed or damaged since start-up
+                out.append({**entry, "available": False, "error": f"cannot be loaded: {_one_line(exc)}"})
+                continue
             v = m.metrics.get("validation", {}) if m.metrics else {}
             out.append(
                 {
-                    "name": name,
+                    **entry,
                     "version": m.config.version,
                     "class_name": m.config.class_name,
                     "description": m.config.description,
                     "input_pixel_size_um": m.config.input_pixel_size_um,
                     "two_stage": m.config.helper_enabled,
-                    "bundled": path.parent == BUNDLED_DIR,
-                    "default": name == self.default,
                     "validation_f1": v.get("f1"),
                     "crossval_f1": (m.metrics or {}).get("crossval", {}).get("pooled", {}).get("f1"),
                 }
             )
         return out
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _warm_up(model) -> None:
@@ -190,24 +201,44 @@ class Gate:
             self.pending -= 1
 
 
-def read_upload(data: bytes, filename: str | None, max_pixels: float) -> tuple:
+def read_upload(data: bytes, filename: str | None, max_pixels: float, model=None, pixel_size_um=None) -> tuple:
     """Decode an uploaded image as ``eosdetect count`` reads a file
     (:func:`eosdetect.io.read_image_bytes`: a temporary folder, removed at once).
 
+    With ``model``, the image is also refused when the pictures the pipeline makes of it
+    (rescaled from ``pixel_size_um`` to the model's pixel sizes) are over ``max_pixels``.
+
     Returns ``(rgb_uint8, seconds)``; raises :class:`InputError` naming the
-    upload, or :class:`TooLarge`."""
+    upload, :class:`~eosdetect.errors.ConfigError` for a pixel size the model
+    cannot use, or :class:`TooLarge`."""
     t0 = time.perf_counter()
     shown = Path(filename or "upload").name
     if not data:
         raise InputError(shown, "empty upload")
     w, h = _header_size(data)  # the header alone says the size: refuse huge images before decoding them
-    if w * h > max_pixels:
-        raise TooLarge(shown, w, h, max_pixels)
+    _check_size(shown, w, h, max_pixels, model, pixel_size_um)
     image = read_image_bytes(data, shown)
     h, w = image.shape[:2]
+    _check_size(shown, w, h, max_pixels, model, pixel_size_um)
+    return image, time.perf_counter() - t0
+
+
+def _check_size(shown: str, w: int, h: int, max_pixels: float, model, pixel_size_um) -> None:
+    """Raise :class:`TooLarge` when a ``w`` x ``h`` image, or its largest picture at the model's
+    scale (the U-Net's, or the helper's in two-stage models), has over ``max_pixels`` pixels."""
     if w * h > max_pixels:
         raise TooLarge(shown, w, h, max_pixels)
-    return image, time.perf_counter() - t0
+    if model is None:
+        return
+    cfg = model.config
+    scale = cfg.scale_for(pixel_size_um)  # ConfigError for an absurd pixel size, as detect() raises it
+    views = [(scale, cfg.pixel_size_um)]
+    if cfg.helper_enabled:
+        views.append((scale * cfg.pixel_size_um / cfg.helper_pixel_size_um, cfg.helper_pixel_size_um))
+    for s, px in views:
+        rows, cols = max(1, round(h * s)), max(1, round(w * s))  # as eosdetect.dataset.resize sizes it
+        if rows * cols > max_pixels:
+            raise TooLarge(shown, w, h, max_pixels, at=(cfg.input_pixel_size(pixel_size_um), px, cols, rows))
 
 
 def _header_size(data: bytes) -> tuple[int, int]:
@@ -234,10 +265,19 @@ def _header_size(data: bytes) -> tuple[int, int]:
 
 
 class TooLarge(EosdetectError):
-    def __init__(self, name, w, h, max_pixels):
+    """An image over the server's megapixel limit; ``at`` is ``(input um/px, model um/px,
+    columns, rows)`` when it is only too large once rescaled to the model's pixel size."""
+
+    def __init__(self, name, w, h, max_pixels, at=None):
+        if at is None:
+            size = f"image of {w}x{h} px ({w * h / 1e6:.1f} MP) is over"
+        else:
+            px, model_px, cols, rows = at
+            size = (f"image of {w}x{h} px at {px:g} um/px is {cols}x{rows} px ({cols * rows / 1e6:.1f} MP) at the "
+                    f"model's {model_px:g} um/px, over")
         super().__init__(
-            f"{name}: image of {w}x{h} px ({w * h / 1e6:.1f} MP) is over this server's limit of "
-            f"{max_pixels / 1e6:g} MP; count it with the command line (eosdetect count), which tiles large images"
+            f"{name}: {size} this server's limit of {max_pixels / 1e6:g} MP; "
+            "count it with the command line (eosdetect count), which tiles large images"
         )
 
 
@@ -268,7 +308,7 @@ def count_upload(
     from .runner import analyse_image
 
     t0 = time.perf_counter()
-    image, t_read = read_upload(data, filename, max_pixels)
+    image, t_read = read_upload(data, filename, max_pixels, model, pixel_size_um)
     name = Path(filename or "upload").name
     a = analyse_image(model, image, source=name, pixel_size_um=pixel_size_um, thresholds=thresholds, overlay=overlay)
     det = a.detections
@@ -285,6 +325,7 @@ def count_upload(
             for x, y, s, ar, x0, y0, x1, y1 in det.rows()
         ],
         "thresholds": (thresholds or model.thresholds).to_dict(),
+        "warnings": [a.row["warning"]] if a.row.get("warning") else [],  # as eosdetect count prints them
         "timings": {},
     }
     if a.hpf is not None:
@@ -317,7 +358,7 @@ def prelabel_upload(
     from .annotations.voc import voc_bytes
     from .prelabel import PrelabelSettings, prelabel_annotation
 
-    image, _ = read_upload(data, filename, max_pixels)
+    image, _ = read_upload(data, filename, max_pixels, model, pixel_size_um)
     name = Path(filename or "upload").name
     settings = PrelabelSettings(pixel_size_um=pixel_size_um, class_name=class_name)
     ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name)
@@ -370,23 +411,32 @@ class CountOut(BaseModel):
     clinical: ClinicalOut | None = Field(description="density and per-HPF peak; null without pixel_size")
     detections: list[DetectionOut]
     thresholds: dict[str, float]
+    warnings: list[str] = Field(
+        default_factory=list, description="reasons to doubt the count (a grey image for a colour model), "
+        "worded as eosdetect count prints them"
+    )
     timings: dict[str, float] = Field(description="seconds per stage and in total")
     overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
     voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
 
 
 class ModelOut(BaseModel):
+    """A model on offer; one whose folder can no longer be read has ``available`` false,
+    the reason in ``error`` and null for what only its files say."""
+
     name: str
-    version: str
-    class_name: str
-    description: str
-    input_pixel_size_um: float
-    two_stage: bool
+    version: str | None = None
+    class_name: str | None = None
+    description: str | None = None
+    input_pixel_size_um: float | None = None
+    two_stage: bool | None = None
     bundled: bool
     default: bool
-    validation_f1: float | None
+    validation_f1: float | None = None
     #: Pooled F1 of the model's k-fold cross-validation, when one was recorded (the estimate for new images).
     crossval_f1: float | None = None
+    available: bool = True
+    error: str | None = Field(None, description="why the model cannot be used now (available false)")
 
 
 class HealthOut(BaseModel):

@@ -46,8 +46,10 @@ def slide_size(path: str | Path) -> tuple[int, int, int] | None:
     """``(rows, cols, levels)`` of a TIFF-like file, or None when tifffile cannot read it."""
     import tifffile
 
+    from .io import named_warnings
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        with named_warnings(path), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             levels = series.levels or [series]
             shape = dict(zip(levels[0].axes, levels[0].shape))
@@ -95,8 +97,11 @@ class SlideReader:
         import tifffile
         import zarr
 
-        self._tif = tifffile.TiffFile(self.path)
-        series = self._tif.series[0]
+        from .io import named_warnings
+
+        with named_warnings(self.path):  # an odd tag is reported naming the slide, once
+            self._tif = tifffile.TiffFile(self.path)
+            series = self._tif.series[0]
         levels = series.levels or [series]
         self._axes = colour_axes(levels[0].axes, levels[0].shape)
         if "Y" not in self._axes or "X" not in self._axes:

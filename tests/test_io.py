@@ -214,3 +214,121 @@ def test_tiff_orientation_is_applied_as_pillow_applies_exif(tmp_path, orientatio
     Image.fromarray(a).save(tmp_path / "o.tif", tiffinfo={274: orientation})
     upright = np.array(ImageOps.exif_transpose(Image.open(tmp_path / "o.tif")))
     assert np.array_equal(read_image(tmp_path / "o.tif"), upright)
+
+
+def test_image_named_tif_is_read_by_its_content(tmp_path, rgb):
+    """A JPEG or PNG saved as .tif opens in image viewers; it is read here too (and a TIFF named .png)."""
+    import tifffile
+
+    _save_pil(tmp_path / "photo.tif", rgb, format="JPEG", quality=95)
+    _save_pil(tmp_path / "scan.tiff", rgb, format="PNG")
+    tifffile.imwrite(tmp_path / "tiff.png", rgb, photometric="rgb")
+    assert read_image(tmp_path / "photo.tif").shape == (12, 17, 3)
+    np.testing.assert_array_equal(read_image(tmp_path / "scan.tiff"), rgb)
+    np.testing.assert_array_equal(read_image(tmp_path / "tiff.png"), rgb)
+
+
+def test_tiff_unspecified_extra_sample_is_padding_not_alpha(tmp_path):
+    """ExtraSamples 0 (RGBX, grey + X) is dropped; 1 and 2 are alpha, composited onto white."""
+    import tifffile
+
+    rgbx = np.zeros((4, 5, 4), np.uint8)
+    rgbx[..., 0], rgbx[..., 3] = 200, 0
+    tifffile.imwrite(tmp_path / "rgbx.tif", rgbx, photometric="rgb", extrasamples=[0])
+    assert read_image(tmp_path / "rgbx.tif")[0, 0].tolist() == [200, 0, 0]
+    for alpha in (1, 2):
+        tifffile.imwrite(tmp_path / f"a{alpha}.tif", rgbx, photometric="rgb", extrasamples=[alpha])
+        assert read_image(tmp_path / f"a{alpha}.tif")[0, 0].tolist() == [255, 255, 255]
+    grey_x = np.stack([np.full((4, 5), 60, np.uint8), np.zeros((4, 5), np.uint8)], axis=-1)
+    tifffile.imwrite(tmp_path / "greyx.tif", grey_x, photometric="minisblack", planarconfig="contig", extrasamples=[0])
+    assert read_image(tmp_path / "greyx.tif")[0, 0].tolist() == [60] * 3
+    rgb_x_a = np.concatenate([rgbx[..., :3], np.zeros((4, 5, 1), np.uint8), np.full((4, 5, 1), 255, np.uint8)], -1)
+    tifffile.imwrite(tmp_path / "rgbxa.tif", rgb_x_a, photometric="rgb", planarconfig="contig", extrasamples=[0, 2])
+    assert read_image(tmp_path / "rgbxa.tif")[0, 0].tolist() == [200, 0, 0]  # padding dropped, opaque alpha kept
+
+
+def test_find_images_follows_linked_folders_once(tmp_path):
+    """A folder of images linked into the searched one is searched; links back up the tree end."""
+    for rel in ["imgs/real/a.png", "elsewhere/slides/b.png", "beside.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    imgs = tmp_path / "imgs"
+    (imgs / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (imgs / "again").symlink_to(imgs / "real", target_is_directory=True)  # the same folder twice
+    (tmp_path / "elsewhere" / "slides" / "up").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (imgs / "real" / "top").symlink_to(tmp_path, target_is_directory=True)  # above the searched folder: a loop
+    found = sorted(str(p.relative_to(imgs)) for p in find_images([imgs]))
+    assert found == ["linked/slides/b.png", "real/a.png"]  # real/ by its own path, not through again/
+    (imgs / "c.png").write_bytes(b"x")
+    assert [p.name for p in find_images([imgs], recursive=False)] == ["c.png"]
+
+
+def test_stale_temp_files_are_removed_at_the_first_write(tmp_path):
+    """Temporary files of a killed run go at the first write into their folder; a write in
+    progress (a running process's) and the user's own files stay."""
+    import os
+    import subprocess
+    import sys
+
+    from eosdetect import io as eio
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a process that has ended
+    stale = [f".counts.csv.eosdetect-{dead}-0123abcd-k2j4_x9q.tmp",
+             f".a_overlay.png.eosdetect-{os.getpid()}-{'0' * 8}-abcdefgh.tmp"]  # our id, an earlier process
+    kept = [f".b.csv.eosdetect-{os.getppid()}-0123abcd-abcdefgh.tmp",  # a running process's write
+            f".c.csv.eosdetect-{os.getpid()}-{eio._RUN_TOKEN}-abcdefgh.tmp",  # this process's own write
+            ".notes.txt.abcdefgh.tmp", "draft.tmp", "mine.eosdetect-1-0123abcd-abcdefgh.tmp"]
+    for name in stale + kept:
+        (tmp_path / name).write_text("x")
+    atomic_write_text(tmp_path / "counts.csv", "n\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["counts.csv"])
+
+
+def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    (tmp_path / "counts.csv").mkdir()  # a folder in the way: the rename fails
+    (tmp_path / "counts.csv" / "x").write_text("x")
+    with pytest.raises(OSError) as exc:
+        atomic_write_text(tmp_path / "counts.csv", "n\n")
+    assert exc.value.filename == str(tmp_path / "counts.csv") and ".tmp" not in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counts.csv"]  # no temporary file left
+
+    def read_only(prefix, suffix, dir):  # what a read-only folder gives (root may write anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}x1y2z3w4{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError) as exc:
+        write_csv(tmp_path / "out.csv", ["a"], [[1]])
+    assert str(exc.value) == f"[Errno 13] Permission denied: '{tmp_path / 'out.csv'}'"
+
+
+def test_decoder_warnings_are_logged_once_naming_the_file(tmp_path, caplog, recwarn):
+    import struct
+
+    import tifffile
+    from PIL import Image
+
+    # a JPEG whose EXIF points past its end (a Pillow warning)
+    exif = b"II*\x00" + struct.pack("<IHHHIII", 8, 1, 270, 2, 200, 5000, 0)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "exif.jpg", exif=b"Exif\x00\x00" + exif)
+    # a TIFF with a tag of an unknown data type (a tifffile log record)
+    tifffile.imwrite(tmp_path / "tag.tif", np.zeros((8, 8), np.uint8), extratags=[(65000, "s", 0, "hi", False)])
+    data = bytearray((tmp_path / "tag.tif").read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 65000:
+            data[entry + 2:entry + 4] = struct.pack("<H", 99)
+    (tmp_path / "tag.tif").write_bytes(bytes(data))
+    caplog.set_level("WARNING")
+    for _ in range(2):  # read twice: reported once
+        for name in ("exif.jpg", "tag.tif"):
+            assert read_image(tmp_path / name).shape == (8, 8, 3)
+    lines = [(r.name, r.getMessage()) for r in caplog.records]
+    assert [name for name, _ in lines] == ["eosdetect.io"] * 2, lines  # tifffile's own record is not printed
+    assert lines[0][1].startswith(f"{tmp_path / 'exif.jpg'}: Tag data larger than file")
+    assert lines[1][1].startswith(f"{tmp_path / 'tag.tif'}: ") and "invalid data type 99" in lines[1][1]
+    assert not [w for w in recwarn if "Tag data" in str(w.message)]  # not shown a second time, unnamed

@@ -258,3 +258,19 @@ def test_split_is_fixed_and_stable():
     assert split_names(names, 0.2, seed=1)[1] != val
     with pytest.raises(ConfigError, match="at least 2"):
         split_names(["one"], 0.2)
+
+
+def test_masks_beside_the_images_are_labels_not_images(tmp_path):
+    """``a_mask.png`` in the images folder is the label of ``a.png``; a wrong --label-format says so."""
+    imgs = _images(tmp_path / "img")
+    for n in ("a", "b"):
+        Image.fromarray(_two_squares()).save(imgs / f"{n}_mask.png")
+    items, rep = load_labelled(imgs, imgs, "mask")
+    assert [(it.name, it.label_path.name, it.n_objects) for it in items] == [("a", "a_mask.png", 2),
+                                                                             ("b", "b_mask.png", 2)]
+    assert rep.unmatched_labels == []
+    with pytest.raises(InputError, match=r"img: holds no label files of the voc format \(\.xml .*--label-format"):
+        load_labelled(imgs, imgs, "voc")
+    Image.fromarray(_two_squares()).save(imgs / "b.tif")  # a mask named like its image, beside it
+    with pytest.raises(InputError, match=r"b: several images share this name.*named b_mask\.png"):
+        load_labelled(imgs, imgs, "mask")

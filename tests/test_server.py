@@ -60,6 +60,26 @@ def test_health_and_models(client):
     assert all(m["bundled"] for m in models)
     assert 0 < default[0]["crossval_f1"] < default[0]["validation_f1"]  # the honest figure is served too
     assert [m["crossval_f1"] for m in models if m["name"] == "nuclei-he"] == [None]  # none recorded
+    assert all(m["available"] and m["error"] is None for m in models)
+
+
+def test_models_still_listed_when_a_model_folder_is_removed(tiny_model_dir, tmp_path):
+    """A --model-dir folder deleted while the server runs: the list still answers, naming the lost model."""
+    import shutil
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    app = create_app(ServeSettings(model_dirs=[str(folder)], preload=False))
+    with TestClient(app) as c:
+        shutil.rmtree(folder)
+        r = c.get("/api/v1/models")
+    assert r.status_code == 200, r.text
+    models = {m["name"]: m for m in r.json()}
+    assert models["eosinophil-smear"]["available"] and models["eosinophil-smear"]["version"]
+    lost = models["tiny"]
+    assert lost["available"] is False and lost["version"] is None and not lost["bundled"]
+    assert lost["error"].startswith("cannot be loaded: ") and "no such model folder" in lost["error"]
+    assert "\n" not in lost["error"]
 
 
 def test_page_is_served_without_external_assets(client):
@@ -85,6 +105,7 @@ def test_count_matches_the_command_line_pipeline(client):
     assert d["clinical"] is None and d["pixel_size_um"] is None
     assert d["timings"]["total"] > 0 and "unet" in d["timings"]
     assert d.get("overlay_png") is None and d.get("voc_xml") is None
+    assert d["warnings"] == []
 
 
 def test_count_with_pixel_size_overlay_and_voc(client, tmp_path):
@@ -103,6 +124,17 @@ def test_count_with_pixel_size_overlay_and_voc(client, tmp_path):
     ann = read_voc(xml)
     assert (ann.width, ann.height) == (640, 480) and ann.filename == SAMPLE.name
     assert len([o for o in ann.objects if not o.difficult]) >= d["count"] - 0  # counted cells are not "difficult"
+
+
+def test_grey_upload_gets_the_command_lines_warning(client):
+    """A grey image gives a colour model nothing to see: the answer says so, in eosdetect count's words."""
+    grey = np.asarray(Image.fromarray(read_image(SAMPLE)).convert("L"))
+    r = post_image(client, _png(grey), name="grey.png")
+    assert r.status_code == 200, r.text
+    assert r.json()["warnings"] == [analyse_image(load_model(), np.repeat(grey[..., None], 3, 2),
+                                                  overlay=False).row["warning"]]
+    assert r.json()["warnings"] == ["a grey image, but eosinophil-smear was trained on stained colour images: "
+                                    "cells may be missed"]
 
 
 def test_threshold_override_changes_the_count(client):
@@ -209,6 +241,57 @@ def test_huge_image_is_refused_from_its_header_in_a_fresh_process(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default in a new process
     with pytest.raises(TooLarge, match=r"huge\.png: image of 30000x30000 px \(900\.0 MP\) is over"):
         read_upload(_png_header(30000, 30000), "huge.png", max_pixels=4e6)
+
+
+@pytest.mark.parametrize("url", ["/api/v1/count", "/api/v1/prelabel"])
+def test_image_too_large_at_the_models_pixel_size_gets_413(client, url):
+    """The limit is on the pixels the pipeline processes: a small upload with a coarse pixel size
+    is enlarged to the model's 0.24 um/px (7.9 times per side here) and is refused before that."""
+    small = _png(np.full((200, 200, 3), 230, np.uint8))  # 0.04 MP, far under the 2 MP limit
+    r = post_image(client, small, name="coarse.png", url=url, pixel_size=1.9)
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("coarse.png: image of 200x200 px at 1.9 um/px is 1583x1583 px (2.5 MP) at the "
+                             "model's 0.24 um/px, over this server's limit of 2 MP")
+    assert "\n" not in detail
+
+
+def test_helper_view_counts_towards_the_pixel_limit():
+    """A two-stage model also enlarges the image for its helper (0.12 um/px for the eosinophil model)."""
+    from eosdetect.server import TooLarge, read_upload
+
+    model = load_model("eosinophil-smear")
+    small = _png(np.full((100, 100, 3), 230, np.uint8))
+    with pytest.raises(TooLarge, match=r"x\.png: image of 100x100 px at 1\.9 um/px is 1583x1583 px \(2\.5 MP\) "
+                       r"at the model's 0\.12 um/px, over this server's limit of 2 MP"):
+        read_upload(small, "x.png", max_pixels=2e6, model=model, pixel_size_um=1.9)
+    image, _ = read_upload(small, "x.png", max_pixels=2e6, model=model, pixel_size_um=0.06)  # shrunk: accepted
+    assert image.shape == (100, 100, 3)
+    image, _ = read_upload(small, "x.png", max_pixels=2e6, model=load_model("nuclei-he"), pixel_size_um=1.9)
+    assert image.shape == (100, 100, 3)  # one stage: 380x380 px at its 0.5 um/px
+
+
+def test_multi_page_tiff_upload_decodes_only_the_first_page():
+    """Only the first page is counted, so only it is decoded: a small upload of many compressed pages
+    must not take memory for all of them."""
+    import tracemalloc
+
+    import tifffile
+
+    from eosdetect.server import read_upload
+
+    pages = np.zeros((40, 500, 500, 3), np.uint8)  # 30 MB decoded, 0.75 MB a page
+    pages[0, ..., 0] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pages, photometric="rgb", compression="zlib")
+    tracemalloc.start()
+    try:
+        image, _ = read_upload(buf.getvalue(), "stack.tif", max_pixels=2e6)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.shape == (500, 500, 3) and (image[..., 0] == 200).all()
+    assert peak < 4 * 500 * 500 * 3, f"{peak / 1e6:.1f} MB taken to read a 0.75 MB page"
 
 
 def test_concurrent_requests_share_one_model_and_agree(client, registry):
