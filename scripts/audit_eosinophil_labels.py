@@ -104,23 +104,30 @@ def sheets(args) -> None:
         crop = cv2.resize(image[cy : cy + CROP, cx : cx + CROP], (SHOWN, SHOWN), interpolation=cv2.INTER_AREA)
         cv2.putText(crop, str(k), (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 2, cv2.LINE_AA)
         crops.append(crop)
-    for s in range(0, len(crops), PER_SHEET):
-        part = crops[s : s + PER_SHEET]
-        part += [np.full_like(part[0], 255)] * (-len(part) % COLS)
-        write_image(out / f"blind_{tag}{s // PER_SHEET}.png", np.vstack([np.hstack(part[i : i + COLS]) for i in range(0, len(part), COLS)]))
+    write_sheets(crops, out, f"blind_{tag}")
     key = [{"number": k, "filename": r["filename"], "subtype": r["subtype"]} for k, r in enumerate(cells, start=1)]
     atomic_write_text(out / f"key_{tag}.json", json.dumps(key, indent=1) + "\n")
     print(f"{len(cells)} crops on {-(-len(cells) // PER_SHEET)} sheets in {out}; grade them before opening the key")
 
 
-def read_grades(path: Path, n: int) -> dict[int, str]:
+def write_sheets(crops: list[np.ndarray], out: Path, prefix: str, per_sheet: int = PER_SHEET, cols: int = COLS) -> None:
+    """The numbered crops as contact sheets ``<prefix><k>.png`` of ``per_sheet`` crops in rows of ``cols``."""
+    for s in range(0, len(crops), per_sheet):
+        part = crops[s : s + per_sheet]
+        part += [np.full_like(part[0], 255)] * (-len(part) % cols)
+        write_image(out / f"{prefix}{s // per_sheet}.png", np.vstack([np.hstack(part[i : i + cols]) for i in range(0, len(part), cols)]))
+
+
+def read_grades(path: Path, n: int, known: dict = GRADES) -> dict[int, str]:
+    """The ``<number> <grade>`` pairs of a grades file (``#`` starts a comment): one grade of
+    ``known`` for each of the numbers 1..n, or the script exits naming the file."""
     words = " ".join(line.split("#")[0] for line in path.read_text().splitlines()).split()
     if len(words) % 2:
         sys.exit(f"{path}: expected pairs '<number> <grade>'")
     grades = {int(words[i]): words[i + 1].upper() for i in range(0, len(words), 2)}
-    bad = sorted(set(grades.values()) - set(GRADES))
+    bad = sorted(set(grades.values()) - set(known))
     if bad or sorted(grades) != list(range(1, n + 1)):
-        sys.exit(f"{path}: need one grade ({'/'.join(GRADES)}) for each of the numbers 1..{n}; got {len(grades)}, unknown {bad}")
+        sys.exit(f"{path}: need one grade ({'/'.join(known)}) for each of the numbers 1..{n}; got {len(grades)}, unknown {bad}")
     return grades
 
 

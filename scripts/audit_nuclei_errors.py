@@ -47,9 +47,12 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from audit_eosinophil_labels import read_grades, write_sheets  # noqa: E402
 
 from eosdetect import recipes, shared_data  # noqa: E402
-from eosdetect.io import atomic_write_text, write_image  # noqa: E402
+from eosdetect.io import atomic_write_text  # noqa: E402
 
 SEED = 7
 DRAWN = (("FP", 8), ("FN", 8), ("TP", 4))
@@ -111,24 +114,10 @@ def sheets(args) -> None:
         cv2.putText(crop, str(k), (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3)
         cv2.putText(crop, str(k), (3, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
         crops.append(crop)
-    for s in range(0, len(crops), PER_SHEET):
-        part = crops[s : s + PER_SHEET]
-        part += [np.full_like(part[0], 255)] * (-len(part) % COLS)
-        write_image(out / f"blind_{s // PER_SHEET}.png", np.vstack([np.hstack(part[i : i + COLS]) for i in range(0, len(part), COLS)]))
+    write_sheets(crops, out, "blind_", PER_SHEET, COLS)
     key = [dict(c, number=k) for k, c in enumerate(cells, start=1)]
     atomic_write_text(out / "key.json", json.dumps(key, indent=1) + "\n")
     print(f"{len(cells)} crops on {-(-len(cells) // PER_SHEET)} sheets in {out}; grade them before opening the key")
-
-
-def read_grades(path: Path, n: int) -> dict[int, str]:
-    words = " ".join(line.split("#")[0] for line in path.read_text().splitlines()).split()
-    if len(words) % 2:
-        sys.exit(f"{path}: expected pairs '<number> <grade>'")
-    grades = {int(words[i]): words[i + 1].upper() for i in range(0, len(words), 2)}
-    bad = sorted(set(grades.values()) - set(GRADES))
-    if bad or sorted(grades) != list(range(1, n + 1)):
-        sys.exit(f"{path}: need one grade ({'/'.join(GRADES)}) for each of the numbers 1..{n}; got {len(grades)}, unknown {bad}")
-    return grades
 
 
 def error_kinds(run: dict) -> dict:
@@ -192,7 +181,7 @@ def score(args) -> None:
     model = load_model("nuclei-he")
     runs = validation_runs(model)
     cells = blind_order(runs)
-    grades = read_grades(Path(args.grades), len(cells))
+    grades = read_grades(Path(args.grades), len(cells), GRADES)
     graded = [dict(c, number=k, grade=grades[k]) for k, c in enumerate(cells, start=1)]
 
     tiles = [error_kinds(run) for run in runs]
