@@ -11,7 +11,8 @@ independent image jobs.
 How the work is split: the client (the machine running ``eosdetect count``)
 reads each image file and sends its bytes; a worker decodes it, counts it
 with the same :func:`eosdetect.runner.analyse_image` as a local run, and
-sends back the counts row, the detection rows and the overlay PNG. The
+sends back the counts row (with a multi-class helper, its ``n_<class>``
+counts too), the detection rows and the overlay PNG. The
 client writes every output file, atomically and with the same resume
 records, so nothing needs a shared file system. Workers need eosdetect
 installed; the model folder itself is sent to them once (a few MB), so a

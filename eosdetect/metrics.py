@@ -142,6 +142,18 @@ def match_points(
     return MatchResult(tp, n - tp, m - tp, pairs)
 
 
+def prf(tp: int, fp: int, fn: int) -> dict:
+    """``precision``, ``recall``, ``f1`` of counts, rounded to 4 digits (precision None
+    when nothing was counted, recall None when there was nothing to find).
+
+    >>> prf(8, 2, 2)
+    {'precision': 0.8, 'recall': 0.8, 'f1': 0.8}
+    """
+    return {"precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+            "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else 1.0}
+
+
 def fmt_rate(value) -> str:
     """A precision or recall for people: undefined ones (nothing detected, nothing to find) are n/a."""
     return "n/a" if value is None else f"{value:.3f}"

@@ -3,10 +3,16 @@
 Counted cells get a bright outline (with a dark rim so it stands out on pale
 and dark stains alike) and a number matching their row in
 ``<stem>_detections.csv``; candidates the helper rejected get a thin grey
-outline, so a reviewer sees what was considered and not counted.
+outline, so a reviewer sees what was considered and not counted. With a
+multi-class helper every candidate is outlined in its class's colour
+(:func:`class_colours`: the counted class green and numbered as above, the
+others thinner in Okabe-Ito colours, ``other`` grey), and a legend in the
+caption band names each colour with its count.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +24,18 @@ COUNTED = (0, 230, 64)  # RGB
 REJECTED = (235, 235, 235)
 REJECTED_RIM = (80, 80, 80)  # a light line on a dark rim shows on pale smear background and on dark tissue alike
 RIM = (0, 0, 0)
+#: Okabe & Ito's colour-blind-safe palette (RGB), black left out (it is the outlines' rim).
+OKABE_ITO = {
+    "blue": (0, 114, 178), "orange": (230, 159, 0), "reddish purple": (204, 121, 167),
+    "vermillion": (213, 94, 0), "sky blue": (86, 180, 233), "yellow": (240, 228, 66),
+    "bluish green": (0, 158, 115),
+}
+#: Colours of the usual white-blood-cell classes; other names take the palette's colours left over, in order.
+CLASS_COLOURS = {
+    "neutrophil": OKABE_ITO["blue"], "lymphocyte": OKABE_ITO["orange"], "monocyte": OKABE_ITO["reddish purple"],
+    "basophil": OKABE_ITO["vermillion"], "ig": OKABE_ITO["sky blue"], "erythroblast": OKABE_ITO["yellow"],
+    "platelet": OKABE_ITO["bluish green"], "other": REJECTED,
+}
 LABEL_LIMIT = 300  # number the cells when there are at most this many
 MIN_CAPTION_WIDTH = 400  # narrower images are padded on the right so that the caption stays legible
 
@@ -60,12 +78,39 @@ def _contours(labels: np.ndarray, det: Detections, factor: tuple[float, float]) 
     return out
 
 
+def class_colours(class_names: Sequence[str], counted: str) -> dict[str, tuple[int, int, int]]:
+    """The outline colour of each class of a multi-class helper.
+
+    The counted class is green (:data:`COUNTED`), ``other`` the grey of cells
+    not counted, the usual white-cell classes have fixed colours
+    (:data:`CLASS_COLOURS`), and any other name takes the Okabe-Ito colours
+    not yet used, in order (then cycles through them).
+
+    >>> class_colours(["eosinophil", "neutrophil", "other", "blast"], "eosinophil")
+    {'eosinophil': (0, 230, 64), 'neutrophil': (0, 114, 178), 'other': (235, 235, 235), 'blast': (230, 159, 0)}
+    """
+    fixed = {name: CLASS_COLOURS[name] for name in class_names if name in CLASS_COLOURS and name != counted}
+    spare = [c for c in OKABE_ITO.values() if c not in fixed.values()] or list(OKABE_ITO.values())
+    out, k = {}, 0
+    for name in class_names:
+        if name == counted:
+            out[name] = COUNTED
+        elif name in fixed:
+            out[name] = fixed[name]
+        else:
+            out[name] = spare[k % len(spare)]
+            k += 1
+    return out
+
+
 def draw_overlay(
     image: np.ndarray,
     detections: Detections,
     *,
     labels: np.ndarray | None = None,
     rejected: Detections | None = None,
+    classified: Sequence[tuple[Detections, tuple[int, int, int]]] | None = None,
+    legend: Sequence[tuple[str, tuple[int, int, int]]] | None = None,
     title: str = "",
     lines: list[str] | None = None,
     highlight_box: tuple[int, int, int, int] | None = None,
@@ -82,6 +127,12 @@ def draw_overlay(
         Instance labels (any scale: the ratio to ``image`` is inferred).
     rejected : Detections, optional
         Candidates not counted (thin grey outlines).
+    classified : sequence of (Detections, (r, g, b)), optional
+        Candidates of other classes (a multi-class helper), each group in thin
+        outlines of its colour (see :func:`class_colours`).
+    legend : sequence of (str, (r, g, b)), optional
+        Entries of a legend in the caption band: a swatch of the colour and its
+        text (e.g. ``"neutrophil 12"``).
     title : str
         First line of the caption, e.g. ``"eosinophil: 12"``.
     lines : list of str
@@ -121,7 +172,14 @@ def draw_overlay(
 
     if rejected is not None and len(rejected):
         outline(rejected, REJECTED, max(1, thick // 2), rim=REJECTED_RIM)
-    outline(detections, COUNTED, thick, rim=RIM)
+    counted_width = thick
+    if classified:  # colours must show, on pale and dark stains alike: wider lines, a black rim
+        thin = max(2, thick // 2 + 1)
+        counted_width = max(thick, thin + 1)  # the counted cells still stand out
+        for group, colour in classified:
+            if len(group):
+                outline(group, tuple(int(v) for v in colour), thin, rim=RIM)
+    outline(detections, COUNTED, counted_width, rim=RIM)
 
     if 0 < len(detections) <= LABEL_LIMIT:
         scale = float(np.clip(ref / 1000, 0.5, 2.0))
@@ -137,30 +195,64 @@ def draw_overlay(
         cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), (255, 200, 0), thick + 1, cv2.LINE_AA)
 
     caption = [t for t in [title, *(lines or [])] if t]
-    if caption:
+    if caption or legend:
         if cols < MIN_CAPTION_WIDTH:  # room for a legible caption beside a narrow image
             pad = np.full((rows, MIN_CAPTION_WIDTH - cols, 3), 30, dtype=np.uint8)
             canvas = np.hstack([canvas, pad])
-        canvas = _with_header(canvas, caption, thick)
+        canvas = _with_header(canvas, caption, thick, legend or ())
     return canvas
 
 
-def _with_header(canvas: np.ndarray, caption: list[str], thick: int) -> np.ndarray:
-    """Stack a dark strip with the caption lines above the picture."""
+CAPTION_TEXT = (235, 235, 235)
+HEADER_BACKGROUND = 30
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's fonts draw ASCII only (and crash on a file name that is not UTF-8)."""
+    return printable(text).encode("ascii", "replace").decode("ascii")
+
+
+def _with_header(canvas: np.ndarray, caption: list[str], thick: int, legend=()) -> np.ndarray:
+    """Stack a dark strip with the caption lines, and the legend's rows under them, above the picture."""
     import cv2
 
     cols = canvas.shape[1]
     scale = float(np.clip(cols / 1000, 0.45, 2.5))
     line_h = int(round(30 * scale))
-    header = np.full((line_h * len(caption) + int(10 * scale), cols, 3), 30, dtype=np.uint8)
+    legend_rows = _legend_layout(legend, cols, scale, thick)
+    n_lines = len(caption) + (max(r for r, _ in legend_rows) + 1 if legend_rows else 0)
+    header = np.full((line_h * n_lines + int(10 * scale), cols, 3), HEADER_BACKGROUND, dtype=np.uint8)
     for i, text in enumerate(caption):
-        # OpenCV's fonts draw ASCII only (and crash on a file name that is not UTF-8)
-        text = printable(text).encode("ascii", "replace").decode("ascii")
+        text = _ascii(text)
         # shrink long lines to fit the width
         s = scale
         while s > 0.3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)[0][0] > cols - 10:
             s *= 0.9
         org = (int(6 * scale), int(line_h * (i + 1) - 6 * scale + 3))
-        colour = COUNTED if i == 0 else (235, 235, 235)
+        colour = COUNTED if i == 0 else CAPTION_TEXT
         cv2.putText(header, text, org, cv2.FONT_HERSHEY_SIMPLEX, s, colour, thick + (1 if i == 0 else 0), cv2.LINE_AA)
+    swatch = max(6, int(round(16 * scale)))
+    for (row, x), (text, colour) in zip(legend_rows, legend):
+        base = int(line_h * (len(caption) + row + 1) - 6 * scale + 3)  # the text's baseline
+        y0 = base - swatch + max(1, int(2 * scale))
+        cv2.rectangle(header, (x, y0), (x + swatch - 1, y0 + swatch - 1), tuple(int(v) for v in colour), -1)
+        cv2.rectangle(header, (x, y0), (x + swatch - 1, y0 + swatch - 1), CAPTION_TEXT, 1)  # dark colours show too
+        cv2.putText(header, _ascii(text), (x + swatch + int(6 * scale), base), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    CAPTION_TEXT, thick, cv2.LINE_AA)
     return np.vstack([header, canvas])
+
+
+def _legend_layout(legend, cols: int, scale: float, thick: int) -> list[tuple[int, int]]:
+    """``(row, x)`` of each legend entry: left to right, wrapped to the next row at the band's width."""
+    import cv2
+
+    swatch = max(6, int(round(16 * scale)))
+    left, gap = int(6 * scale), int(20 * scale)
+    out, row, x = [], 0, left
+    for text, _ in legend:
+        w = swatch + int(6 * scale) + cv2.getTextSize(_ascii(text), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
+        if x > left and x + w > cols - left:
+            row, x = row + 1, left
+        out.append((row, x))
+        x += w + gap
+    return out

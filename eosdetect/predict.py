@@ -48,10 +48,45 @@ class Result:
     pixel_size_um: float
     timings: dict = field(default_factory=dict)
     prob: np.ndarray | None = None
+    #: Multi-class helpers: the classes, and each candidate's most probable one
+    #: (an index into ``class_names``) with the probabilities of all of them.
+    class_names: tuple[str, ...] = ()
+    candidate_class: np.ndarray | None = None
+    class_probs: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return len(self.detections)
+
+
+def assign_classes(class_probs: np.ndarray, counted: int, threshold: float) -> np.ndarray:
+    """Each candidate's class: the counted class where its probability reaches
+    ``threshold`` (so the differential agrees with the count), else the most
+    probable of the other classes.
+
+    Parameters
+    ----------
+    class_probs : (n, k) ndarray of float
+    counted : int
+        Column of the counted class.
+
+    Returns
+    -------
+    (n,) ndarray of int64
+
+    >>> assign_classes(np.array([[0.6, 0.4], [0.3, 0.7], [0.45, 0.55]]), 0, 0.4).tolist()
+    [0, 1, 0]
+    >>> assign_classes(np.zeros((0, 3)), 0, 0.5).tolist()
+    []
+    """
+    probs = np.array(class_probs, dtype=np.float64, copy=True)
+    if probs.ndim != 2:
+        raise ValueError(f"class_probs must be (n, k), got shape {probs.shape}")
+    counted_p = probs[:, counted].copy()
+    probs[:, counted] = -np.inf
+    out = np.argmax(probs, axis=1) if probs.shape[1] > 1 else np.zeros(len(probs), np.int64)
+    out[counted_p >= threshold] = counted
+    return out.astype(np.int64)
 
 
 def thresholds_in_pixels(thresholds: Thresholds, pixel_size_um: float) -> dict:
@@ -134,11 +169,17 @@ def detect(
     # back to input pixels, using the actual resize ratio per axis
     candidates = cands_model.rescaled(axis_factors(image.shape, image_model.shape))
     t3 = time.perf_counter()
+    multiclass = cfg.multiclass
+    class_probs = np.zeros((0, len(cfg.helper_classes)), np.float32) if multiclass else None
     if cfg.helper_enabled and len(candidates):
         image_helper = helper_view(image, cfg, pixel_size_um, model_view=image_model, gains=helper_gains)
         xy_h = (candidates.xy + 0.5) / np.array(axis_factors(image.shape, image_helper.shape)) - 0.5
         crops = extract_crops(image_helper, xy_h, cfg.helper_crop_size).astype(np.float32) / 255.0
-        p = model.classify_fn(crops)
+        if multiclass:
+            class_probs = model.class_probs_fn(crops)
+            p = class_probs[:, cfg.counted_class_index]
+        else:
+            p = model.classify_fn(crops)
         candidates = candidates.with_score(p)
         detections = candidates.subset(p >= thr.helper_threshold)
     else:
@@ -155,4 +196,7 @@ def detect(
         pixel_size_um=used_px,
         timings=timings,
         prob=prob if keep_prob else None,
+        class_names=tuple(cfg.helper_classes) if multiclass else (),
+        candidate_class=assign_classes(class_probs, cfg.counted_class_index, thr.helper_threshold) if multiclass else None,
+        class_probs=class_probs,
     )

@@ -9,6 +9,7 @@ reproduced.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -153,19 +154,330 @@ def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra:
     return np.concatenate(crops), np.array(labels)
 
 
-def smear_data(config: ModelConfig, val_fold: int = 0):
-    """U-Net samples, helper crops and validation eval items for one BCCD fold."""
+def smear_data(config: ModelConfig, val_fold: int = 0, *, unet: bool = True):
+    """U-Net samples (``unet``), one-class helper crops (helpers without
+    ``helper_classes``; see :func:`smear_helper_sets` for the multi-class one) and
+    validation eval items for one BCCD fold."""
     items = sd.load_bccd()
     train, val = sd.bccd_split(items, val_fold)
+    one_class = config.helper_enabled and not config.multiclass
     return {
-        "unet_train": [smear_sample(i, config) for i in train],
-        "unet_val": [smear_sample(i, config) for i in val],
-        "helper_train": smear_helper_crops(train, config),
-        "helper_val": smear_helper_crops(val, config, negatives_per_image=0),
+        "unet_train": [smear_sample(i, config) for i in train] if unet else [],
+        "unet_val": [smear_sample(i, config) for i in val] if unet else [],
+        "helper_train": smear_helper_crops(train, config) if one_class else None,
+        "helper_val": smear_helper_crops(val, config, negatives_per_image=0) if one_class else None,
         # only images with a subtype label can be scored (others may hide an unlabelled eosinophil)
         "eval_val": [smear_eval_item(i) for i in val if i.subtype is not None],
         "wbc_val": [smear_wbc_eval_item(i) for i in val],
     }
+
+
+# --------------------------------------------------------------------------- the multi-class smear helper
+
+#: The multi-class helper's classes: PBC's eight (``ig``: immature granulocytes) and
+#: ``other`` (red cells, background: not a white cell).
+SMEAR_CLASSES = ["eosinophil", "neutrophil", "lymphocyte", "monocyte", "basophil", "ig", "erythroblast",
+                 "platelet", "other"]
+#: Left out of the differential's percentages: not white cells.
+SMEAR_NOT_WHITE_CELLS = ["erythroblast", "platelet", "other"]
+#: Crops are cut this many pixels larger than the helper's input (rotation, +-20% scale, shift).
+HELPER_CROP_EXTRA = 64
+#: The committed blind audit of BCCD's labels (scripts/audit_eosinophil_labels.py).
+AUDIT_PATH = Path(__file__).resolve().parent.parent / "data" / "results" / "eosinophil_label_audit.json"
+
+
+def bccd_audit_grades(path: Path = AUDIT_PATH) -> dict[str, str]:
+    """File name -> the audit's grade (G granules, P pink, N neutrophil-like) of its labelled cell
+    (the eosinophils' first-round grade; every neutrophil and monocyte)."""
+    import json
+
+    cells = json.loads(Path(path).read_text())["cells"]
+    return {c["filename"]: c["grade"] for c in cells}
+
+
+def bccd_label_kept(subtype: str, grade: str | None) -> bool:
+    """Whether a BCCD white cell trains the helper: its label is kept unless the
+    blind audit saw something else. Eosinophils need visible granules (G);
+    neutrophils must look like neutrophils (N: the 21 pink ones are left out);
+    lymphocytes, monocytes and the basophil are kept (the audit saw nothing
+    to contradict them)."""
+    if subtype == "eosinophil":
+        return grade == "G"
+    if subtype == "neutrophil":
+        return grade == "N"
+    return subtype in SMEAR_CLASSES
+
+
+def _cell_crop(image: np.ndarray, config: ModelConfig, pixel_size_um: float, xy: np.ndarray,
+               extra: int = HELPER_CROP_EXTRA) -> np.ndarray:
+    """Crops around points ``xy`` (input pixels) exactly as the two-stage model's
+    helper sees them (:func:`~eosdetect.models.helper_cnn.helper_view`), ``extra`` px larger."""
+    from .models.helper_cnn import extract_crops, helper_view
+
+    view = helper_view(image, config, pixel_size_um)
+    xy_view = (np.asarray(xy, float).reshape(-1, 2) + 0.5) / np.array(axis_factors(image.shape, view.shape)) - 0.5
+    return extract_crops(view, xy_view, config.helper_crop_size + extra)
+
+
+def pbc_crops(cells: list[sd.PbcCell], config: ModelConfig, *, other_every: int = 4, seed: int = 0):
+    """Helper crops of PBC cells (their centres), plus an ``other`` crop (red
+    cells beside the labelled cell, 11 um off-centre diagonally) from every
+    ``other_every``-th image."""
+    from .helper_training import CropSet
+
+    classes = config.helper_classes
+    rng = np.random.default_rng(seed)
+    crops, labels, names = [], [], []
+    offset = 11.0 / sd.PBC_PIXEL_SIZE_UM
+    for k, cell in enumerate(cells):
+        image = read_image(cell.path)
+        centre = np.array([image.shape[1] / 2 - 0.5, image.shape[0] / 2 - 0.5])
+        pts, labs = [centre], [classes.index(cell.cls)]
+        if other_every and k % other_every == 0 and "other" in classes:
+            pts.append(centre + offset * rng.choice([-1, 1], size=2))
+            labs.append(classes.index("other"))
+        crops.append(_cell_crop(image, config, sd.PBC_PIXEL_SIZE_UM, np.array(pts)))
+        labels += labs
+        names += [cell.name] * len(labs)
+    return CropSet(np.concatenate(crops), labels, sources=["pbc"] * len(labels), names=names)
+
+
+def bccd_crops(items: list[sd.BccdImage], config: ModelConfig, *, grades: dict[str, str] | None = None,
+               others: bool = True, seed: int = 0):
+    """Helper crops of BCCD's subtype-labelled white cells whose label the audit
+    keeps (:func:`bccd_label_kept`; every label when ``grades`` is None), plus
+    one red cell or platelet per image as ``other``."""
+    from .helper_training import CropSet
+
+    classes = config.helper_classes
+    rng = np.random.default_rng(seed)
+    crops, labels, names = [], [], []
+    for item in items:
+        pts, labs = [], []
+        if item.subtype is not None and (grades is None or bccd_label_kept(item.subtype, grades.get(item.name))):
+            b = item.subtype_box
+            pts.append(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
+            labs.append(classes.index(item.subtype))
+        if others and len(item.other_boxes) and "other" in classes:
+            ob = item.other_boxes[rng.integers(len(item.other_boxes))]
+            pts.append(((ob[0] + ob[2]) / 2, (ob[1] + ob[3]) / 2))
+            labs.append(classes.index("other"))
+        if not pts:
+            continue
+        crops.append(_cell_crop(read_image(item.path), config, sd.BCCD_PIXEL_SIZE_UM, np.array(pts)))
+        labels += labs
+        names += [item.name] * len(labs)
+    return CropSet(np.concatenate(crops), labels, sources=["bccd"] * len(labels), names=names)
+
+
+def smear_helper_sets(config: ModelConfig, val_fold: int = 0) -> dict:
+    """The multi-class helper's crops: PBC's training and validation split
+    (:func:`eosdetect.shared_data.load_pbc`), and BCCD's cells of the training
+    folds (labels the audit keeps) and of the validation fold (every label)."""
+    grades = bccd_audit_grades()
+    cells = sd.load_pbc()
+    pbc = pbc_crops(cells, config)
+    val_names = {c.name for c in cells if c.val}
+    is_val = np.array([n in val_names for n in pbc.names])
+    train_items, val_items = sd.bccd_split(sd.load_bccd(), val_fold)
+    return {
+        "pbc_train": pbc.subset(~is_val),
+        "pbc_val": pbc.subset(is_val),
+        "bccd_train": bccd_crops(train_items, config, grades=grades),
+        "bccd_val": bccd_crops(val_items, config, grades=None, others=False),
+    }
+
+
+def train_smear_helper_base(config: ModelConfig, tcfg, sets: dict, work_dir, verbose: int = 2):
+    """Stage 1: the helper trained on PBC alone (early stopping on PBC's validation split)."""
+    from .helper_training import train_multiclass_helper
+
+    return train_multiclass_helper(config, tcfg, sets["pbc_train"], sets["pbc_val"], Path(work_dir) / "base",
+                                   verbose=verbose)
+
+
+def train_smear_helper_two_labs(config: ModelConfig, tcfg, sets: dict, base, work_dir, *,
+                                second_lab=None, verbose: int = 2):
+    """Stage 2: ``base`` (stage 1) fine-tuned on both labs, PBC's training crops
+    and BCCD's (``second_lab``, default ``sets["bccd_train"]``) repeated
+    ``helper_second_lab_repeat`` times, for ``helper_finetune_epochs`` epochs of
+    ``helper_finetune_steps_per_epoch`` steps;
+    the last epoch is kept (BCCD's validation fold is not looked at)."""
+    from .helper_training import CropSet, train_multiclass_helper
+
+    second = sets["bccd_train"] if second_lab is None else second_lab
+    data = CropSet.concat([sets["pbc_train"]] + [second] * tcfg.helper_second_lab_repeat)
+    return train_multiclass_helper(config, tcfg, data, None, Path(work_dir) / "two_labs", init=base,
+                                   epochs=tcfg.helper_finetune_epochs,
+                                   learning_rate=tcfg.helper_finetune_learning_rate,
+                                   steps_per_epoch=tcfg.helper_finetune_steps_per_epoch, verbose=verbose)
+
+
+#: A candidate within this distance of a single-cell image's centre is its labelled cell.
+CELL_MATCH_RADIUS_UM = 4.0
+#: What a labelled cell is called when the U-Net returns no candidate on it.
+MISSED = "(not found)"
+
+
+def _called(res, k: int) -> str:
+    """The class ``detect``'s result gives candidate ``k``: its class for a
+    multi-class helper, else the counted class or ``not counted``."""
+    if res.candidate_class is not None:
+        return res.class_names[int(res.candidate_class[k])]
+    return "counted" if bool(res.detections.label.size and res.candidates.label[k] in set(res.detections.label)) \
+        else "not counted"
+
+
+def call_single_cells(model, cells: list[sd.PbcCell], *, pixel_size_um: float = sd.PBC_PIXEL_SIZE_UM,
+                      progress=None) -> list[dict]:
+    """Run the whole pipeline (``detect``) on single-cell images and say what it
+    calls the labelled cell: the class of the candidate nearest the centre
+    (within :data:`CELL_MATCH_RADIUS_UM`), or :data:`MISSED`.
+
+    Returns one ``{"name", "true", "called", "counted", "score"}`` per cell
+    (``score``: the helper's probability of the counted class; 0 when missed).
+    """
+    from .predict import detect
+
+    out = []
+    for cell in cells:
+        image = read_image(cell.path)
+        res = detect(model, image, pixel_size_um=pixel_size_um)
+        called, counted, score = MISSED, False, 0.0
+        if len(res.candidates):
+            d = np.hypot(res.candidates.x - (image.shape[1] / 2 - 0.5), res.candidates.y - (image.shape[0] / 2 - 0.5))
+            k = int(np.argmin(d))
+            if d[k] * pixel_size_um <= CELL_MATCH_RADIUS_UM:
+                called = _called(res, k)
+                score = float(res.candidates.score[k])
+                counted = bool(score >= (model.thresholds.helper_threshold if model.config.helper_enabled else 0.0))
+        out.append({"name": cell.name, "true": cell.cls, "called": called, "counted": counted, "score": score})
+        if progress:
+            progress()
+    return out
+
+
+def call_bccd_cells(model, items: list[sd.BccdImage], *, pixel_size_um: float = sd.BCCD_PIXEL_SIZE_UM,
+                    grades: dict[str, str] | None = None) -> list[dict]:
+    """Run the pipeline on BCCD's subtype-labelled photos: per photo, the
+    labelled cell's subtype and audit grade, what the candidate inside its box
+    nearest its centre is called (or :data:`MISSED`), and how many cells were
+    counted inside and outside the box (for detection P/R/F1 against the labels)."""
+    from .predict import detect
+
+    out = []
+    for item in items:
+        if item.subtype is None:
+            continue
+        res = detect(model, read_image(item.path), pixel_size_um=pixel_size_um)
+        b = item.subtype_box
+        c = res.candidates
+        inside = (c.x >= b[0]) & (c.x <= b[2]) & (c.y >= b[1]) & (c.y <= b[3])
+        called, counted_in = MISSED, False
+        if inside.any():
+            d = np.where(inside, np.hypot(c.x - (b[0] + b[2]) / 2, c.y - (b[1] + b[3]) / 2), np.inf)
+            k = int(np.argmin(d))
+            called = _called(res, k)
+        det = res.detections
+        det_in = (det.x >= b[0]) & (det.x <= b[2]) & (det.y >= b[1]) & (det.y <= b[3])
+        counted_in = bool(det_in.any())
+        out.append({"name": item.name, "true": item.subtype, "grade": (grades or {}).get(item.name),
+                    "called": called, "counted_on_cell": counted_in,
+                    "counted_elsewhere": int((~det_in).sum()) + max(int(det_in.sum()) - 1, 0)})
+    return out
+
+
+def confusion(calls: list[dict], classes: list[str] | None = None) -> dict:
+    """``{true class: {called class: n}}`` of :func:`call_single_cells` / :func:`call_bccd_cells` rows."""
+    table: dict[str, dict[str, int]] = {}
+    for r in calls:
+        row = table.setdefault(r["true"], {})
+        row[r["called"]] = row.get(r["called"], 0) + 1
+    order = classes or sorted(table)
+    return {t: dict(sorted(table[t].items(), key=lambda kv: -kv[1])) for t in order if t in table}
+
+
+def single_cell_scores(calls: list[dict], counted_class: str = "eosinophil", threshold: float | None = None) -> dict:
+    """Precision, recall and F1 of counting ``counted_class`` among labelled single cells
+    (each cell is counted or not; a cell not found is not counted). ``threshold``
+    re-decides "counted" from each row's score."""
+    from .metrics import prf
+
+    counted = [r["counted"] if threshold is None else (r["called"] != MISSED and r["score"] >= threshold)
+               for r in calls]
+    tp = sum(c and r["true"] == counted_class for c, r in zip(counted, calls))
+    fp = sum(c and r["true"] != counted_class for c, r in zip(counted, calls))
+    fn = sum((not c) and r["true"] == counted_class for c, r in zip(counted, calls))
+    return {"n_cells": len(calls), "tp": tp, "fp": fp, "fn": fn, **prf(tp, fp, fn)}
+
+
+def bccd_scores(calls: list[dict]) -> dict:
+    """Eosinophil figures of :func:`call_bccd_cells` rows.
+
+    ``labels``: detection P/R/F1 against BCCD's labels as they are (a count on
+    the eosinophil's box is a true positive, every other count a false
+    positive). ``audit``: recall on the eosinophils the blind audit grades
+    granular (G), and the share of neutrophils, lymphocytes and monocytes
+    whose own cell is counted.
+    """
+    from .metrics import prf
+
+    eos = [r for r in calls if r["true"] == "eosinophil"]
+    tp = sum(r["counted_on_cell"] for r in eos)
+    fn = len(eos) - tp
+    fp = sum(r["counted_elsewhere"] for r in calls) + sum(r["counted_on_cell"] for r in calls if r["true"] != "eosinophil")
+    g = [r for r in eos if r.get("grade") == "G"]
+    look_alikes = [r for r in calls if r["true"] in ("neutrophil", "lymphocyte", "monocyte")]
+    by_grade = {}
+    for grade in ("G", "P", "N"):
+        cells = [r for r in eos if r.get("grade") == grade]
+        if cells:
+            by_grade[grade] = {"eosinophils": len(cells), "counted": sum(r["counted_on_cell"] for r in cells)}
+    per_class = {}
+    for cls in ("neutrophil", "lymphocyte", "monocyte", "basophil"):
+        cells = [r for r in calls if r["true"] == cls]
+        if cells:
+            per_class[cls] = {"cells": len(cells), "counted": sum(r["counted_on_cell"] for r in cells)}
+    return {
+        "labels": {"n_images": len(calls), "tp": tp, "fp": fp, "fn": fn, **prf(tp, fp, fn)},
+        "audit": {
+            "recall_granular": round(sum(r["counted_on_cell"] for r in g) / len(g), 4) if g else None,
+            "granular_eosinophils": len(g),
+            "look_alikes_counted": sum(r["counted_on_cell"] for r in look_alikes),
+            "look_alikes": len(look_alikes),
+            "look_alike_rate": round(sum(r["counted_on_cell"] for r in look_alikes) / len(look_alikes), 4)
+            if look_alikes else None,
+            "eosinophils_by_grade": by_grade,
+            "other_classes": per_class,
+        },
+    }
+
+
+def pbc_report(model, cells: list[sd.PbcCell] | None = None, calls: list[dict] | None = None) -> dict:
+    """Eosinophil scores and confusion matrix of ``model`` on PBC's validation cells (whole pipeline)."""
+    calls = calls if calls is not None else call_single_cells(model, cells or [c for c in sd.load_pbc() if c.val])
+    return {"scores": single_cell_scores(calls, model.config.class_name),
+            "confusion": confusion(calls, SMEAR_CLASSES)}
+
+
+def bccd_report(model, items: list[sd.BccdImage]) -> dict:
+    """Eosinophil scores (against the labels, and judged with the audit) and confusion matrix on BCCD photos."""
+    calls = call_bccd_cells(model, items, grades=bccd_audit_grades())
+    return {**bccd_scores(calls), "confusion": confusion(calls, SMEAR_CLASSES)}
+
+
+def fit_smear_helper_threshold(model, grid: list[float]):
+    """The counting threshold with the best eosinophil F1 on PBC's validation
+    split (pathologists' labels), and the PBC report at it (with the F1 at
+    every threshold of ``grid``). ``model.thresholds`` is set to it."""
+    calls = call_single_cells(model, [c for c in sd.load_pbc() if c.val])
+    curve = [{"helper_threshold": t, **single_cell_scores(calls, model.config.class_name, t)} for t in grid]
+    best = max(curve, key=lambda r: (r["f1"], -abs(r["helper_threshold"] - 0.5)))
+    thr = model.thresholds.replace(helper_threshold=best["helper_threshold"])
+    model.thresholds = thr  # classes are assigned at the threshold: the confusion matrix is made again
+    report = pbc_report(model)
+    report["helper_threshold_curve"] = curve
+    return thr, {"pbc_validation": report}
 
 
 # --------------------------------------------------------------------------- descriptions, baselines, cards
@@ -199,6 +511,28 @@ def smear_data_description(fold: int, config: ModelConfig | None = None) -> dict
         "helper_targets": "eosinophil WBC boxes positive; other labelled white cells "
                           + ("and one red cell or platelet per image " if red_negatives else "")
                           + "negative; images without a subtype label unused",
+    } if config is None or not config.multiclass else {
+        "dataset": "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence; "
+                   "and for the helper PBC (Acevedo A, Merino A, Alferez S, Molina A, Boldu L, Rodellar J. "
+                   "A dataset of microscopic peripheral blood cell images for development of automatic "
+                   "recognition systems. Data in Brief 30, 105474, 2020; Hospital Clinic de Barcelona, "
+                   "CellaVision DM96, May-Gruenwald-Giemsa), CC BY 4.0: a subset of 6,200 cells labelled by "
+                   "clinical pathologists",
+        "pixel_sizes": f"one ruler, the {sd.RED_CELL_DIAMETER_UM} um red cell: BCCD {sd.BCCD_PIXEL_SIZE_UM} "
+                       f"um/px, PBC {sd.PBC_PIXEL_SIZE_UM} um/px",
+        "split": f"BCCD: 5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py), "
+                 f"validation fold {fold}, training folds the rest; PBC: {sd.PBC_VAL_FRACTION:.0%} of each class "
+                 "held out by a stable hash (no patient identifiers: optimistic)",
+        "train_images": len(train),
+        "validation_images": [i.name for i in scored],
+        "validation_eosinophils": sum(i.subtype == "eosinophil" for i in scored),
+        "validation_other_white_cells": sum(i.subtype not in (None, "eosinophil") for i in scored),
+        "unet_targets": "every BCCD WBC box (ellipse inscribed, 90%) is foreground (the U-Net of version 1.1.0)",
+        "helper_targets": "stage 1: PBC's training cells, their class, plus an 'other' crop of red cells beside "
+                          "every fourth; stage 2: the same with BCCD's subtype-labelled white cells of the training "
+                          "folds, keeping only labels the blind audit agrees with (eosinophils graded G, "
+                          "neutrophils graded N, all lymphocytes, monocytes, basophils), and one red cell or "
+                          "platelet per photo as 'other'",
     }
 
 
@@ -290,22 +624,25 @@ LIMITS = {
         "so expect slightly lower figures on new tissue.",
     ],
     "eosinophil-smear": [
-        "For Wright/Giemsa peripheral blood smears photographed like BCCD (640x480, 100x oil); "
-        "not for H&E tissue sections, where eosinophils look different.",
-        "BCCD does not publish its pixel size: inputs are assumed to be 0.06 um/px (a white cell "
-        "~200 px across). Give --pixel-size for other cameras or magnifications.",
-        "BCCD's subtype labels are noisy. In a blind visual audit (scripts/audit_eosinophil_labels.py, "
-        "data/results/eosinophil_label_audit.json) 35 of the 64 cells labelled eosinophil show orange-red "
-        "granules, 18 only pink cytoplasm and 11 look like neutrophils; 21 and 145 of the 166 neutrophils "
-        "look the same as those last two groups. Cross-validated, the model finds 34 of the 35 granular "
-        "eosinophils; its misses are the other two groups. Telling the cells apart only as well as these "
-        "grades gives F1 0.77 against these labels; the model does a little better within the grades, "
-        "not much. Figures are measured against the labels as they are, never relabelled.",
-        "The validation fold holds 13 eosinophils: one cell more or less found moves recall by 0.08, so "
-        "the F1 has a wide uncertainty. Thresholds were fitted on the same fold.",
-        "False positives are mostly neutrophils and monocytes with coarse or pink-tinged cytoplasm; the "
-        "grey outlines in the overlay show every white cell that was considered and not counted.",
-        "Only images with exactly one labelled white cell and one subtype label are scored.",
+        "For Wright/Giemsa or May-Gruenwald-Giemsa peripheral blood smears photographed at 100x oil; not for "
+        "H&E tissue sections, where eosinophils look different.",
+        "Neither training set publishes its pixel size: both are measured on red cells (7.5 um), BCCD at 0.08 "
+        "and PBC at 0.10 um/px; inputs are assumed to be 0.08 um/px. Give --pixel-size (measure a red cell if "
+        "unsure); a pixel size 20% off changes the figures little (metrics.json, transfer.pixel-size).",
+        "The helper was trained on two labs (PBC, BCCD). A third lab's stain, camera or focus can still shift "
+        "its calls: check a few dozen of your cells with prelabel and evaluate, and adapt it with "
+        "`eosdetect adapt` from your corrected labels (minutes on a CPU).",
+        "BCCD's subtype labels are noisy: in the blind visual audit (scripts/audit_eosinophil_labels.py) 35 of "
+        "its 64 labelled eosinophils show orange-red granules, 18 only pink cytoplasm and 11 look like "
+        "neutrophils. The helper trained on the 35 granular ones only (and on the 145 neutrophils that look "
+        "like neutrophils); so it counts what a pathologist calls an eosinophil, and F1 against BCCD's labels "
+        "as they are stays below what it reaches on PBC's pathologist labels.",
+        "PBC has no patient identifiers: its validation split may share patients with training, so its "
+        "figures are optimistic; BCCD, another lab, is the honest check.",
+        "The differential names PBC's classes: basophils, monocytes and immature granulocytes (ig) are the "
+        "classes it confuses most (see the confusion matrices); platelets are mostly not found by the U-Net, "
+        "which was trained on white cells.",
+        "Only BCCD photos with exactly one labelled white cell and one subtype label are scored.",
     ],
 }
 
@@ -338,7 +675,9 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
         f"Counts **{config.class_name}** objects. "
         + (f"A U-Net segments {config.unet_class_name} objects {scale}; "
            + ("a helper (a logistic regression on 11 colour statistics of the cell's stained pixels"
-              if config.helper_kind == "colour" else "a helper (a small CNN")
+              if config.helper_kind == "colour" else
+              f"a helper (a small CNN that names each cell's class, one of {', '.join(config.helper_classes)}"
+              if config.multiclass else "a helper (a small CNN")
            + (", on the image white-balanced so that its background is neutral grey) "
               if config.helper_white_balance else ") ")
            + f"re-scores each one on a {config.helper_crop_size}-px crop {helper_scale} and "
@@ -393,6 +732,7 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
     if v.get("tp", 0) + v.get("fn", 0) == 0:
         lines += ["", "**Not measured:** no labelled cell is among the validation images, so the figures above "
                   "say nothing of this model. Validate it on labelled images with `eosdetect evaluate`."]
+    lines += transfer_card_lines(config, metrics)
     limits = LIMITS.get(config.training.get("recipe", config.name)) or [
         f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on"
         + ("; the thresholds were fitted on them, so expect" if fitted else ", too few to fit its threshold on; expect")
@@ -401,6 +741,71 @@ def model_card(config: ModelConfig, metrics: dict) -> str:
     ]
     lines += ["", "## Limits", ""] + [f"- {x}" for x in limits] + [""]
     return "\n".join(lines)
+
+
+def _confusion_table(conf: dict, classes: list[str]) -> list[str]:
+    """A markdown confusion matrix (rows: true class; columns: what the model called it)."""
+    cols = [c for c in classes + [MISSED] if any(c in row for row in conf.values())]
+    short = {MISSED: "not found"}
+    lines = ["| true \\ called | " + " | ".join(short.get(c, c) for c in cols) + " |",
+             "| --- |" + " --- |" * len(cols)]
+    for true, row in conf.items():
+        lines.append(f"| {true} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
+    return lines
+
+
+def _bccd_row(label: str, r: dict) -> str:
+    lab, aud = r["labels"], r["audit"]
+    from .metrics import fmt_rate
+
+    return (f"| {label} | {fmt_rate(lab['precision'])} | {fmt_rate(lab['recall'])} | {lab['f1']:.3f} | "
+            f"{fmt_rate(aud['recall_granular'])} ({aud['granular_eosinophils']}) | "
+            f"{aud['look_alikes_counted']} of {aud['look_alikes']} |")
+
+
+def transfer_card_lines(config: ModelConfig, metrics: dict) -> list[str]:
+    """The model card's sections on a multi-class helper: PBC's validation split,
+    BCCD judged with the audit, the transfer experiments (if recorded)."""
+    if not config.multiclass or "pbc_validation" not in metrics:
+        return []
+    from .metrics import fmt_rate
+
+    pv = metrics["pbc_validation"]
+    s = pv["scores"]
+    lines = ["", "## The helper across labs", "",
+             f"PBC validation split ({s['n_cells']} cells, pathologists' labels; whole pipeline at "
+             f"{sd.PBC_PIXEL_SIZE_UM} um/px; optimistic, PBC has no patient identifiers): eosinophil precision "
+             f"{fmt_rate(s['precision'])}, recall {fmt_rate(s['recall'])}, F1 {s['f1']:.3f}.", ""]
+    lines += _confusion_table(pv["confusion"], config.helper_classes)
+    header = ["", "BCCD (another lab), against its labels as they are and judged with the committed blind audit "
+              "(recall on the eosinophils graded granular, G; neutrophils, lymphocytes and monocytes counted):", "",
+              "| setting | precision | recall | F1 (labels) | recall, G | look-alikes counted |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    if "bccd_validation_cells" in metrics:
+        rows.append(_bccd_row("validation fold 0", metrics["bccd_validation_cells"]))
+    t = metrics.get("transfer", {})
+    if "crossval" in t:
+        rows.append(_bccd_row("five-fold cross-validation (277 photos)", t["crossval"]))
+    if "pbc-only" in t:
+        rows.append(_bccd_row("leave BCCD out (PBC-only helper)", t["pbc-only"]["bccd_all"]))
+    lines += header + rows if rows else []
+    if "crossval" in t:
+        lines += ["", "What it calls BCCD's labelled cells (five-fold cross-validation):", ""]
+        lines += _confusion_table(t["crossval"]["confusion"], config.helper_classes)
+    if "bccd-only" in t:
+        b = t["bccd-only"]["pbc_validation"]["scores"]
+        lines += ["", f"Leave PBC out (a helper trained on BCCD alone) on PBC's validation split: eosinophil "
+                  f"precision {fmt_rate(b['precision'])}, recall {fmt_rate(b['recall'])}, F1 {b['f1']:.3f}."]
+    if "adapt" in t:
+        lines += ["", "Adapting to a new lab (`eosdetect adapt`, from the PBC-only helper; BCCD's remaining "
+                  "photos, mean of 3 draws):", "",
+                  "| BCCD eosinophils labelled | F1 (labels) | recall, G | look-alikes counted (share) |",
+                  "| --- | --- | --- | --- |"]
+        for r in t["adapt"]["summary"]:
+            lines.append(f"| {r['eosinophils']} | {r['f1_labels']:.3f} | {fmt_rate(r['recall_granular'])} | "
+                         f"{fmt_rate(r['look_alike_rate'])} |")
+    return lines
 
 
 def _basename(p: str) -> str:

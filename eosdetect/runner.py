@@ -6,6 +6,13 @@ atomically. A per-image record in ``OUT_DIR/.eosdetect/`` is written last and
 marks the image done; a re-run with the same settings skips done images
 (unless ``overwrite``), so an interrupted run resumes where it stopped. A bad
 image is recorded with its error and the others carry on.
+
+With a multi-class helper (``ModelConfig.multiclass``) every image also gets
+its white-cell differential (:mod:`eosdetect.differential`): one
+``n_<class>`` column per class at the end of ``counts.csv`` (kept in the
+resume records with the rest of the row), their sum in ``summary.json``'s
+``differential``, and each candidate outlined in its class's colour on the
+overlay, with a legend.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ import numpy as np
 
 from . import __version__
 from .clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
+from .differential import Differential, class_columns, differential_of
 from .errors import EosdetectError, InputError
 from .io import RUN_RECORD_DIR, atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
 from .models.config import Thresholds
-from .overlay import draw_overlay
+from .overlay import class_colours, draw_overlay
 from .postprocess import DETECTION_COLUMNS
 from .predict import Result, detect
 
@@ -43,6 +51,12 @@ COUNT_COLUMNS = (
 #: While a folder is counted, counts.csv and summary.json are rewritten at most this often
 #: (each image's own files and resume record are written as soon as it is done).
 TABLES_EVERY_S = 2.0
+
+
+def count_columns(config) -> tuple[str, ...]:
+    """The columns of counts.csv for a model: :data:`COUNT_COLUMNS`, then, with a multi-class
+    helper, one ``n_<class>`` per class (:func:`eosdetect.differential.class_columns`)."""
+    return COUNT_COLUMNS + class_columns(config)
 
 
 def default_workers() -> int:
@@ -139,12 +153,15 @@ MIN_SIDE = 8
 @dataclass
 class Analysis:
     """What :func:`analyse_image` found: the counts.csv fields, the detection
-    result and the overlay picture (None when not asked for)."""
+    result, the overlay picture (None when not asked for), the clinical summary
+    (None without a pixel size) and the white-cell differential (None without a
+    multi-class helper; ``row`` holds it too, as its ``n_<class>`` fields)."""
 
     row: dict
     result: Result
     overlay: np.ndarray | None = None
     hpf: HpfSummary | None = None
+    differential: Differential | None = None
 
     @property
     def detections(self):
@@ -183,6 +200,9 @@ def analyse_image(
         "pixel_size_um": pixel_size_um, "area_mm2": None, "density_per_mm2": None,
         "peak_hpf_count": None, "hpf_flag": None, "candidates": len(res.candidates), "error": "",
     }
+    diff = differential_of(res, model.config)
+    if diff is not None:
+        row.update(diff.columns())
     peak_box = None
     caption = []
     hpf = None
@@ -202,15 +222,28 @@ def analyse_image(
     over = None
     if overlay:
         t0 = time.perf_counter()
-        rejected = None
-        if model.config.helper_enabled:
+        rejected = classified = legend = None
+        if diff is not None:
+            classified, legend = _class_layers(res, model.config.class_name, diff)
+            caption.append(f"{diff.white_cells} white cells; outline colour = class:")
+        elif model.config.helper_enabled:
             rejected = res.candidates.subset(res.candidates.score < thr.helper_threshold)
             caption.append(f"grey outline: {model.config.unet_class_name} not counted ({len(rejected)})")
-        over = draw_overlay(image, det, labels=res.labels, rejected=rejected,
+        over = draw_overlay(image, det, labels=res.labels, rejected=rejected, classified=classified, legend=legend,
                             title=f"{model.config.class_name}: {len(det)}   {Path(str(source)).name}",
                             lines=caption, highlight_box=peak_box)
         res.timings["overlay"] = time.perf_counter() - t0
-    return Analysis(row=row, result=res, overlay=over, hpf=hpf)
+    return Analysis(row=row, result=res, overlay=over, hpf=hpf, differential=diff)
+
+
+def _class_layers(res: Result, counted: str, diff: Differential) -> tuple[list, list]:
+    """For the overlay of a multi-class helper: the candidates of each class but the counted one,
+    each group with its colour (thin outlines), and the legend entries (class and count, colour)."""
+    colours = class_colours(res.class_names, counted)
+    groups = [(res.candidates.subset(res.candidate_class == k), colours[name])
+              for k, name in enumerate(res.class_names) if name != counted]
+    legend = [(f"{name} {n}", colours[name]) for name, n in diff.counts.items()]
+    return groups, legend
 
 
 def _sig(value: float, digits: int = 6) -> float:
@@ -237,8 +270,11 @@ class CountRun:
         self.thresholds = self.settings.thresholds or model.thresholds
         t = self.settings.threshold
         self.flag_threshold = t if t is not None else default_flag_threshold(model.config.class_name)
+        self.columns = count_columns(model.config)
         self.records: list[ImageRecord] = []
         self.summary: dict | None = None  # what summary.json holds, once written
+        #: The white-cell differential of the images counted (multi-class helpers), once summary.json is written.
+        self.differential: Differential | None = None
         self._stop = threading.Event()  # set when the run is interrupted: a slide stops at its next block
 
     # ------------------------------------------------------------------ settings
@@ -399,6 +435,9 @@ class CountRun:
             "peak_hpf_count": None, "hpf_flag": None, "candidates": sc.candidates, "error": "",
         }
         caption = [f"whole slide {cols}x{rows} px, {sc.blocks_with_tissue} of {sc.blocks} blocks with tissue"]
+        if sc.differential is not None:
+            row.update(sc.differential.columns())
+            caption.append(sc.differential.line())
         peak_box = None
         if known_px:
             hpf = hpf_summary(det.xy, (rows, cols), sc.pixel_size_um, hpf_area_mm2=s.hpf_area_mm2,
@@ -667,10 +706,10 @@ class CountRun:
     def _write_tables(self, started: float, *, partial: bool) -> None:
         rows = []
         for r in self.records:
-            row = {k: r.row.get(k) for k in COUNT_COLUMNS}
+            row = {k: r.row.get(k) for k in self.columns}
             row["status"] = r.row.get("status", r.status)
-            rows.append([_csv_value(row[k]) for k in COUNT_COLUMNS])
-        write_csv(self.out_dir / "counts.csv", COUNT_COLUMNS, rows)
+            rows.append([_csv_value(row[k]) for k in self.columns])
+        write_csv(self.out_dir / "counts.csv", self.columns, rows)
         ok = [r for r in self.records if r.row.get("status") == "ok"]
         failed = [r for r in self.records if r.row.get("status") != "ok"]
         counts = [int(r.row["count"]) for r in ok]
@@ -686,6 +725,7 @@ class CountRun:
             "total_count": int(sum(counts)),
             "mean_count": round(float(np.mean(counts)), 3) if counts else None,
             "max_count": max(counts) if counts else None,
+            **self._differential_entry(ok),
             "failures": [{"image": r.image, "error": r.row.get("error", r.error)} for r in failed],
             "warnings": [{"image": r.image, "warning": r.row["warning"]} for r in self.records
                          if r.status != "error" and r.row.get("warning")],
@@ -726,6 +766,21 @@ class CountRun:
                                         "give --pixel-size (micrometres per pixel)")
         self.summary = summary
         write_json(self.out_dir / "summary.json", summary)
+
+    def _differential_entry(self, ok: list[ImageRecord]) -> dict:
+        """summary.json's ``differential`` (the images' ``n_<class>`` summed), for multi-class helpers
+        only; sets :attr:`differential`."""
+        cfg = self.model.config
+        if not cfg.multiclass:
+            self.differential = None
+            return {}
+        total = Differential.empty(cfg)
+        for r in ok:
+            d = Differential.from_columns(r.row, cfg)
+            if d is not None:
+                total = total + d
+        self.differential = total
+        return {"differential": total.to_dict()}
 
 
 def _frame_mm2(row: dict) -> float:

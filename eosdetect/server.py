@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from fastapi import File, Form, Query, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from . import __version__
 from .errors import EosdetectError, InputError, ModelError
@@ -312,6 +312,8 @@ def count_upload(
     name = Path(filename or "upload").name
     a = analyse_image(model, image, source=name, pixel_size_um=pixel_size_um, thresholds=thresholds, overlay=overlay)
     det = a.detections
+    # a multi-class helper: each detection's class (the counted one: the others are not detections)
+    cls = {"class_name": model.config.class_name} if a.differential is not None else {}
     out = {
         "model": {"name": model.name, "version": model.config.version},
         "image": {"filename": name, "width": int(image.shape[1]), "height": int(image.shape[0])},
@@ -321,7 +323,7 @@ def count_upload(
         "pixel_size_um": pixel_size_um,
         "clinical": None,
         "detections": [
-            {"x": x, "y": y, "score": s, "area": ar, "box": [x0, y0, x1, y1]}
+            {"x": x, "y": y, "score": s, "area": ar, "box": [x0, y0, x1, y1], **cls}
             for x, y, s, ar, x0, y0, x1, y1 in det.rows()
         ],
         "thresholds": (thresholds or model.thresholds).to_dict(),
@@ -338,6 +340,8 @@ def count_upload(
             "threshold": a.hpf.threshold,
             "whole_image_is_one_hpf": bool(a.hpf.whole_image_is_one_hpf),
         }
+    if a.differential is not None:
+        out["differential"] = a.differential.to_dict()
     if overlay:
         t = time.perf_counter()
         out["overlay_png"] = base64.b64encode(encode_png(a.overlay)).decode("ascii")
@@ -368,6 +372,22 @@ def prelabel_upload(
 # --------------------------------------------------------------------------- API schema
 
 
+class OmitNone(BaseModel):
+    """A schema whose fields named in ``omit_when_none`` are left out of the JSON, rather than
+    null, when they have no value: fields of models with a multi-class helper, so that the
+    answers for other models stay as they were."""
+
+    omit_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler):
+        out = handler(self)
+        for key in self.omit_when_none:
+            if key in out and out[key] is None:
+                del out[key]
+        return out
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(description="one-line reason")
 
@@ -383,12 +403,30 @@ class ImageInfo(BaseModel):
     height: int
 
 
-class DetectionOut(BaseModel):
+class DetectionOut(OmitNone):
+    omit_when_none: ClassVar[tuple[str, ...]] = ("class_name",)
+
     x: float = Field(description="centroid column, input pixels")
     y: float = Field(description="centroid row, input pixels")
     score: float
     area: float = Field(description="segment area, input pixels")
     box: list[int] = Field(description="xmin, ymin, xmax, ymax (xmax/ymax exclusive), input pixels")
+    class_name: str | None = Field(None, description="the cell's class (models with a multi-class helper only)")
+
+
+class ClassShareOut(BaseModel):
+    count: int = Field(description="cells of this class")
+    percent: float | None = Field(
+        description="percent of the white cells; null for a class not in the differential, or without white cells")
+
+
+class DifferentialOut(BaseModel):
+    """The white-cell differential (as in summary.json): every class of the model's helper."""
+
+    white_cells: int = Field(description="cells of the classes in the differential (the percentages' base)")
+    not_in_differential: list[str] = Field(description="classes counted but left out of the percentages "
+                                           "(objects that are not white cells)")
+    classes: dict[str, ClassShareOut] = Field(description="every class, in the model's order")
 
 
 class ClinicalOut(BaseModel):
@@ -401,7 +439,9 @@ class ClinicalOut(BaseModel):
     whole_image_is_one_hpf: bool
 
 
-class CountOut(BaseModel):
+class CountOut(OmitNone):
+    omit_when_none: ClassVar[tuple[str, ...]] = ("differential",)
+
     model: ModelRef
     image: ImageInfo
     class_name: str
@@ -418,6 +458,8 @@ class CountOut(BaseModel):
     timings: dict[str, float] = Field(description="seconds per stage and in total")
     overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
     voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
+    differential: DifferentialOut | None = Field(
+        None, description="the white-cell differential of this image (models with a multi-class helper only)")
 
 
 class ModelOut(BaseModel):

@@ -1,9 +1,14 @@
 """Loaders for the public data sets the bundled models are trained and scored on.
 
 They expect the layout of the project's ``../shared/data`` folder (see its
-README): ``bccd/`` (BCCD blood smears, VOC boxes and white-cell subtypes) and
+README): ``bccd/`` (BCCD blood smears, VOC boxes and white-cell subtypes),
+``pbc/`` (single blood cells labelled by clinical pathologists) and
 ``monuseg/`` (MoNuSeg H&E tissue, binary and instance masks). Splits are fixed
 and documented here so that training, evaluation and tests agree.
+
+Pixel sizes: neither BCCD nor PBC publishes one. Both are measured on one
+ruler, the red cell (7.5 um across): BCCD's are about 90 px across, PBC's
+about 75 px, hence :data:`BCCD_PIXEL_SIZE_UM` and :data:`PBC_PIXEL_SIZE_UM`.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ def _stable_order(names: list[str], salt: str) -> list[str]:
     return sorted(names, key=lambda n: hashlib.sha1(f"{salt}:{n}".encode()).hexdigest())
 
 
+#: Diameter of a red cell, the ruler both smear sets are calibrated on (micrometres).
+RED_CELL_DIAMETER_UM = 7.5
+
+
 # --------------------------------------------------------------------------- BCCD
+
+#: BCCD's pixel size on the red-cell ruler (red cells ~90 px across).
+BCCD_PIXEL_SIZE_UM = 0.08
 
 
 @dataclass
@@ -103,6 +115,49 @@ def bccd_eosinophil_truth(item: BccdImage) -> np.ndarray:
     if item.subtype == "eosinophil":
         return item.subtype_box.reshape(1, 4)
     return np.zeros((0, 4))
+
+
+# --------------------------------------------------------------------------- PBC
+
+#: PBC's pixel size on the red-cell ruler (red cells ~75 px across).
+PBC_PIXEL_SIZE_UM = 0.10
+#: Share of each PBC class held out for validation (a stable hash of the file name decides).
+PBC_VAL_FRACTION = 0.15
+
+
+@dataclass
+class PbcCell:
+    """One PBC image: a single centred cell labelled by clinical pathologists."""
+
+    name: str
+    path: Path
+    cls: str
+    subclass: str
+    val: bool = False
+
+
+def load_pbc(root: str | os.PathLike | None = None) -> list[PbcCell]:
+    """Every PBC cell of ``labels.csv``, with a fixed validation split.
+
+    The split takes :data:`PBC_VAL_FRACTION` of each class by a stable hash
+    order. PBC has no patient identifiers, so one patient's cells may fall on
+    both sides: the validation split is optimistic (judge transfer on BCCD).
+    """
+    root = Path(root) if root else shared_root() / "pbc"
+    if not (root / "labels.csv").is_file():
+        raise InputError(root, "PBC data not found (expected labels.csv and images/)")
+    cells = [PbcCell(Path(r["filename"]).stem, root / r["filename"], r["class"], r["subclass"])
+             for r in read_csv(root / "labels.csv")]
+    by_class: dict[str, list[PbcCell]] = {}
+    for c in cells:
+        by_class.setdefault(c.cls, []).append(c)
+    for key, group in by_class.items():
+        order = _stable_order([c.name for c in group], f"pbc-{key}")
+        n_val = int(round(PBC_VAL_FRACTION * len(group)))
+        val = set(order[:n_val])
+        for c in group:
+            c.val = c.name in val
+    return cells
 
 
 # --------------------------------------------------------------------------- MoNuSeg

@@ -82,6 +82,19 @@ class TrainConfig:
     #: crop join the originals (augmentation; the fit itself is exact, no epochs).
     helper_l2: float = 1.0
     helper_augment_copies: int = 4
+    #: Multi-class helper CNN (``helper_classes``): crop augmentation strengths
+    #: (:func:`eosdetect.augment.crop_augment`): scale change, HED stain jitter, blur.
+    helper_scale_jitter: float = 0.2
+    helper_hed_strength: float = 0.2
+    helper_hed_shift: float = 0.03
+    helper_blur_sigma: float = 1.5
+    #: Two-lab training of the bundled smear helper: after training on the first lab (PBC),
+    #: this many epochs of fine-tuning on both labs, the second lab's (BCCD's) crops repeated
+    #: ``helper_second_lab_repeat`` times per pass.
+    helper_finetune_epochs: int = 4
+    helper_finetune_learning_rate: float = 5e-4
+    helper_second_lab_repeat: int = 4
+    helper_finetune_steps_per_epoch: int = 60
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "train") -> TrainConfig:
@@ -122,9 +135,10 @@ class TrainConfig:
 _TRAIN_RANGES = {
     "train_epochs": (1, None), "train_steps_per_epoch": (1, None), "train_batch_size": (1, None),
     "train_patch_size": (8, None), "helper_epochs": (1, None), "helper_batch_size": (1, None),
-    "helper_min_steps_per_epoch": (1, None), "train_fg_fraction": (0, 1), "helper_augment_copies": (0, None),
+    "helper_min_steps_per_epoch": (1, None), "helper_finetune_epochs": (1, None), "helper_finetune_steps_per_epoch": (1, None),
+    "helper_second_lab_repeat": (1, None), "helper_scale_jitter": (0, 0.5), "train_fg_fraction": (0, 1), "helper_augment_copies": (0, None),
 }
-_POSITIVE = {"train_learning_rate", "helper_learning_rate"}
+_POSITIVE = {"train_learning_rate", "helper_learning_rate", "helper_finetune_learning_rate"}
 
 
 def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[float]]:
@@ -150,8 +164,9 @@ def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[fl
     return out
 
 
-#: Keys of a config's ``data`` section: recipe and val_fold are read by scripts/train_bundled.py.
-DATA_KEYS = {"gap_weight": (int, float), "recipe": (str,), "val_fold": (int,)}
+#: Keys of a config's ``data`` section: recipe, val_fold and unet_from are read by scripts/train_bundled.py
+#: (``unet_from``: a model folder whose U-Net is kept rather than trained again).
+DATA_KEYS = {"gap_weight": (int, float), "recipe": (str,), "val_fold": (int,), "unet_from": (str,)}
 
 
 def check_data_section(data: dict, *, source: str = "data") -> None:
@@ -572,7 +587,11 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
     model = build_helper(config)
     model.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
-    classify = make_classify_fn(model, "colour")
+    probs = make_classify_fn(model, "colour")
+
+    def classify(batch):
+        return probs(batch)[:, 0]
+
     train_auc = _roc_auc(classify(centre(crops)), y)
     val_auc = _roc_auc(classify(centre(np.asarray(val_crops))), np.asarray(val_labels)) if len(val_labels) else None
     log.info("colour helper: %d weights, %d training crops (%d positive) + %d augmented copies each; "

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .differential import Differential, differential_of
 from .errors import EosdetectError, InputError
 from .io import MAX_IMAGE_PIXELS, colour_axes, tiff_colour_mode, to_rgb_uint8
 
@@ -305,6 +306,8 @@ class SlideCount:
     seconds: float
     tissue: np.ndarray | None = None  # the tissue mask, at thumbnail size
     gains: np.ndarray | None = None  # the helper's white balance (slide_gains), when it has one
+    #: The white-cell differential of the candidates counted (multi-class helpers; None otherwise).
+    differential: Differential | None = None
 
 
 def block_geometry(model, pixel_size_um: float, block_px: int) -> tuple[int, int]:
@@ -361,6 +364,7 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
         # one white balance for the whole slide (helpers that ask for it), so blocks agree with a whole-image pass
         gains = slide_gains(reader, mask, tf) if model.config.helper_white_balance else None
         parts, n_cands = [], 0
+        diff = Differential.empty(model.config) if model.config.multiclass else None
         if progress is not None:
             progress(0, len(todo))
         for i, (r0, c0) in enumerate(todo):
@@ -370,7 +374,10 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
 
             det = res.detections.shifted(C0, R0)
             parts.append(det.subset(_in_core(det, r0, c0, core)))
-            n_cands += int(_in_core(res.candidates.shifted(C0, R0), r0, c0, core).sum())
+            in_core = _in_core(res.candidates.shifted(C0, R0), r0, c0, core)
+            n_cands += int(in_core.sum())
+            if diff is not None:  # each candidate's class, counted by the block holding its centre
+                diff = diff + differential_of(res, model.config, keep=in_core)
             del block, res
             if progress is not None:
                 progress(i + 1, len(todo))
@@ -379,6 +386,7 @@ def count_slide(model, path, *, pixel_size_um: float | None = None, thresholds=N
         detections=Detections.concatenate(parts), candidates=n_cands, shape=(rows, cols), pixel_size_um=px,
         pixel_size_source=source, tissue_area_mm2=tissue_mm2, blocks=n_blocks, blocks_with_tissue=len(todo),
         thumbnail=thumb, thumb_factor=tf, seconds=time.perf_counter() - t0, tissue=mask, gains=gains,
+        differential=diff,
     )
 
 

@@ -11,6 +11,8 @@ MODULES = [
     "eosdetect.postprocess",
     "eosdetect.metrics",
     "eosdetect.clinical",
+    "eosdetect.differential",
+    "eosdetect.overlay",
     "eosdetect.models.config",
     "eosdetect.models.helper_cnn",
     "eosdetect.annotations.masks",

@@ -111,3 +111,35 @@ def test_nuclei_error_audit_lands_on_its_committed_cells():
     assert [c["y"] for c in cells] == pytest.approx([c["y"] for c in committed["cells"]], abs=0.01)
     for run, tile in zip(runs, committed["per_tile"]):
         assert audit.error_kinds(run) == {k: v for k, v in tile.items() if k in audit.error_kinds(run)}
+
+
+def test_eosinophil_helper_on_pbc_validation_split():
+    """The whole pipeline on PBC's 930 validation cells (another lab, pathologists' labels) gives the
+    figures and confusion matrix in metrics.json, and meets the eosinophil F1 >= 0.97 target."""
+    from eosdetect import recipes
+    from eosdetect.models.store import load_model
+
+    model = load_model("eosinophil-smear")
+    expected = model.metrics["pbc_validation"]
+    got = recipes.pbc_report(model)
+    assert got["scores"]["f1"] >= 0.97
+    for key in ("tp", "fp", "fn"):
+        assert abs(got["scores"][key] - expected["scores"][key]) <= 2, key
+    for true, row in expected["confusion"].items():
+        for called, n in row.items():
+            assert abs(got["confusion"][true].get(called, 0) - n) <= 2, (true, called)
+
+
+def test_eosinophil_helper_on_bccd_validation_fold_judged_with_the_audit():
+    """BCCD's fold 0 (not trained on): granular eosinophils found, look-alikes rarely counted, as recorded."""
+    from eosdetect import recipes, shared_data
+    from eosdetect.models.store import load_model
+
+    model = load_model("eosinophil-smear")
+    _, val = shared_data.bccd_split(shared_data.load_bccd(), 0)
+    got = recipes.bccd_report(model, val)
+    expected = model.metrics["bccd_validation_cells"]
+    assert got["audit"]["look_alikes_counted"] == pytest.approx(expected["audit"]["look_alikes_counted"], abs=1)
+    assert got["audit"]["recall_granular"] == pytest.approx(expected["audit"]["recall_granular"], abs=0.11)
+    assert got["labels"]["f1"] == pytest.approx(expected["labels"]["f1"], abs=0.03)
+    assert got["audit"]["look_alike_rate"] <= 0.05

@@ -97,6 +97,13 @@ class ModelConfig:
     helper_crop_size: int = 64
     helper_base_filters: int = 16
     helper_depth: int = 3
+    #: Classes of a multi-class helper (softmax over them), e.g. PBC's white-cell classes;
+    #: ``class_name`` must be one of them (the counted one). Empty: a one-output helper
+    #: that scores ``class_name`` alone.
+    helper_classes: list = field(default_factory=list)
+    #: Classes left out of the white-cell differential's percentages (e.g. ``platelet``,
+    #: ``other``: objects that are not white cells). Their counts are still reported.
+    helper_not_in_differential: list = field(default_factory=list)
 
     # -- provenance
     training: dict = field(default_factory=dict)
@@ -119,6 +126,14 @@ class ModelConfig:
             (self.helper_crop_size >= 16, "helper_crop_size must be >= 16"),
             (1 <= self.helper_depth <= 5, "helper_depth must be in 1..5"),
             (self.helper_kind in HELPER_KINDS, f"helper_kind must be one of {', '.join(HELPER_KINDS)}"),
+            (all(isinstance(c, str) and c for c in self.helper_classes)
+             and len(set(self.helper_classes)) == len(self.helper_classes),
+             "helper_classes must be distinct, non-empty names"),
+            (not self.helper_classes or self.class_name in self.helper_classes,
+             f"class_name {self.class_name!r} must be one of helper_classes {self.helper_classes}"),
+            (not self.helper_classes or self.helper_kind == "cnn", "helper_classes needs helper_kind: cnn"),
+            (set(self.helper_not_in_differential) <= set(self.helper_classes),
+             "helper_not_in_differential must name classes of helper_classes"),
         ]
         for ok, message in checks:
             if not ok:
@@ -129,6 +144,16 @@ class ModelConfig:
     def align(self) -> int:
         """Tile origins and padded sizes are multiples of this (the pooling stride)."""
         return 2 ** self.unet_depth
+
+    @property
+    def multiclass(self) -> bool:
+        """True when the helper tells several classes apart (``helper_classes``)."""
+        return self.helper_enabled and bool(self.helper_classes)
+
+    @property
+    def counted_class_index(self) -> int:
+        """Index of ``class_name`` among ``helper_classes`` (0 for a one-output helper)."""
+        return self.helper_classes.index(self.class_name) if self.helper_classes else 0
 
     @property
     def cell_diameter_px(self) -> float:
@@ -209,7 +234,7 @@ class ModelConfig:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok:
                 kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
-                        dict: "a mapping"}.get(want, want.__name__)
+                        dict: "a mapping", list: "a list"}.get(want, want.__name__)
                 raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}")
         try:
             return cls(**data)

@@ -6,7 +6,9 @@ white cell). Input: RGB crops in [0, 1] of ``helper_crop_size`` pixels at
 (``helper_kind`` in the model's config):
 
 ``cnn``
-    A small convolutional network on the crop (about 300,000 weights).
+    A small convolutional network on the crop (about 300,000 weights). With
+    ``helper_classes`` it has one softmax output per class (a white-cell
+    differential; ``class_name`` is the counted one), else one sigmoid.
 ``colour``
     A logistic regression (a single Keras ``Dense`` unit) on the 11 colour
     statistics of :func:`colour_features`. With a few dozen labelled
@@ -145,7 +147,10 @@ def build_helper(config: ModelConfig, *, seed: int | None = None):
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="prob", dtype="float32")(x)
+    if config.helper_classes:
+        outputs = layers.Dense(len(config.helper_classes), activation="softmax", name="probs", dtype="float32")(x)
+    else:
+        outputs = layers.Dense(1, activation="sigmoid", name="prob", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="helper_cnn")
 
 
@@ -168,23 +173,34 @@ def extract_crops(image: np.ndarray, xy: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def make_classify_fn(model, kind: str = "cnn"):
-    """Wrap the helper into ``(n, S, S, 3) float32 -> (n,)`` probabilities (compiled once).
+#: Crops per helper call: bounds memory on images with thousands of candidates.
+CLASSIFY_BATCH = 256
 
+
+def make_classify_fn(model, kind: str = "cnn"):
+    """Wrap the helper into ``(n, S, S, 3) float32 -> (n, k)`` probabilities (compiled once).
+
+    ``k`` is the helper's number of outputs: 1 for a one-class helper (the
+    sigmoid probability of the counted class), the number of
+    ``helper_classes`` for a multi-class one (softmax; rows sum to 1).
     ``kind`` is the model's ``helper_kind``; a ``"colour"`` helper is given
     the crops' :func:`colour_features`.
     """
     import tensorflow as tf
 
+    n_out = int(model.outputs[0].shape[-1])
+
     @tf.function(reduce_retracing=True)
     def _run(batch):
-        return model(batch, training=False)[:, 0]
+        return model(batch, training=False)
 
     def classify(batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros((0, n_out), dtype=np.float32)
         if kind == "colour":
             batch = colour_features(batch)
-        return _run(tf.convert_to_tensor(batch, dtype=tf.float32)).numpy()
+        parts = [_run(tf.convert_to_tensor(batch[i : i + CLASSIFY_BATCH], dtype=tf.float32)).numpy()
+                 for i in range(0, len(batch), CLASSIFY_BATCH)]
+        return np.concatenate(parts).astype(np.float32)
 
     return classify

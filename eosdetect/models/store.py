@@ -98,6 +98,7 @@ class Model:
         self._helper = None
         self._predict_fn = None
         self._classify_fn = None
+        self._class_probs_fn = None
         self._digest = None
 
     @classmethod
@@ -153,12 +154,25 @@ class Model:
         return self._predict_fn
 
     @property
-    def classify_fn(self):
-        """``(n, S, S, 3) float32 -> (n,)`` helper probabilities, or None."""
-        if self._classify_fn is None and self.config.helper_enabled:
+    def class_probs_fn(self):
+        """``(n, S, S, 3) float32 -> (n, k)`` helper probabilities (one column per
+        ``helper_classes``, or a single one), or None without a helper."""
+        if self._class_probs_fn is None and self.config.helper_enabled:
             from .helper_cnn import make_classify_fn
 
-            self._classify_fn = make_classify_fn(self.helper, self.config.helper_kind)
+            self._class_probs_fn = make_classify_fn(self.helper, self.config.helper_kind)
+        return self._class_probs_fn
+
+    @property
+    def classify_fn(self):
+        """``(n, S, S, 3) float32 -> (n,)`` helper probabilities of the counted class, or None."""
+        if self._classify_fn is None and self.config.helper_enabled:
+            probs_fn, column = self.class_probs_fn, self.config.counted_class_index
+
+            def classify(batch):
+                return probs_fn(batch)[:, column]
+
+            self._classify_fn = classify
         return self._classify_fn
 
     def summary(self) -> dict:
@@ -171,6 +185,7 @@ class Model:
             "pixel_size_um": self.config.pixel_size_um,
             "input_pixel_size_um": self.config.input_pixel_size_um,
             "two_stage": self.config.helper_enabled,
+            "classes": list(self.config.helper_classes) if self.config.multiclass else [self.config.class_name],
         }
 
 
