@@ -588,25 +588,39 @@ def _validation_line(v: dict) -> str:
             f"on {v['n_images']} image(s)")
 
 
-def cmd_train_helper(args) -> int:
+def _new_model_folder(args) -> Path:
+    """``args.out``, refused when it exists and is not empty, unless ``--overwrite``."""
     from .errors import InputError
-    from .labelset import load_labelled
-    from .models.store import load_model
-    from .train import reproducible_threads, train_helper_from_labels
 
-    reproducible_threads()
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise InputError(out, "model folder exists; use --overwrite to replace it")
-    file_cfg = _file_config(args.config)
-    base = load_model(args.model)
-    _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
+    return out
+
+
+def _labelled_for(args, base, out: Path, class_name):
+    """The labelled images of the command line's label options (warnings shown), for a base model."""
+    from .labelset import load_labelled
+
     items, report = load_labelled(
-        args.images, args.labels, args.label_format, class_name=args.class_name,
+        args.images, args.labels, args.label_format, class_name=class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
         default_class=base.config.class_name, exclude=out,
     )
     _warn(report.warnings())
+    return items, report
+
+
+def cmd_train_helper(args) -> int:
+    from .models.store import load_model
+    from .train import reproducible_threads, train_helper_from_labels
+
+    reproducible_threads()
+    out = _new_model_folder(args)
+    file_cfg = _file_config(args.config)
+    base = load_model(args.model)
+    _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
+    items, report = _labelled_for(args, base, out, args.class_name)
     command = _command_line("train-helper")
     metrics = train_helper_from_labels(
         base, items, out, file_cfg=file_cfg, name=args.name, class_name=args.class_name or _single_class(report),
@@ -619,16 +633,13 @@ def cmd_train_helper(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from .errors import ConfigError, InputError
+    from .errors import ConfigError
     from .helper_training import adapt_model
-    from .labelset import load_labelled
     from .models.store import load_model
     from .train import reproducible_threads
 
     reproducible_threads()
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise InputError(out, "model folder exists; use --overwrite to replace it")
+    out = _new_model_folder(args)
     base = load_model(args.model)
     if not base.config.multiclass:
         raise ConfigError(f"{base.name} has no multi-class helper to adapt; use train-helper to train one")
@@ -636,12 +647,7 @@ def cmd_adapt(args) -> int:
         raise ConfigError(f"{base.name} counts {base.config.class_name}: label those (--class "
                           f"{base.config.class_name}), not {args.class_name}")
     _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
-    items, report = load_labelled(
-        args.images, args.labels, args.label_format, class_name=base.config.class_name,
-        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
-        default_class=base.config.class_name, exclude=out,
-    )
-    _warn(report.warnings())
+    items, report = _labelled_for(args, base, out, base.config.class_name)
     metrics = adapt_model(base, items, out, name=args.name, input_pixel_size_um=args.pixel_size,
                           command=_command_line("adapt"), label_report=report.to_dict(),
                           verbose=1 if sys.stderr.isatty() else 2)

@@ -308,15 +308,21 @@ def adapt_helper(base, crops: CropSet, tcfg, work_dir, *, epochs: int = ADAPT_EP
                  verbose: int = 2):
     """Fine-tune ``base``'s multi-class helper on a new lab's crops
     (:func:`adaptation_crops`): a few hundred steps, early layers frozen, the
-    same augmentations as in training. Returns the new helper network."""
+    same augmentations as in training, the labelled cells weighted as much
+    in all as the other cells. Returns the new helper network."""
     config = base.config
     if not config.multiclass:
         raise ValueError(f"{base.name}: adapting needs a multi-class helper (helper_classes)")
     bs = tcfg.helper_batch_size
     steps = max(1, -(-ADAPT_MIN_STEPS // epochs), len(crops) // bs)
-    return train_multiclass_helper(config, tcfg, crops, None, work_dir, init=base.helper, epochs=epochs,
+    # the decision learnt anew is binary: the counted cells weigh as much, together, as all the others
+    is_counted = crops.labels == config.counted_class_index
+    weights = np.where(is_counted, 0.5 / max(is_counted.sum(), 1), 0.5 / max((~is_counted).sum(), 1))
+    weighted = CropSet(crops.crops, crops.labels, crops.weights * weights * len(crops), crops.sources,
+                       crops.names, crops.soft)
+    return train_multiclass_helper(config, tcfg, weighted, None, work_dir, init=base.helper, epochs=epochs,
                                    learning_rate=learning_rate, trainable_levels=trainable_levels,
-                                   steps_per_epoch=steps, verbose=verbose)
+                                   balance_power=0.0, steps_per_epoch=steps, verbose=verbose)
 
 
 def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,

@@ -496,37 +496,35 @@ def nuclei_data_description() -> dict:
 
 def smear_data_description(fold: int, config: ModelConfig | None = None) -> dict:
     items = sd.load_bccd()
-    red_negatives = config is None or red_cell_negatives(config) > 0
     train, val = sd.bccd_split(items, fold)
     scored = [i for i in val if i.subtype is not None]
-    return {
-        "dataset": "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence",
-        "split": f"5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py); "
-                 f"validation fold {fold}, training folds the rest",
+    bccd = "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence"
+    split = (f"5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py); "
+             f"validation fold {fold}, training folds the rest")
+    common = {
         "train_images": len(train),
         "validation_images": [i.name for i in scored],
         "validation_eosinophils": sum(i.subtype == "eosinophil" for i in scored),
         "validation_other_white_cells": sum(i.subtype not in (None, "eosinophil") for i in scored),
-        "unet_targets": "every WBC box (ellipse inscribed, 90%) is foreground",
-        "helper_targets": "eosinophil WBC boxes positive; other labelled white cells "
-                          + ("and one red cell or platelet per image " if red_negatives else "")
-                          + "negative; images without a subtype label unused",
-    } if config is None or not config.multiclass else {
-        "dataset": "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence; "
-                   "and for the helper PBC (Acevedo A, Merino A, Alferez S, Molina A, Boldu L, Rodellar J. "
-                   "A dataset of microscopic peripheral blood cell images for development of automatic "
-                   "recognition systems. Data in Brief 30, 105474, 2020; Hospital Clinic de Barcelona, "
-                   "CellaVision DM96, May-Gruenwald-Giemsa), CC BY 4.0: a subset of 6,200 cells labelled by "
-                   "clinical pathologists",
+    }
+    if config is None or not config.multiclass:
+        red_negatives = config is None or red_cell_negatives(config) > 0
+        return {"dataset": bccd, "split": split, **common,
+                "unet_targets": "every WBC box (ellipse inscribed, 90%) is foreground",
+                "helper_targets": "eosinophil WBC boxes positive; other labelled white cells "
+                                  + ("and one red cell or platelet per image " if red_negatives else "")
+                                  + "negative; images without a subtype label unused"}
+    return {
+        "dataset": f"{bccd}; and for the helper PBC (Acevedo A, Merino A, Alferez S, Molina A, Boldu L, "
+                   "Rodellar J. A dataset of microscopic peripheral blood cell images for development of automatic "
+                   "recognition systems. Data in Brief 30, 105474, 2020; Hospital Clinic de Barcelona, CellaVision "
+                   "DM96, May-Gruenwald-Giemsa), CC BY 4.0: a subset of 6,200 cells labelled by clinical "
+                   "pathologists",
         "pixel_sizes": f"one ruler, the {sd.RED_CELL_DIAMETER_UM} um red cell: BCCD {sd.BCCD_PIXEL_SIZE_UM} "
                        f"um/px, PBC {sd.PBC_PIXEL_SIZE_UM} um/px",
-        "split": f"BCCD: 5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py), "
-                 f"validation fold {fold}, training folds the rest; PBC: {sd.PBC_VAL_FRACTION:.0%} of each class "
-                 "held out by a stable hash (no patient identifiers: optimistic)",
-        "train_images": len(train),
-        "validation_images": [i.name for i in scored],
-        "validation_eosinophils": sum(i.subtype == "eosinophil" for i in scored),
-        "validation_other_white_cells": sum(i.subtype not in (None, "eosinophil") for i in scored),
+        "split": f"BCCD: {split}; PBC: {sd.PBC_VAL_FRACTION:.0%} of each class held out by a stable hash (no "
+                 "patient identifiers: optimistic)",
+        **common,
         "unet_targets": "every BCCD WBC box (ellipse inscribed, 90%) is foreground (the U-Net of version 1.1.0)",
         "helper_targets": "stage 1: PBC's training cells, their class, plus an 'other' crop of red cells beside "
                           "every fourth; stage 2: the same with BCCD's subtype-labelled white cells of the training "
@@ -634,9 +632,10 @@ LIMITS = {
         "`eosdetect adapt` from your corrected labels (minutes on a CPU).",
         "BCCD's subtype labels are noisy: in the blind visual audit (scripts/audit_eosinophil_labels.py) 35 of "
         "its 64 labelled eosinophils show orange-red granules, 18 only pink cytoplasm and 11 look like "
-        "neutrophils. The helper trained on the 35 granular ones only (and on the 145 neutrophils that look "
-        "like neutrophils); so it counts what a pathologist calls an eosinophil, and F1 against BCCD's labels "
-        "as they are stays below what it reaches on PBC's pathologist labels.",
+        "neutrophils. The helper learnt from the granular ones of its training folds only (and from the "
+        "neutrophils that look like neutrophils), so it counts cells with visible granules and leaves the "
+        "others: its F1 against BCCD's labels as they are stays below what it reaches on PBC's pathologist "
+        "labels.",
         "PBC has no patient identifiers: its validation split may share patients with training, so its "
         "figures are optimistic; BCCD, another lab, is the honest check.",
         "The differential names PBC's classes: basophils, monocytes and immature granulocytes (ig) are the "
@@ -652,8 +651,9 @@ def _card_row(label: str, s: dict) -> str:
     from .metrics import fmt_rate
 
     mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
+    mae = f"{s['count_mae']:.2f}" if s.get("count_mae") is not None else "n/a"
     return (f"| {label} | {fmt_rate(s['precision'])} | {fmt_rate(s['recall'])} | {s['f1']:.3f} | "
-            f"{s['count_mae']:.2f} | {mape} |")
+            f"{mae} | {mape} |")
 
 
 def model_card(config: ModelConfig, metrics: dict) -> str:
@@ -797,6 +797,12 @@ def transfer_card_lines(config: ModelConfig, metrics: dict) -> list[str]:
         b = t["bccd-only"]["pbc_validation"]["scores"]
         lines += ["", f"Leave PBC out (a helper trained on BCCD alone) on PBC's validation split: eosinophil "
                   f"precision {fmt_rate(b['precision'])}, recall {fmt_rate(b['recall'])}, F1 {b['f1']:.3f}."]
+    if "pixel-size" in t:
+        rows = t["pixel-size"]["rows"]
+        lines += ["", "The pixel size given off by a factor (eosinophil F1 on PBC's validation split; on BCCD's "
+                  "fold 0 against its labels): " + "; ".join(
+                      f"x{r['factor']:g}: {r['pbc_validation_f1']:.3f}, {r['bccd_fold0_f1_labels']:.3f}" for r in rows)
+                  + "."]
     if "adapt" in t:
         lines += ["", "Adapting to a new lab (`eosdetect adapt`, from the PBC-only helper; BCCD's remaining "
                   "photos, mean of 3 draws):", "",

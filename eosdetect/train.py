@@ -911,6 +911,11 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     if epochs:
         tcfg.helper_epochs = int(epochs)
     overrides = {k: v for k, v in file_cfg.get("model", {}).items() if k.startswith("helper_") and k != "helper_enabled"}
+    # train-helper trains a one-class helper (the multi-class one is adapted with eosdetect adapt)
+    overrides = {"helper_classes": [], "helper_not_in_differential": [], **overrides}
+    if overrides["helper_classes"]:
+        raise ConfigError("train-helper trains a one-class helper: leave helper_classes out of the config "
+                          "(eosdetect adapt fine-tunes a multi-class one)")
     config = dataclasses.replace(
         base.config, name=name or out_dir.name, helper_enabled=True,
         class_name=class_name or base.config.class_name, **overrides,

@@ -85,6 +85,10 @@ def main(argv=None):
     cfg = load_config_file(args.config)
     tcfg = TrainConfig.from_dict(cfg.get("train", {}))
     base = load_model(args.model)
+    if base.config.multiclass:
+        sys.exit(f"{args.model}: this script measures a one-class helper (version 1.1.0's colour helper: "
+                 "git show it out of the history); the multi-class helper is measured by "
+                 "scripts/transfer_eosinophil.py")
     items = shared_data.load_bccd()
     folds = shared_data.BCCD_FOLDS
     per_image, per_fold, curve_counts, cast_counts = [], [], {}, {}

@@ -93,6 +93,10 @@ def main(argv=None):
 
     tcfg = TrainConfig.from_dict(load_config_file(args.config).get("train", {}))
     base = load_model(args.model)
+    if base.config.multiclass:
+        sys.exit(f"{args.model}: this script measures a one-class helper (version 1.1.0's colour helper: "
+                 "git show it out of the history); the multi-class helper is measured by "
+                 "scripts/transfer_eosinophil.py")
     train, val = shared_data.bccd_split(shared_data.load_bccd(), 0)
     order = stratified_order([i for i in train if i.subtype is not None], args.seed)
     val_items = [recipes.smear_eval_item(i) for i in val if i.subtype is not None]

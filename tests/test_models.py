@@ -104,7 +104,7 @@ def test_model_card_shows_the_recorded_cross_validation():
     assert (model.path / "MODEL_CARD.md").read_text() == card  # the shipped card is the generated one
     cv = metrics["crossval"]["pooled"]
     assert f"5-fold cross-validation | {cv['precision']:.3f} | {cv['recall']:.3f} | {cv['f1']:.3f} |" in card
-    del metrics["crossval"]
+    del metrics["crossval"], metrics["transfer"]
     assert "cross-validation" not in model_card(model.config, metrics)
 
 
@@ -120,7 +120,7 @@ def test_model_card_of_a_model_sized_in_pixels_and_an_unfitted_helper():
     helper_cfg = dataclasses.replace(model.config, training={"command": "eosdetect train-helper ..."})
     metrics["thresholds_fitted_on"] = "helper threshold not fitted (fewer than 5 positives among the validation images): 0.5"
     card = model_card(helper_cfg, metrics)
-    assert "Trained without a pixel size" not in card and "Inputs are assumed to be 0.06 um/px" in card
+    assert "Trained without a pixel size" not in card and "Inputs are assumed to be 0.08 um/px" in card
     assert "Helper threshold not fitted (fewer than 5" in card and "Thresholds fitted on" not in card
     assert "the thresholds were fitted on them" not in card
     # `eosdetect train` without --pixel-size: the network works at a fraction of the image size

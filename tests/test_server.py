@@ -246,28 +246,29 @@ def test_huge_image_is_refused_from_its_header_in_a_fresh_process(monkeypatch):
 @pytest.mark.parametrize("url", ["/api/v1/count", "/api/v1/prelabel"])
 def test_image_too_large_at_the_models_pixel_size_gets_413(client, url):
     """The limit is on the pixels the pipeline processes: a small upload with a coarse pixel size
-    is enlarged to the model's 0.24 um/px (7.9 times per side here) and is refused before that."""
+    is enlarged to the helper's 0.25 um/px (7.6 times per side here) and is refused before that."""
     small = _png(np.full((200, 200, 3), 230, np.uint8))  # 0.04 MP, far under the 2 MP limit
     r = post_image(client, small, name="coarse.png", url=url, pixel_size=1.9)
     assert r.status_code == 413, r.text
     detail = r.json()["detail"]
-    assert detail.startswith("coarse.png: image of 200x200 px at 1.9 um/px is 1583x1583 px (2.5 MP) at the "
-                             "model's 0.24 um/px, over this server's limit of 2 MP")
+    assert detail.startswith("coarse.png: image of 200x200 px at 1.9 um/px is 1520x1520 px (2.3 MP) at the "
+                             "model's 0.25 um/px, over this server's limit of 2 MP")
     assert "\n" not in detail
 
 
 def test_helper_view_counts_towards_the_pixel_limit():
-    """A two-stage model also enlarges the image for its helper (0.12 um/px for the eosinophil model)."""
+    """A two-stage model also enlarges the image for its helper (0.25 um/px for the eosinophil model, finer
+    than its U-Net's 0.32: here the U-Net's 594x594 px fit under the limit, the helper's 760x760 do not)."""
     from eosdetect.server import TooLarge, read_upload
 
     model = load_model("eosinophil-smear")
     small = _png(np.full((100, 100, 3), 230, np.uint8))
-    with pytest.raises(TooLarge, match=r"x\.png: image of 100x100 px at 1\.9 um/px is 1583x1583 px \(2\.5 MP\) "
-                       r"at the model's 0\.12 um/px, over this server's limit of 2 MP"):
-        read_upload(small, "x.png", max_pixels=2e6, model=model, pixel_size_um=1.9)
-    image, _ = read_upload(small, "x.png", max_pixels=2e6, model=model, pixel_size_um=0.06)  # shrunk: accepted
+    with pytest.raises(TooLarge, match=r"x\.png: image of 100x100 px at 1\.9 um/px is 760x760 px \(0\.6 MP\) "
+                       r"at the model's 0\.25 um/px, over this server's limit of 0\.5 MP"):
+        read_upload(small, "x.png", max_pixels=0.5e6, model=model, pixel_size_um=1.9)
+    image, _ = read_upload(small, "x.png", max_pixels=0.5e6, model=model, pixel_size_um=0.08)  # shrunk: accepted
     assert image.shape == (100, 100, 3)
-    image, _ = read_upload(small, "x.png", max_pixels=2e6, model=load_model("nuclei-he"), pixel_size_um=1.9)
+    image, _ = read_upload(small, "x.png", max_pixels=0.5e6, model=load_model("nuclei-he"), pixel_size_um=1.9)
     assert image.shape == (100, 100, 3)  # one stage: 380x380 px at its 0.5 um/px
 
 

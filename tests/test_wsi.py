@@ -61,13 +61,13 @@ def model():
 
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory, mosaic):
-    return write_pyramid(tmp_path_factory.mktemp("slide") / "mosaic.tif", mosaic, pixel_size_um=0.06)
+    return write_pyramid(tmp_path_factory.mktemp("slide") / "mosaic.tif", mosaic, pixel_size_um=0.08)
 
 
 def test_reader_levels_regions_and_pixel_size(slide, mosaic):
     with SlideReader(slide) as r:
         assert r.shapes[0] == (1440, 1920) and r.shapes[1] == (720, 960) and len(r.shapes) == 3
-        assert r.mpp == pytest.approx(0.06)
+        assert r.mpp == pytest.approx(0.08)
         np.testing.assert_array_equal(r.read(100, 300, 250, 700), mosaic[100:300, 250:700])
         np.testing.assert_array_equal(r.read(-5, 20, 1900, 2000), mosaic[0:20, 1900:1920])  # clipped
         thumb, f = r.thumbnail(max_side=480)
@@ -127,11 +127,11 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     photos."""
     thr = model.thresholds.replace(helper_threshold=0.0)
     sc = count_slide(model, slide, block_px=64, thresholds=thr)
-    core, halo = block_geometry(model, 0.06, 64)
-    assert core == 256 and halo >= model.config.cell_diameter_um / 0.06
+    core, halo = block_geometry(model, 0.08, 64)
+    assert core == 256 and halo >= model.config.cell_diameter_um / 0.08
     # a white-balancing helper sees the whole slide balanced alike, by the slide's gains
     assert (sc.gains is not None) == model.config.helper_white_balance
-    whole = detect(model, mosaic, pixel_size_um=0.06, helper_gains=sc.gains, thresholds=thr).detections
+    whole = detect(model, mosaic, pixel_size_um=0.08, helper_gains=sc.gains, thresholds=thr).detections
     assert len(whole) >= 10
     # the test means something only if cells straddle core borders
     crossing = [(x0 // core != (x1 - 1) // core) or (y0 // core != (y1 - 1) // core)
@@ -140,17 +140,19 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     assert len(sc.detections) == len(whole)
     m = match_points(sc.detections.xy, whole.xy, radius=3.0)
     assert m.tp == len(whole) and m.fp == 0 and m.fn == 0
-    np.testing.assert_allclose(sc.detections.score[m.pairs[:, 0]], whole.score[m.pairs[:, 1]], atol=1e-3)
+    # a block's helper picture is resized from its own pixels, so a CNN's scores differ in the
+    # third decimal from the whole image's (the counting decision does not)
+    np.testing.assert_allclose(sc.detections.score[m.pairs[:, 0]], whole.score[m.pairs[:, 1]], atol=5e-3)
 
 
 def test_glass_is_skipped(slide, model):
     sc = count_slide(model, slide, block_px=64)
     assert sc.blocks == 6 * 8 and sc.blocks_with_tissue < sc.blocks
-    assert sc.tissue_area_mm2 < 1920 * 1440 * 0.06**2 * 1e-6
+    assert sc.tissue_area_mm2 < 1920 * 1440 * 0.08**2 * 1e-6
 
 
 def test_a_blank_slide_counts_nothing_and_reads_no_block(tmp_path, model):
-    p = write_pyramid(tmp_path / "glass.tif", np.full((1024, 1024, 3), GLASS, np.uint8), pixel_size_um=0.06)
+    p = write_pyramid(tmp_path / "glass.tif", np.full((1024, 1024, 3), GLASS, np.uint8), pixel_size_um=0.08)
     sc = count_slide(model, p, block_px=64)
     assert len(sc.detections) == 0 and sc.blocks_with_tissue == 0 and sc.tissue_area_mm2 == 0
 
@@ -177,8 +179,8 @@ def test_count_run_writes_slide_outputs(slide, tmp_path, model):
         assert (out / name).is_file(), name
     row = next(csv.DictReader(open(out / "counts.csv")))
     # the pixel size came from the file's resolution tags, so the clinical fields are there
-    assert float(row["pixel_size_um"]) == pytest.approx(0.06)
-    assert 0 < float(row["area_mm2"]) < 1920 * 1440 * 0.06**2 * 1e-6
+    assert float(row["pixel_size_um"]) == pytest.approx(0.08)
+    assert 0 < float(row["area_mm2"]) < 1920 * 1440 * 0.08**2 * 1e-6
     assert float(row["density_per_mm2"]) == pytest.approx(int(row["count"]) / float(row["area_mm2"]), rel=1e-3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clinical"]["peak_hpf_count"] == int(row["peak_hpf_count"])
@@ -271,7 +273,7 @@ def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypa
     run = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
     with pytest.raises(KeyboardInterrupt):
         run.run([slide])
-    core, _ = block_geometry(model, 0.06, 128)
+    core, _ = block_geometry(model, 0.08, 128)
     assert -(-1440 // core) * -(-1920 // core) >= 8  # enough blocks that stopping early shows
     assert len(calls) <= 3
     assert not (out / "mosaic_detections.csv").exists()
