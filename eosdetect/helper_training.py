@@ -101,15 +101,6 @@ class CropSet:
                        np.concatenate([p.weights for p in parts]),
                        sum((p.sources for p in parts), []), sum((p.names for p in parts), []), soft)
 
-    def save(self, path) -> None:
-        np.savez(path, crops=self.crops, labels=self.labels, weights=self.weights,
-                 sources=np.array(self.sources), names=np.array(self.names))
-
-    @classmethod
-    def load(cls, path) -> CropSet:
-        d = np.load(path)
-        return cls(d["crops"], d["labels"], d["weights"], d["sources"].tolist(), d["names"].tolist())
-
 
 def _pad_to(crops: np.ndarray, size: int) -> np.ndarray:
     p = (size - crops.shape[1]) // 2

@@ -319,13 +319,12 @@ CELL_MATCH_RADIUS_UM = 4.0
 MISSED = "(not found)"
 
 
-def _called(res, k: int) -> str:
+def _called(res, k: int, threshold: float) -> str:
     """The class ``detect``'s result gives candidate ``k``: its class for a
-    multi-class helper, else the counted class or ``not counted``."""
+    multi-class helper, else ``counted`` or ``not counted`` by ``threshold``."""
     if res.candidate_class is not None:
         return res.class_names[int(res.candidate_class[k])]
-    return "counted" if bool(res.detections.label.size and res.candidates.label[k] in set(res.detections.label)) \
-        else "not counted"
+    return "counted" if res.candidates.score[k] >= threshold else "not counted"
 
 
 def call_single_cells(model, cells: list[sd.PbcCell], *, pixel_size_um: float = sd.PBC_PIXEL_SIZE_UM,
@@ -339,6 +338,7 @@ def call_single_cells(model, cells: list[sd.PbcCell], *, pixel_size_um: float = 
     """
     from .predict import detect
 
+    threshold = model.thresholds.helper_threshold if model.config.helper_enabled else 0.0
     out = []
     for cell in cells:
         image = read_image(cell.path)
@@ -348,9 +348,9 @@ def call_single_cells(model, cells: list[sd.PbcCell], *, pixel_size_um: float = 
             d = np.hypot(res.candidates.x - (image.shape[1] / 2 - 0.5), res.candidates.y - (image.shape[0] / 2 - 0.5))
             k = int(np.argmin(d))
             if d[k] * pixel_size_um <= CELL_MATCH_RADIUS_UM:
-                called = _called(res, k)
+                called = _called(res, k, threshold)
                 score = float(res.candidates.score[k])
-                counted = bool(score >= (model.thresholds.helper_threshold if model.config.helper_enabled else 0.0))
+                counted = bool(score >= threshold)
         out.append({"name": cell.name, "true": cell.cls, "called": called, "counted": counted, "score": score})
         if progress:
             progress()
@@ -365,6 +365,7 @@ def call_bccd_cells(model, items: list[sd.BccdImage], *, pixel_size_um: float = 
     counted inside and outside the box (for detection P/R/F1 against the labels)."""
     from .predict import detect
 
+    threshold = model.thresholds.helper_threshold if model.config.helper_enabled else 0.0
     out = []
     for item in items:
         if item.subtype is None:
@@ -373,11 +374,10 @@ def call_bccd_cells(model, items: list[sd.BccdImage], *, pixel_size_um: float = 
         b = item.subtype_box
         c = res.candidates
         inside = (c.x >= b[0]) & (c.x <= b[2]) & (c.y >= b[1]) & (c.y <= b[3])
-        called, counted_in = MISSED, False
+        called = MISSED
         if inside.any():
             d = np.where(inside, np.hypot(c.x - (b[0] + b[2]) / 2, c.y - (b[1] + b[3]) / 2), np.inf)
-            k = int(np.argmin(d))
-            called = _called(res, k)
+            called = _called(res, int(np.argmin(d)), threshold)
         det = res.detections
         det_in = (det.x >= b[0]) & (det.x <= b[2]) & (det.y >= b[1]) & (det.y <= b[3])
         counted_in = bool(det_in.any())
