@@ -1,5 +1,5 @@
 """``python -m eosdetect`` runs the command line."""
 
-from .cli import entry_point
+from eosdetect.apps.cli import entry_point
 
 entry_point()

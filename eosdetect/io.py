@@ -17,6 +17,7 @@ import csv
 import io as _io
 import json
 import logging
+import hashlib
 import os
 import re
 import secrets
@@ -29,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from eosdetect.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -771,3 +772,15 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: cannot encode image as {path.suffix}")
     return atomic_write_bytes(path, buf.tobytes())
+
+
+def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """A short hash of the names and bytes of the files in ``folder`` (but ``skip``)."""
+    digest = hashlib.sha1()
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file() and p.name not in skip:
+            digest.update(os.fsencode(p.name) + b"\0")
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]

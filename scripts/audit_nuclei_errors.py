@@ -51,7 +51,8 @@ sys.path.insert(0, str(HERE))
 
 from audit_eosinophil_labels import read_grades, write_sheets  # noqa: E402
 
-from eosdetect import recipes, shared_data  # noqa: E402
+from eosdetect.training import recipes  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import atomic_write_text  # noqa: E402
 
 SEED = 7
@@ -64,14 +65,13 @@ PROB_SWEEP = [round(0.3 + 0.05 * i, 2) for i in range(11)]
 def validation_runs(model=None) -> list[dict]:
     """Detections, their segmentation and the match on each validation tile."""
     from eosdetect.models.store import load_model
-    from eosdetect.predict import detect
 
     model = model or load_model("nuclei-he")
     _, val = shared_data.monuseg_split(shared_data.load_monuseg())
     runs = []
     for item in val:
         ev = recipes.nuclei_eval_item(item)
-        res = detect(model, ev.image)
+        res = model.detect(ev.image)
         runs.append({"item": item, "eval": ev, "result": res, "match": ev.match(res.detections.xy)})
     return runs
 
@@ -156,11 +156,11 @@ def mean_abs(errors) -> float:
 
 def threshold_sweep(model, runs: list[dict]) -> dict:
     """Count error and F1 of every setting in the config's grid, with a wider probability cut-off."""
-    from eosdetect.evaluation import PredictionCache, evaluate_model
+    from eosdetect.training.evaluation import PredictionCache, evaluate_model
 
     items = [run["eval"] for run in runs]
     cache = PredictionCache(model, items)
-    from eosdetect.train import load_config_file
+    from eosdetect.training.train import load_config_file
 
     grid = dict(load_config_file(HERE.parent / "configs" / "nuclei-he.yaml")["threshold_grid"], prob_threshold=PROB_SWEEP)
     keys = sorted(grid)

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from eosdetect import shared_data  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import read_image, write_image  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     import cv2
 
     from eosdetect.models.store import load_model
-    from eosdetect.runner import CountRun, CountSettings
+    from eosdetect.apps.runner import CountRun, CountSettings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", default="eosinophil-smear")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from eosdetect.io import find_images  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.runner import CountRun, CountSettings, default_workers, output_names  # noqa: E402
+from eosdetect.apps.runner import CountRun, CountSettings, default_workers, output_names  # noqa: E402
 
 
 def main(argv=None) -> int:

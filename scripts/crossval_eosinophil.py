@@ -42,13 +42,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import recipes, shared_data  # noqa: E402
-from eosdetect.evaluation import PredictionCache, evaluate_model  # noqa: E402
+from eosdetect.training import recipes  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
+from eosdetect.training.evaluation import PredictionCache, evaluate_model  # noqa: E402
 from eosdetect.io import atomic_write_text, write_json  # noqa: E402
-from eosdetect.metrics import MatchResult, summarize  # noqa: E402
-from eosdetect.models.helper_cnn import apply_gains  # noqa: E402
-from eosdetect.models.store import Model, load_model  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
+from eosdetect.core.metrics import MatchResult, summarize  # noqa: E402
+from eosdetect.core.colour import apply_gains  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 #: Counting thresholds at which the pooled out-of-fold precision and recall are also reported.
 CURVE_THRESHOLDS = [float(round(t, 2)) for t in np.arange(0.05, 0.96, 0.05)]

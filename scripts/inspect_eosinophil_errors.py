@@ -21,12 +21,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import shared_data  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import read_image, write_image  # noqa: E402
-from eosdetect.models.helper_cnn import extract_crops  # noqa: E402
+from eosdetect.core.geometry import extract_crops  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.predict import detect  # noqa: E402
-from eosdetect.recipes import smear_eval_item  # noqa: E402
+from eosdetect.training.recipes import smear_eval_item  # noqa: E402
 
 FOUND, MISSED, FALSE = (0, 200, 60), (220, 30, 30), (255, 150, 0)
 
@@ -54,7 +53,7 @@ def main(argv=None):
     tiles, n_found, n_missed, n_fp = [], 0, 0, 0
     for item in items:
         image = read_image(item.path)
-        res = detect(model, image)
+        res = model.detect(image)
         ev = smear_eval_item(item, image)
         r = ev.match(res.detections.xy)
         for k, xy in enumerate(ev.true_xy):

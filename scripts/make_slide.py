@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from eosdetect.io import read_image  # noqa: E402
-from eosdetect.shared_data import shared_root  # noqa: E402
+from eosdetect.training.shared_data import shared_root  # noqa: E402
 
 TILE = 512
 GLASS = (243, 242, 245)

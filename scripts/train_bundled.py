@@ -24,12 +24,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import __version__, recipes  # noqa: E402
-from eosdetect import shared_data as sd  # noqa: E402
-from eosdetect.evaluation import evaluate_model, fit_thresholds  # noqa: E402
+from eosdetect import __version__  # noqa: E402
+from eosdetect.training import recipes  # noqa: E402
+from eosdetect.training import shared_data as sd  # noqa: E402
+from eosdetect.training.evaluation import evaluate_model, fit_thresholds  # noqa: E402
 from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
 from eosdetect.models.store import load_model, save_model  # noqa: E402
-from eosdetect.train import (  # noqa: E402
+from eosdetect.training.train import (  # noqa: E402
     TrainConfig,
     load_config_file,
     machine_description,

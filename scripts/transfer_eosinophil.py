@@ -57,13 +57,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import recipes  # noqa: E402
-from eosdetect import shared_data as sd  # noqa: E402
+from eosdetect.training import recipes  # noqa: E402
+from eosdetect.training import shared_data as sd  # noqa: E402
 from eosdetect.io import atomic_write_text, read_image, write_json  # noqa: E402
-from eosdetect.labelset import LabelledImage  # noqa: E402
+from eosdetect.training.labelset import LabelledImage  # noqa: E402
 from eosdetect.models.helper_cnn import build_helper  # noqa: E402
-from eosdetect.models.store import Model, load_model  # noqa: E402
-from eosdetect.train import TrainConfig, load_config_file, reproducible_threads  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads  # noqa: E402
 
 STEPS = ("pbc-only", "crossval", "bccd-only", "colour", "adapt", "pixel-size")
 #: ``pixel-size``: the given pixel size off by these factors.
@@ -124,7 +125,7 @@ def step_crossval(model, tcfg, work, items):
 
 
 def step_bccd_only(model, tcfg, work, items):
-    from eosdetect.helper_training import train_multiclass_helper
+    from eosdetect.training.helper import train_multiclass_helper
 
     crops = recipes.bccd_crops(items, model.config, grades=recipes.bccd_audit_grades())
     steps = max(10, len(crops) // tcfg.helper_batch_size)
@@ -190,7 +191,7 @@ def labelled(item: sd.BccdImage) -> LabelledImage:
 
 
 def step_adapt(model, tcfg, work, items):
-    from eosdetect.helper_training import adapt_helper, adaptation_crops
+    from eosdetect.training.helper import adapt_helper, adaptation_crops
 
     base = with_helper(model, pbc_only_helper(model, tcfg, work))
     grades = recipes.bccd_audit_grades()

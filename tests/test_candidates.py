@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from eosdetect.candidates import classical_nuclei, classical_white_cells
+from eosdetect.core.candidates import classical_nuclei, classical_white_cells
 
 
 def _smear():

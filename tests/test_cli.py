@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import disc_image
-from eosdetect.cli import main
+from eosdetect.apps.cli import main
 from eosdetect.io import write_image
 
 
@@ -83,7 +83,7 @@ def test_outputs_follow_an_image_whose_name_became_shared(images, tmp_path, tiny
 def test_renames_that_chain_still_resume(tmp_path, tiny_model_dir, monkeypatch):
     """z/p.png joining makes x/p.png 'x__p', the old name of y/x__p.png: both move, neither is recounted."""
     from eosdetect.models.store import load_model
-    from eosdetect.runner import CountRun, CountSettings
+    from eosdetect.apps.runner import CountRun, CountSettings
 
     monkeypatch.chdir(tmp_path)
     paths = [Path(p) for p in ("x/p.png", "y/x__p.png", "z/p.png")]
@@ -136,7 +136,7 @@ def test_a_model_with_other_weights_is_not_taken_as_done(images, tmp_path, tiny_
 
 
 def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from eosdetect import runner
+    from eosdetect.apps import runner
 
     out_dir = tmp_path / "res"
     real = runner.CountRun.count_image
@@ -160,7 +160,7 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
 
 def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_path, tiny_model_dir, capsys,
                                                                   monkeypatch):
-    from eosdetect import runner
+    from eosdetect.apps import runner
 
     real = runner.CountRun.count_image
 
@@ -182,7 +182,7 @@ def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_p
 def test_interruption_while_an_image_is_being_recorded_keeps_it(images, tmp_path, tiny_model_dir, capsys,
                                                                 monkeypatch):
     """Ctrl-C while the first finished image is being marked done: it is still listed and not redone."""
-    from eosdetect import runner
+    from eosdetect.apps import runner
 
     out_dir = tmp_path / "res"
     real = runner.CountRun._mark_done
@@ -325,7 +325,7 @@ def test_out_of_range_whole_numbers_are_usage_errors(capsys, argv, message):
 
 
 def test_validation_line_says_when_nothing_was_there_to_find():
-    from eosdetect.cli import _validation_line
+    from eosdetect.apps.cli import _validation_line
 
     assert _validation_line({"n_images": 1, "tp": 0, "fp": 2, "fn": 0, "f1": 1.0}).startswith(
         "validation F1 not measured: no labelled cell among the 1 validation image(s) (2 detection(s) there)")
@@ -334,7 +334,7 @@ def test_validation_line_says_when_nothing_was_there_to_find():
 
 
 def test_count_line_names_the_class_in_plural():
-    from eosdetect.cli import _noun
+    from eosdetect.apps.cli import _noun
 
     assert [_noun(1, "eosinophil"), _noun(3, "eosinophil"), _noun(2, "nucleus"), _noun(0, "cells")] == [
         "1 eosinophil", "3 eosinophils", "2 nuclei", "0 cells"]
@@ -447,7 +447,7 @@ def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_mod
     import time
 
     from eosdetect.models.store import load_model
-    from eosdetect.runner import CountRun, CountSettings, ImageRecord
+    from eosdetect.apps.runner import CountRun, CountSettings, ImageRecord
 
     run = CountRun(load_model(tiny_model_dir), tmp_path, CountSettings())
     run.records = [
@@ -520,7 +520,7 @@ def test_folders_counted_from_inside_each_keep_their_results(tmp_path, tiny_mode
 
 
 def test_output_names_unique_after_cleaning_and_short(tmp_path):
-    from eosdetect.runner import MAX_NAME_BYTES, output_names
+    from eosdetect.apps.runner import MAX_NAME_BYTES, output_names
 
     names = output_names([Path("d/t:1.png"), Path("d/t_1.png")])
     assert names == ["t_1", "t_1__2"]
@@ -553,7 +553,7 @@ def test_an_early_interrupt_or_sigterm_stops_without_a_traceback(tmp_path, monke
     import os
     import signal
 
-    import eosdetect.cli as cli
+    import eosdetect.apps.cli as cli
 
     def interrupted(*a):
         raise KeyboardInterrupt
@@ -574,7 +574,7 @@ def test_readme_quick_start_counts_the_drawn_eosinophils(tmp_path):
     """The README's first command, on the shipped synthetic samples: the bundled
     model counts the eosinophils drawn (data/samples/truth.csv), where they are,
     and none of the neutrophils."""
-    from eosdetect.metrics import match_points
+    from eosdetect.core.metrics import match_points
 
     samples = Path(__file__).resolve().parent.parent / "data" / "samples"
     assert main(["count", str(samples), "-o", str(tmp_path)]) == 0

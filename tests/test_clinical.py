@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eosdetect.clinical import hpf_summary
+from eosdetect.core.clinical import hpf_summary
 
 
 def test_photo_is_one_hpf():
@@ -64,7 +64,7 @@ def test_peak_is_the_best_window_anywhere(seed):
 
 
 def test_many_cells_use_the_fine_grid_and_find_the_cluster(monkeypatch):
-    import eosdetect.clinical as clinical
+    import eosdetect.core.clinical as clinical
 
     monkeypatch.setattr(clinical, "EXACT_PEAK_MAX_CELLS", 0)  # the path taken beyond 5000 cells
     rng = np.random.default_rng(2)
@@ -74,7 +74,7 @@ def test_many_cells_use_the_fine_grid_and_find_the_cluster(monkeypatch):
 
 
 def test_a_field_smaller_than_a_pixel_on_the_fine_grid(monkeypatch):
-    import eosdetect.clinical as clinical
+    import eosdetect.core.clinical as clinical
 
     monkeypatch.setattr(clinical, "EXACT_PEAK_MAX_CELLS", 0)
     xy = np.array([[10.2, 10.2], [10.4, 10.4], [50, 50]])

@@ -12,13 +12,13 @@ import pickle
 import numpy as np
 import pytest
 
-from eosdetect.cli import main
-from eosdetect.differential import Differential, class_column, class_columns
+from eosdetect.apps.cli import main
+from eosdetect.core.differential import Differential, class_column, class_columns
 from eosdetect.io import encode_png, read_image, write_image
 from eosdetect.models.config import ModelConfig, Thresholds
-from eosdetect.models.store import Model
-from eosdetect.overlay import COUNTED, REJECTED, class_colours
-from eosdetect.runner import COUNT_COLUMNS, CountRun, CountSettings, ImageRecord, analyse_image, count_columns
+from eosdetect.models.model import Model
+from eosdetect.analysis.overlay import COUNTED, REJECTED, class_colours
+from eosdetect.apps.runner import COUNT_COLUMNS, CountRun, CountSettings, ImageRecord, analyse_image, count_columns
 
 CLASSES = ["eosinophil", "neutrophil", "lymphocyte", "other"]
 BACKGROUND = (235, 225, 230)
@@ -77,8 +77,7 @@ def fake_model(folder, classes=CLASSES, not_in=("other",), name="fake-differenti
     model._predict_fn = dark_is_cell
     model._class_probs_fn = by_centre_colour
     if not classes:
-        model._class_probs_fn = None
-        model._classify_fn = lambda crops: by_centre_colour(crops)[:, 0]
+        model._class_probs_fn = lambda crops: by_centre_colour(crops)[:, :1]
     return model
 
 
@@ -281,7 +280,7 @@ def test_a_slide_sums_the_class_counts_of_its_blocks(model, tmp_path):
     differential is the whole image's: each cell counted by the block that holds its centre."""
     tifffile = pytest.importorskip("tifffile")
     pytest.importorskip("zarr")
-    from eosdetect.wsi import count_slide
+    from eosdetect.models.slides import detect_slide
 
     img = np.concatenate([np.concatenate([smear(), smear()[:, ::-1]], axis=1)] * 2, axis=0)  # 200 x 300
     path = tmp_path / "slide.tif"
@@ -290,7 +289,7 @@ def test_a_slide_sums_the_class_counts_of_its_blocks(model, tmp_path):
         tif.write(img[::2, ::2].copy(), tile=(64, 64), subfiletype=1, photometric="rgb")
     whole = analyse_image(model, img, overlay=False).differential
     assert whole.counts == {k: 4 * v for k, v in EXPECTED.items()}
-    sc = count_slide(model, path, block_px=48)
+    sc = detect_slide(model, path, block_px=48)
     assert sc.blocks > 12 and sc.differential == whole
     assert sc.differential.counts["eosinophil"] == len(sc.detections) and sum(whole.counts.values()) == sc.candidates
     # and through eosdetect count's runner, into counts.csv
@@ -304,7 +303,7 @@ def test_a_slide_sums_the_class_counts_of_its_blocks(model, tmp_path):
 
 def test_class_counts_travel_back_from_a_cluster_worker(model, tmp_path, monkeypatch):
     """What a worker sends back (pickled) carries the class counts into counts.csv."""
-    import eosdetect.distributed as dist
+    import eosdetect.apps.distributed as dist
 
     monkeypatch.setattr(dist, "_worker_model", lambda key, files: model)
     res = dist.count_bytes("k", {}, encode_png(smear()), "a.png", {
@@ -325,7 +324,7 @@ def test_class_counts_travel_back_from_a_cluster_worker(model, tmp_path, monkeyp
 @pytest.mark.slow
 def test_a_cluster_run_writes_the_class_counts(model, images, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    import eosdetect.distributed as dist
+    import eosdetect.apps.distributed as dist
 
     monkeypatch.setattr(dist, "_worker_model", lambda key, files: model)  # in-process workers see the stand-in
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
@@ -344,7 +343,7 @@ def test_a_cluster_run_writes_the_class_counts(model, images, tmp_path, monkeypa
 
 
 class OneModel:
-    """Quacks like eosdetect.server.ModelRegistry, serving one model."""
+    """Quacks like eosdetect.apps.server.ModelRegistry, serving one model."""
 
     def __init__(self, model):
         self.model, self.names, self.default, self.loaded = model, [model.name], model.name, [model.name]
@@ -361,7 +360,7 @@ def _post(model, **query):
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from eosdetect.server import ServeSettings, create_app
+    from eosdetect.apps.server import ServeSettings, create_app
 
     app = create_app(ServeSettings(), registry=OneModel(model))
     with TestClient(app) as client:
@@ -373,7 +372,7 @@ def _post(model, **query):
 
 
 def test_api_answers_the_differential(model):
-    from eosdetect.server import CountOut
+    from eosdetect.apps.server import CountOut
 
     d, schema = _post(model)
     assert d["count"] == 2
@@ -394,5 +393,5 @@ def test_api_answers_of_other_models_are_unchanged(tmp_path):
 def test_web_page_shows_the_differential_table():
     from importlib import resources
 
-    page = resources.files("eosdetect.web").joinpath("index.html").read_text(encoding="utf-8")
+    page = resources.files("eosdetect.apps.web").joinpath("index.html").read_text(encoding="utf-8")
     assert "d.differential" in page and "differentialTable" in page and "% of white cells" in page

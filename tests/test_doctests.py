@@ -7,16 +7,16 @@ import pytest
 
 MODULES = [
     "eosdetect.io",
-    "eosdetect.tiling",
-    "eosdetect.postprocess",
-    "eosdetect.metrics",
-    "eosdetect.clinical",
-    "eosdetect.differential",
-    "eosdetect.overlay",
+    "eosdetect.core.tiling",
+    "eosdetect.core.postprocess",
+    "eosdetect.core.metrics",
+    "eosdetect.core.clinical",
+    "eosdetect.core.differential",
+    "eosdetect.analysis.overlay",
     "eosdetect.models.config",
     "eosdetect.models.helper_cnn",
     "eosdetect.annotations.masks",
-    "eosdetect.recipes",
+    "eosdetect.training.recipes",
 ]
 
 

@@ -47,7 +47,7 @@ def test_multiclass_network_gives_probabilities_per_class():
 
 
 def test_crop_augment_keeps_its_input_and_repeats_with_a_seed():
-    from eosdetect.augment import crop_augment
+    from eosdetect.training.augment import crop_augment
 
     big = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     before = big.copy()
@@ -60,7 +60,7 @@ def test_crop_augment_keeps_its_input_and_repeats_with_a_seed():
 
 
 def test_crop_augment_without_jitter_is_the_centre():
-    from eosdetect.augment import crop_augment
+    from eosdetect.training.augment import crop_augment
 
     big = np.zeros((40, 40, 3), np.uint8)
     big[12:28, 12:28] = 200  # a square filling the centre 16 x 16
@@ -73,7 +73,7 @@ def test_crop_augment_without_jitter_is_the_centre():
 
 
 def test_cropset_targets_subset_and_concat():
-    from eosdetect.helper_training import CropSet
+    from eosdetect.training.helper import CropSet
 
     a = CropSet(np.zeros((3, 20, 20, 3)), [0, 1, 2], sources=["x"] * 3)
     b = CropSet(np.zeros((2, 24, 24, 3)), [1, 1], soft=[[0, 0.5, 0.5], [0, 1, 0]])
@@ -87,7 +87,7 @@ def test_cropset_targets_subset_and_concat():
 
 
 def test_soft_targets_leave_out_the_counted_class():
-    from eosdetect.helper_training import soft_not_counted
+    from eosdetect.training.helper import soft_not_counted
 
     out = soft_not_counted(np.array([[1.0, 0.0, 0.0], [0.2, 0.6, 0.2]]), 0)
     np.testing.assert_allclose(out, [[0, 0.5, 0.5], [0, 0.75, 0.25]])
@@ -113,7 +113,7 @@ def _discs(n_images=6, seed=0):
 def _disc_finder(helper=None):
     from eosdetect.models.config import Thresholds
     from eosdetect.models.helper_cnn import build_helper
-    from eosdetect.models.store import Model
+    from eosdetect.models.model import Model
     from eosdetect.models.unet import build_unet
 
     cfg = _config()
@@ -124,8 +124,8 @@ def _disc_finder(helper=None):
 
 
 def test_training_learns_the_classes_of_crops(tmp_path):
-    from eosdetect.helper_training import CropSet, predict_crops, train_multiclass_helper
-    from eosdetect.train import TrainConfig
+    from eosdetect.training.helper import CropSet, predict_crops, train_multiclass_helper
+    from eosdetect.training.train import TrainConfig
 
     rng = np.random.default_rng(0)
     crops, labels = [], []
@@ -146,11 +146,10 @@ def test_training_learns_the_classes_of_crops(tmp_path):
 
 def test_adapt_model_writes_a_folder_that_counts_the_new_class(tmp_path):
     """A random helper, adapted on labelled red discs, counts red discs and not purple ones."""
-    from eosdetect.helper_training import adapt_model
-    from eosdetect.labelset import LabelledImage
+    from eosdetect.training.helper import adapt_model
+    from eosdetect.training.labelset import LabelledImage
     from eosdetect.models.store import load_model
-    from eosdetect.predict import detect
-    from eosdetect.train import TrainConfig
+    from eosdetect.training.train import TrainConfig
 
     items = []
     for i, (img, kinds) in enumerate(_discs()):
@@ -169,17 +168,17 @@ def test_adapt_model_writes_a_folder_that_counts_the_new_class(tmp_path):
     model._predict_fn = base.predict_fn  # the disc-finding stand-in for the U-Net
     assert model.config.helper_classes == CLASSES and model.config.training["adapted"]
     img, kinds = _discs(1, seed=5)[0]
-    res = detect(model, img)
+    res = model.detect(img)
     assert res.count == sum(red for red, _, _ in kinds)
-    from eosdetect.differential import differential_of
+    from eosdetect.core.differential import differential_of
 
     assert differential_of(res, model.config).counts["eos"] == res.count
     assert "Adapted to a new lab" in model.card
 
 
 def test_adapt_refuses_labels_without_other_cells(tmp_path):
-    from eosdetect.helper_training import adapt_model
-    from eosdetect.labelset import LabelledImage
+    from eosdetect.training.helper import adapt_model
+    from eosdetect.training.labelset import LabelledImage
 
     img, kinds = _discs(1)[0]
     pts = np.array([(c, r) for _, c, r in kinds], float)
@@ -207,7 +206,7 @@ def _voc_folder(root):
 
 def test_adapt_command_writes_a_model_folder(tmp_path, monkeypatch, capsys):
     import eosdetect.models.store as store
-    from eosdetect.cli import main
+    from eosdetect.apps.cli import main
 
     real_load = store.load_model
     base = _disc_finder()
@@ -227,7 +226,7 @@ def test_adapt_command_writes_a_model_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_adapt_command_refuses_a_model_without_a_multiclass_helper(tmp_path, tiny_model_dir, capsys):
-    from eosdetect.cli import main
+    from eosdetect.apps.cli import main
 
     imgs, labs = _voc_folder(tmp_path)
     assert main(["adapt", "--images", str(imgs), "--labels", str(labs), "-m", str(tiny_model_dir),

@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import disc_image
 from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
 from eosdetect.errors import ConfigError, InputError
-from eosdetect.labelset import eval_item, load_labelled, split_names, target_labels, training_sample
+from eosdetect.training.labelset import eval_item, load_labelled, split_names, target_labels, training_sample
 from eosdetect.models.config import ModelConfig
 
 
@@ -226,7 +226,7 @@ def test_subset_and_unknown_format(tmp_path):
 
 def test_targets_from_points_boxes_and_masks():
     cfg = ModelConfig(pixel_size_um=1.0, input_pixel_size_um=1.0, cell_diameter_um=8, tile_size=64, unet_depth=2)
-    from eosdetect.labelset import LabelledImage
+    from eosdetect.training.labelset import LabelledImage
 
     img = np.zeros((20, 30, 3), np.uint8)
     pts = LabelledImage("p", None, None, img, np.array([[5.0, 10.0], [11.0, 10.0]]))

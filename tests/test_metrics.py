@@ -1,6 +1,6 @@
 import numpy as np
 
-from eosdetect.metrics import match_points, summarize
+from eosdetect.core.metrics import match_points, summarize
 
 
 def test_one_to_one_by_radius():
@@ -38,7 +38,7 @@ def test_empty_cases_and_scores():
 
 def test_reports_leave_undefined_rates_blank():
     """Nothing detected: no precision (not a perfect 1.0); nothing to find: no recall."""
-    from eosdetect.metrics import fmt_rate, summarize
+    from eosdetect.core.metrics import fmt_rate, summarize
 
     missed = match_points([], [[1, 1]])
     assert missed.rates() == {"precision": None, "recall": 0.0, "f1": 0.0}

@@ -96,7 +96,7 @@ def test_bundled_models_are_complete():
 
 
 def test_model_card_shows_the_recorded_cross_validation():
-    from eosdetect.recipes import model_card
+    from eosdetect.training.recipes import model_card
 
     model = load_model("eosinophil-smear")
     metrics = json.loads((model.path / "metrics.json").read_text())
@@ -111,7 +111,7 @@ def test_model_card_shows_the_recorded_cross_validation():
 def test_model_card_of_a_model_sized_in_pixels_and_an_unfitted_helper():
     import dataclasses
 
-    from eosdetect.recipes import model_card
+    from eosdetect.training.recipes import model_card
 
     model = load_model("eosinophil-smear")
     metrics = json.loads((model.path / "metrics.json").read_text())
@@ -150,7 +150,7 @@ def _disc_crops(colours, n=32, radius=9, seed=0):
 def test_colour_features_describe_the_stained_centre():
     import numpy as np
 
-    from eosdetect.models.helper_cnn import N_COLOUR_FEATURES, colour_features
+    from eosdetect.core.colour import N_COLOUR_FEATURES, colour_features
 
     crops = _disc_crops([(225, 225, 225), (215, 80, 50), (95, 45, 150)])  # empty, orange-red, purple
     f = colour_features(crops)
@@ -171,7 +171,7 @@ def test_colour_helper_trains_saves_and_loads(tmp_path):
     from eosdetect.models.config import ModelConfig, Thresholds
     from eosdetect.models.store import save_model
     from eosdetect.models.unet import build_unet
-    from eosdetect.train import TrainConfig, train_helper
+    from eosdetect.training.train import TrainConfig, train_helper
 
     cfg = ModelConfig(name="colour", unet_depth=2, unet_base_filters=4, tile_size=64, helper_enabled=True,
                       helper_kind="colour", helper_crop_size=24)
@@ -188,7 +188,7 @@ def test_colour_helper_trains_saves_and_loads(tmp_path):
     loaded = load_model(path)
     assert loaded.config.helper_kind == "colour"
     assert (path / "helper.weights.h5").stat().st_size < 50_000
-    p = loaded.classify_fn(crops[16:, 4:28, 4:28].astype(np.float32) / 255)
+    p = loaded.class_probs_fn(crops[16:, 4:28, 4:28].astype(np.float32) / 255)[:, 0]
     assert p.shape == (8,) and p[y[16:] == 1].min() > 0.8 and p[y[16:] == 0].max() < 0.2
 
 
@@ -199,7 +199,8 @@ def test_white_balance_undoes_a_colour_cast():
     import numpy as np
 
     from eosdetect.models.config import ModelConfig
-    from eosdetect.models.helper_cnn import apply_gains, background_gains, helper_view
+    from eosdetect.core.colour import apply_gains, background_gains
+    from eosdetect.models.crops import helper_view
 
     rng = np.random.default_rng(0)
     smear = np.empty((120, 160, 3))
@@ -222,18 +223,18 @@ def test_white_balance_undoes_a_colour_cast():
         assert np.abs(again.astype(int) - balanced).max() <= 3, cast
     cfg = ModelConfig(pixel_size_um=1.0, input_pixel_size_um=1.0, helper_enabled=True, helper_pixel_size_um=1.0,
                       helper_white_balance=True)
-    view = helper_view(smear, cfg, model_view=smear)
+    view = helper_view(smear, cfg, model_view=smear).image
     np.testing.assert_array_equal(view, balanced)
     assert view is not smear and smear[0, 0, 0] != view[0, 0, 0]  # the U-Net's input is left alone
     plain = dataclasses.replace(cfg, helper_white_balance=False)
-    assert helper_view(smear, plain, model_view=smear) is smear
-    np.testing.assert_array_equal(helper_view(smear, cfg, gains=(1, 1, 1)), smear)  # a slide's own gains win
+    assert helper_view(smear, plain, model_view=smear).image is smear
+    np.testing.assert_array_equal(helper_view(smear, cfg, gains=(1, 1, 1)).image, smear)  # a slide's own gains win
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")))
 def test_shipped_configs_are_valid(path):
     """Every YAML in configs/ loads; a bundled model's config.json is what its YAML describes."""
-    from eosdetect.train import TrainConfig, load_config_file
+    from eosdetect.training.train import TrainConfig, load_config_file
 
     cfg = load_config_file(path)
     model = ModelConfig.from_dict(cfg.get("model", {}), source=path)
@@ -252,8 +253,8 @@ def test_colour_helper_ignores_a_feature_constant_in_training(tmp_path):
     import numpy as np
 
     from eosdetect.models.config import ModelConfig
-    from eosdetect.models.helper_cnn import colour_features
-    from eosdetect.train import TrainConfig, train_helper
+    from eosdetect.core.colour import colour_features
+    from eosdetect.training.train import TrainConfig, train_helper
 
     cfg = ModelConfig(helper_enabled=True, helper_kind="colour", helper_crop_size=24)
     y = np.array([1, 0] * 16)

@@ -1,8 +1,8 @@
 import numpy as np
 
 from conftest import disc_image
-from eosdetect.overlay import COUNTED, REJECTED, draw_overlay
-from eosdetect.postprocess import detections_from_labels
+from eosdetect.analysis.overlay import COUNTED, REJECTED, draw_overlay
+from eosdetect.core.postprocess import detections_from_labels
 
 
 def _near(img, colour, tol=40):
@@ -65,7 +65,7 @@ def test_numbers_at_the_right_edge_stay_whole():
 def test_output_names_disambiguate():
     from pathlib import Path
 
-    from eosdetect.runner import output_names
+    from eosdetect.apps.runner import output_names
 
     names = output_names([Path("a/x.png"), Path("b/x.png"), Path("c/y.png"), Path("z/x.jpg")])
     assert names[2] == "y" and len(set(names)) == 4 and names[0] == "a__x"

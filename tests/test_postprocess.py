@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eosdetect.postprocess import Detections, detections_from_labels, filter_by_area, segment
+from eosdetect.core.postprocess import Detections, detections_from_labels, filter_by_area, segment
 
 
 def two_discs(gap=0):

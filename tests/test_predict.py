@@ -5,17 +5,16 @@ import pytest
 
 from conftest import disc_image
 from eosdetect.models.config import ModelConfig, Thresholds
-from eosdetect.predict import detect
+from eosdetect.models.model import Model
 
 
-class DarkIsCell:
-    """Quacks like eosdetect.models.store.Model; its 'U-Net' marks dark pixels."""
-
-    def __init__(self, **cfg):
-        self.config = ModelConfig(unet_depth=2, tile_size=64, **cfg)
-        self.thresholds = Thresholds(min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5)
-        self.predict_fn = lambda batch: (batch.mean(axis=-1) < 0.6).astype(np.float32)
-        self.classify_fn = None
+def DarkIsCell(**cfg) -> Model:
+    """A model whose 'U-Net' marks dark pixels (no network)."""
+    return Model.from_functions(
+        ModelConfig(unet_depth=2, tile_size=64, **cfg),
+        Thresholds(min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5),
+        lambda batch: (batch.mean(axis=-1) < 0.6).astype(np.float32),
+    )
 
 
 CENTRES = ((20, 20), (40, 52), (15, 60))  # (row, col)
@@ -23,7 +22,7 @@ CENTRES = ((20, 20), (40, 52), (15, 60))  # (row, col)
 
 def test_detections_at_model_scale():
     model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
-    res = detect(model, disc_image(centres=CENTRES, radius=6))
+    res = model.detect(disc_image(centres=CENTRES, radius=6))
     found = sorted(map(tuple, np.round(res.detections.xy).astype(int)))
     assert found == sorted((c, r) for r, c in CENTRES)
     assert res.count == 3 and res.scale == 1.0
@@ -38,7 +37,7 @@ def test_pixel_size_rescales_and_reports_input_pixels(pixel_size, zoom):
     model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
     img = disc_image(centres=CENTRES, radius=6)
     big = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
-    res = detect(model, big, pixel_size_um=pixel_size)
+    res = model.detect(big, pixel_size_um=pixel_size)
     assert res.scale == pytest.approx(pixel_size) and res.labels.shape == img.shape[:2]
     expected = sorted(((c + 0.5) * zoom - 0.5, (r + 0.5) * zoom - 0.5) for r, c in CENTRES)
     got = sorted(map(tuple, res.detections.xy))
@@ -53,7 +52,7 @@ def test_a_model_sized_in_pixels_is_not_rescaled_by_a_pixel_size():
     model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0, pixel_size_measured=False)
     assert model.config.sizes_in_pixels
     img = disc_image(centres=CENTRES, radius=6)
-    plain, given = detect(model, img), detect(model, img, pixel_size_um=0.25)
+    plain, given = model.detect(img), model.detect(img, pixel_size_um=0.25)
     assert given.scale == 1.0 and given.count == plain.count == 3
     np.testing.assert_array_equal(given.detections.xy, plain.detections.xy)
     assert given.pixel_size_um == 0.25  # kept for densities
@@ -65,7 +64,7 @@ def test_a_model_sized_in_pixels_is_not_rescaled_by_a_pixel_size():
 def test_rows_and_columns_are_scaled_back_apart():
     """1003 rows at scale 0.25 become 251 (not 250.75): rows map back by 1003/251, columns by 640/160."""
     model = DarkIsCell(pixel_size_um=0.24, input_pixel_size_um=0.06)
-    res = detect(model, np.zeros((1003, 640, 3), np.uint8))  # one cell filling the image
+    res = model.detect(np.zeros((1003, 640, 3), np.uint8))  # one cell filling the image
     (x, y, *_rest, xmax, ymax), = res.detections.rows()
     assert res.labels.shape == (251, 160)
     assert (x, y) == pytest.approx((319.5, 501.0)) and (xmax, ymax) == (640, 1003)
@@ -74,15 +73,15 @@ def test_rows_and_columns_are_scaled_back_apart():
 def test_tiled_path_gives_same_detections():
     model = DarkIsCell(pixel_size_um=1.0, input_pixel_size_um=1.0)
     img = disc_image(shape=(150, 170), centres=((20, 20), (75, 80), (130, 150), (30, 140)), radius=7)
-    whole = detect(model, img)
+    whole = model.detect(img)
     model.config.tile_whole_max_pixels = 100  # force tiles of 64 px
-    tiled = detect(model, img)
+    tiled = model.detect(img)
     np.testing.assert_allclose(sorted(map(tuple, whole.detections.xy)), sorted(map(tuple, tiled.detections.xy)))
 
 
 def test_bad_image_type():
     with pytest.raises(ValueError, match="uint8 RGB"):
-        detect(DarkIsCell(), np.zeros((10, 10), np.uint8))
+        DarkIsCell().detect(np.zeros((10, 10), np.uint8))
 
 
 def test_two_stage_helper_decides_which_cells_count():
@@ -92,9 +91,9 @@ def test_two_stage_helper_decides_which_cells_count():
     yy, xx = np.mgrid[:64, :80]
     img[(yy - 40) ** 2 + (xx - 52) ** 2 <= 36] = (150, 30, 30)  # a red cell
     # 'helper': the centre of the crop is more red than blue
-    model.classify_fn = lambda crops: (crops[:, 6:10, 6:10, 0].mean((1, 2)) > crops[:, 6:10, 6:10, 2].mean((1, 2)) + 0.1
-                                       ).astype(np.float32)
-    res = detect(model, img)
+    model._class_probs_fn = lambda crops: (crops[:, 6:10, 6:10, 0].mean((1, 2)) > crops[:, 6:10, 6:10, 2].mean((1, 2))
+                                           + 0.1).astype(np.float32)[:, None]
+    res = model.detect(img)
     assert len(res.candidates) == 2 and res.count == 1
     assert tuple(np.round(res.detections.xy[0])) == (52, 40)
     assert sorted(res.candidates.score) == [0.0, 1.0]

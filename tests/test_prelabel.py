@@ -5,23 +5,21 @@ import pytest
 from PIL import Image
 
 from eosdetect.annotations.voc import VocAnnotation, VocObject, read_voc, write_voc
-from eosdetect.cli import main
+from eosdetect.apps.cli import main
 from eosdetect.models.config import ModelConfig, Thresholds
-from eosdetect.prelabel import PrelabelSettings, prelabel_all, prelabel_image
+from eosdetect.models.model import Model
+from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, prelabel_image
 
 DARK, PALE = (20, 20, 20), (120, 100, 120)  # U-Net "probability" about 0.92 and 0.56
 
 
-class GreyIsProbability:
-    """Stands in for a Model: the 'U-Net' gives 1 - brightness on non-background pixels."""
-
-    def __init__(self):
-        self.config = ModelConfig(unet_depth=2, tile_size=64, pixel_size_um=1.0, input_pixel_size_um=1.0,
-                                  class_name="eosinophil")
-        self.thresholds = Thresholds(prob_threshold=0.5, min_distance_um=3, smooth_um=0.5, seed_h_um=0.5,
-                                     min_area_um2=5)
-        self.predict_fn = lambda b: np.where(b.mean(axis=-1) < 0.8, 1 - b.mean(axis=-1), 0).astype(np.float32)
-        self.classify_fn = None
+def GreyIsProbability() -> Model:
+    """A model whose 'U-Net' gives 1 - brightness on non-background pixels (no network)."""
+    return Model.from_functions(
+        ModelConfig(unet_depth=2, tile_size=64, pixel_size_um=1.0, input_pixel_size_um=1.0, class_name="eosinophil"),
+        Thresholds(prob_threshold=0.5, min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5),
+        lambda b: np.where(b.mean(axis=-1) < 0.8, 1 - b.mean(axis=-1), 0).astype(np.float32),
+    )
 
 
 def _image(path, discs):

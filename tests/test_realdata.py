@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def nuclei_items():
-    from eosdetect import recipes, shared_data
+    from eosdetect.training import recipes
+    from eosdetect.training import shared_data
 
     _, val = shared_data.monuseg_split(shared_data.load_monuseg())
     return [recipes.nuclei_eval_item(i) for i in val]
@@ -21,14 +22,15 @@ def nuclei_items():
 
 @pytest.fixture(scope="module")
 def smear_items():
-    from eosdetect import recipes, shared_data
+    from eosdetect.training import recipes
+    from eosdetect.training import shared_data
 
     _, val = shared_data.bccd_split(shared_data.load_bccd(), 0)
     return [recipes.smear_eval_item(i) for i in val if i.subtype is not None]
 
 
 def test_nuclei_model_on_monuseg_validation(nuclei_items):
-    from eosdetect.evaluation import evaluate_model
+    from eosdetect.training.evaluation import evaluate_model
     from eosdetect.models.store import load_model
 
     model = load_model("nuclei-he")
@@ -39,7 +41,7 @@ def test_nuclei_model_on_monuseg_validation(nuclei_items):
 
 
 def test_eosinophil_model_on_bccd_validation(smear_items):
-    from eosdetect.evaluation import evaluate_model
+    from eosdetect.training.evaluation import evaluate_model
     from eosdetect.models.store import load_model
 
     model = load_model("eosinophil-smear")
@@ -53,7 +55,7 @@ def test_count_cli_on_real_smears(tmp_path, smear_items, capsys):
     """The user's journey on real photos: counts.csv agrees with the evaluation."""
     import csv
 
-    from eosdetect.cli import main
+    from eosdetect.apps.cli import main
     from eosdetect.io import write_image
 
     folder = tmp_path / "smears"
@@ -64,13 +66,12 @@ def test_count_cli_on_real_smears(tmp_path, smear_items, capsys):
     rows = list(csv.DictReader(open(tmp_path / "out" / "counts.csv")))
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
     from eosdetect.models.store import load_model
-    from eosdetect.predict import detect
 
     # the command counts exactly what the evaluated pipeline detects on the same pixels
     model = load_model("eosinophil-smear")
     by_name = {r["image"].replace("\\", "/").rsplit("/", 1)[-1]: int(r["count"]) for r in rows}
     for it in picked:
-        assert by_name[it.name.replace(".jpg", ".png")] == len(detect(model, it.image).detections), it.name
+        assert by_name[it.name.replace(".jpg", ".png")] == len(model.detect(it.image).detections), it.name
     # the first labelled eosinophil of the fold has orange-red granules and is found; the next two
     # labels look like neutrophils and are not (BCCD's label noise, see the model card)
     assert by_name[picked[0].name.replace(".jpg", ".png")] == 1
@@ -116,7 +117,7 @@ def test_nuclei_error_audit_lands_on_its_committed_cells():
 def test_eosinophil_helper_on_pbc_validation_split():
     """The whole pipeline on PBC's 930 validation cells (another lab, pathologists' labels) gives the
     figures and confusion matrix in metrics.json, and meets the eosinophil F1 >= 0.97 target."""
-    from eosdetect import recipes
+    from eosdetect.training import recipes
     from eosdetect.models.store import load_model
 
     model = load_model("eosinophil-smear")
@@ -132,7 +133,8 @@ def test_eosinophil_helper_on_pbc_validation_split():
 
 def test_eosinophil_helper_on_bccd_validation_fold_judged_with_the_audit():
     """BCCD's fold 0 (not trained on): granular eosinophils found, look-alikes rarely counted, as recorded."""
-    from eosdetect import recipes, shared_data
+    from eosdetect.training import recipes
+    from eosdetect.training import shared_data
     from eosdetect.models.store import load_model
 
     model = load_model("eosinophil-smear")

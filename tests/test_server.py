@@ -18,8 +18,8 @@ from PIL import Image  # noqa: E402
 from eosdetect.annotations.voc import read_voc  # noqa: E402
 from eosdetect.io import read_image  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.runner import analyse_image  # noqa: E402
-from eosdetect.server import Busy, Gate, ModelRegistry, ServeSettings, create_app  # noqa: E402
+from eosdetect.apps.runner import analyse_image  # noqa: E402
+from eosdetect.apps.server import Busy, Gate, ModelRegistry, ServeSettings, create_app  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 SAMPLE = SAMPLES / "synthetic_smear_01.jpg"
@@ -236,7 +236,7 @@ def _png_header(width, height):
 
 def test_huge_image_is_refused_from_its_header_in_a_fresh_process(monkeypatch):
     """Pillow's own bomb check (on until eosdetect.io has read an image) must not hide the size."""
-    from eosdetect.server import TooLarge, read_upload
+    from eosdetect.apps.server import TooLarge, read_upload
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default in a new process
     with pytest.raises(TooLarge, match=r"huge\.png: image of 30000x30000 px \(900\.0 MP\) is over"):
@@ -259,7 +259,7 @@ def test_image_too_large_at_the_models_pixel_size_gets_413(client, url):
 def test_helper_view_counts_towards_the_pixel_limit():
     """A two-stage model also enlarges the image for its helper (0.25 um/px for the eosinophil model, finer
     than its U-Net's 0.32: here the U-Net's 594x594 px fit under the limit, the helper's 760x760 do not)."""
-    from eosdetect.server import TooLarge, read_upload
+    from eosdetect.apps.server import TooLarge, read_upload
 
     model = load_model("eosinophil-smear")
     small = _png(np.full((100, 100, 3), 230, np.uint8))
@@ -279,7 +279,7 @@ def test_multi_page_tiff_upload_decodes_only_the_first_page():
 
     import tifffile
 
-    from eosdetect.server import read_upload
+    from eosdetect.apps.server import read_upload
 
     pages = np.zeros((40, 500, 500, 3), np.uint8)  # 30 MB decoded, 0.75 MB a page
     pages[0, ..., 0] = 200
@@ -374,7 +374,7 @@ def test_nothing_is_left_on_disk(client, monkeypatch, tmp_path):
 def test_serve_port_taken_or_bad_model_dir_is_one_line_error(tmp_path, capsys):
     import socket
 
-    from eosdetect.cli import main
+    from eosdetect.apps.cli import main
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -387,7 +387,7 @@ def test_serve_port_taken_or_bad_model_dir_is_one_line_error(tmp_path, capsys):
 
 
 def test_serve_binds_to_localhost_by_default():
-    from eosdetect.cli import build_parser
+    from eosdetect.apps.cli import build_parser
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8000

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from eosdetect.models.config import ModelConfig
-from eosdetect.tiling import predict_tiled, predict_whole, read_region, tile_grid
+from eosdetect.core.tiling import predict_tiled, predict_whole, read_region, tile_grid
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (37, 101), (64, 64), (65, 200)])

@@ -3,8 +3,9 @@ import pytest
 
 from conftest import disc_image
 from eosdetect.annotations.convert import boxes_to_mask
-from eosdetect.augment import colour_augment, flip_rotate
-from eosdetect.dataset import PatchSampler, Sample, fixed_patches, resize
+from eosdetect.training.augment import colour_augment, flip_rotate
+from eosdetect.training.dataset import PatchSampler, Sample, fixed_patches
+from eosdetect.core.geometry import resize
 
 
 def _sample(seed=0):
@@ -27,7 +28,7 @@ def test_flip_rotate_keeps_image_and_target_aligned():
 
 
 def test_hed_jitter_without_jitter_is_identity():
-    from eosdetect.augment import hed_jitter
+    from eosdetect.training.augment import hed_jitter
 
     rng = np.random.default_rng(3)
     x = rng.uniform(0.05, 1.0, size=(8, 8, 3)).astype(np.float32)
@@ -77,11 +78,11 @@ def test_two_epoch_training_smoke(tmp_path):
     import csv
 
     from eosdetect.models.config import ModelConfig
-    from eosdetect.train import TrainConfig, train_unet
+    from eosdetect.training.train import TrainConfig, train_unet
 
     cfg = ModelConfig(unet_depth=2, unet_base_filters=4, tile_size=64)
     tcfg = TrainConfig(train_epochs=2, train_steps_per_epoch=3, train_batch_size=4, train_patch_size=32)
-    from eosdetect.evaluation import EvalItem
+    from eosdetect.training.evaluation import EvalItem
 
     val = _sample(2)
     items = [EvalItem("v", val.image, val.points, radius_px=4)]
@@ -107,7 +108,7 @@ def test_two_epoch_training_smoke(tmp_path):
 ])
 def test_config_file_mistakes_are_one_line_errors_before_any_training(tmp_path, text, message):
     from eosdetect.errors import ConfigError
-    from eosdetect.train import load_config_file
+    from eosdetect.training.train import load_config_file
 
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -123,7 +124,7 @@ def test_resume_does_not_log_an_epoch_twice(tmp_path):
     so its first row goes (and the best-so-far is read from what stays)."""
     import json
 
-    from eosdetect.train import _callbacks
+    from eosdetect.training.train import _callbacks
 
     log = tmp_path / "unet_log.csv"
     log.write_bytes(b"epoch,loss,val_score\r\n0,0.9,0.1\r\n1,0.8,0.2\r\n2,0.7,0.9\r\n")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import disc_image
-from eosdetect.cli import main
+from eosdetect.apps.cli import main
 
 TINY_CONFIG = """
 model:
@@ -61,8 +61,8 @@ def test_evaluate_writes_full_report(tmp_path, tiny_model_dir, capsys):
         im = Image.open(out / name)
         assert im.size[0] > 50
     # numbers equal the library's evaluation
-    from eosdetect.evaluation import evaluate_model
-    from eosdetect.labelset import eval_item, load_labelled
+    from eosdetect.training.evaluation import evaluate_model
+    from eosdetect.training.labelset import eval_item, load_labelled
     from eosdetect.models.store import load_model
 
     items, _ = load_labelled(imgs, labs, "points")
@@ -115,8 +115,8 @@ def test_train_writes_a_complete_model_folder_that_counts(tmp_path, capsys):
 def test_training_resumes_after_an_interruption(tmp_path):
     import keras
 
-    from eosdetect.labelset import load_labelled
-    from eosdetect.train import train_from_labels
+    from eosdetect.training.labelset import load_labelled
+    from eosdetect.training.train import train_from_labels
 
     imgs, labs = _dataset(tmp_path / "d", n=4)
     items, _ = load_labelled(imgs, labs, "points")
@@ -158,9 +158,9 @@ def test_resume_after_the_unet_finished_keeps_it(tmp_path, monkeypatch):
     import keras
     import yaml
 
-    from eosdetect import evaluation
-    from eosdetect.labelset import load_labelled
-    from eosdetect.train import train_from_labels
+    from eosdetect.training import evaluation
+    from eosdetect.training.labelset import load_labelled
+    from eosdetect.training.train import train_from_labels
 
     imgs, labs = _dataset(tmp_path / "d", n=4)
     items, _ = load_labelled(imgs, labs, "points")
@@ -192,7 +192,7 @@ def test_resume_after_the_unet_finished_keeps_it(tmp_path, monkeypatch):
 def _disc_finder(**cfg):
     """A base model whose 'U-Net' finds every disc."""
     from eosdetect.models.config import ModelConfig, Thresholds
-    from eosdetect.models.store import Model
+    from eosdetect.models.model import Model
     from eosdetect.models.unet import build_unet
 
     cfg = ModelConfig(**{**dict(name="base", unet_depth=2, unet_base_filters=4, tile_size=64, pixel_size_um=1.0,
@@ -206,7 +206,7 @@ def _disc_finder(**cfg):
 def _red_and_purple_discs(root):
     """Six images of three discs; the red ones are labelled "eos" (VOC)."""
     from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
-    from eosdetect.labelset import load_labelled
+    from eosdetect.training.labelset import load_labelled
 
     rng = np.random.default_rng(0)
     imgs, labs = root / "images", root / "labels"
@@ -231,7 +231,7 @@ def test_a_helper_on_a_base_sized_in_pixels_ignores_a_pixel_size(tmp_path):
     """The base was trained without a pixel size: --pixel-size cannot rescale its images, so the
     two-stage model keeps the base's scale and the helper sees the same crops."""
     from eosdetect.models.store import load_model
-    from eosdetect.train import train_helper_from_labels
+    from eosdetect.training.train import train_helper_from_labels
 
     base = _disc_finder(pixel_size_um=2.0, pixel_size_measured=False, helper_pixel_size_um=2.0)
     assert base.config.sizes_in_pixels
@@ -247,7 +247,7 @@ def test_a_helper_on_a_base_sized_in_pixels_ignores_a_pixel_size(tmp_path):
 def test_a_helper_without_negative_examples_is_refused(tmp_path):
     """Every disc labelled "eos" (pre-labels accepted as they are): nothing to tell them apart from."""
     from eosdetect.errors import ConfigError
-    from eosdetect.train import train_helper_from_labels
+    from eosdetect.training.train import train_helper_from_labels
 
     items = _red_and_purple_discs(tmp_path)
     for it in items:  # the purple discs are labelled too
@@ -263,8 +263,8 @@ def test_a_helper_without_negative_examples_is_refused(tmp_path):
 def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
     """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
     from eosdetect.models.store import load_model, with_helper_of
-    from eosdetect.prelabel import PrelabelSettings, prelabel_image
-    from eosdetect.train import train_helper_from_labels
+    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_image
+    from eosdetect.training.train import train_helper_from_labels
 
     base = _disc_finder()
     items = _red_and_purple_discs(tmp_path)
@@ -323,7 +323,7 @@ def test_train_bad_inputs_are_one_line_errors(tmp_path, capsys):
 
 
 def test_pr_curve_leaves_out_thresholds_that_detect_nothing(tmp_path, monkeypatch):
-    from eosdetect.report import _row, plot_pr_curve
+    from eosdetect.training.report import _row, plot_pr_curve
 
     rows = [_row("t", 0.1, {"precision": 0.5, "recall": 0.9, "f1": 0.64, "tp": 9, "fp": 9, "fn": 1}),
             _row("t", 0.9, {"precision": 1.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 10})]
@@ -354,7 +354,7 @@ def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):
 
 
 def test_the_pr_plot_names_thresholds_given_on_the_command_line(tmp_path, tiny_model_dir, monkeypatch):
-    from eosdetect import report
+    from eosdetect.training import report
 
     labels = []
     real = report.plot_pr_curve
@@ -418,7 +418,7 @@ def test_train_without_any_labelled_object_says_so_first(tmp_path, capsys):
 
 def test_train_helper_starts_afresh_after_an_interrupted_run(tmp_path, monkeypatch):
     """Checkpoints an interrupted run left in .train/ must not be resumed by the next run."""
-    import eosdetect.train as train
+    import eosdetect.training.train as train
 
     out = tmp_path / "h"
     stale = out / ".train" / "helper" / "backup" / "stale"

@@ -11,12 +11,13 @@ tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("zarr", reason="zarr is needed to read slide regions (pip install zarr)")
 
 from eosdetect.io import read_image  # noqa: E402
-from eosdetect.metrics import match_points  # noqa: E402
-from eosdetect.models.helper_cnn import background_gains  # noqa: E402
+from eosdetect.core.metrics import match_points  # noqa: E402
+from eosdetect.core.colour import background_gains  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.predict import detect  # noqa: E402
-from eosdetect.runner import CountRun, CountSettings  # noqa: E402
-from eosdetect.wsi import SlideReader, block_geometry, count_slide, is_slide, slide_gains, tissue_mask  # noqa: E402
+from eosdetect.apps.runner import CountRun, CountSettings  # noqa: E402
+from eosdetect.slideio import SlideReader, is_slide  # noqa: E402
+from eosdetect.models.slides import block_geometry, detect_slide, slide_gains  # noqa: E402
+from eosdetect.core.colour import tissue_mask  # noqa: E402
 
 SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))
 GLASS = (243, 242, 245)
@@ -126,12 +127,12 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
     is counted (helper threshold 0), so that there are cells enough on the synthetic
     photos."""
     thr = model.thresholds.replace(helper_threshold=0.0)
-    sc = count_slide(model, slide, block_px=64, thresholds=thr)
+    sc = detect_slide(model, slide, block_px=64, thresholds=thr)
     core, halo = block_geometry(model, 0.08, 64)
     assert core == 256 and halo >= model.config.cell_diameter_um / 0.08
     # a white-balancing helper sees the whole slide balanced alike, by the slide's gains
     assert (sc.gains is not None) == model.config.helper_white_balance
-    whole = detect(model, mosaic, pixel_size_um=0.08, helper_gains=sc.gains, thresholds=thr).detections
+    whole = model.detect(mosaic, pixel_size_um=0.08, helper_gains=sc.gains, thresholds=thr).detections
     assert len(whole) >= 10
     # the test means something only if cells straddle core borders
     crossing = [(x0 // core != (x1 - 1) // core) or (y0 // core != (y1 - 1) // core)
@@ -146,14 +147,14 @@ def test_every_cell_counted_once_across_block_borders(slide, mosaic, model):
 
 
 def test_glass_is_skipped(slide, model):
-    sc = count_slide(model, slide, block_px=64)
+    sc = detect_slide(model, slide, block_px=64)
     assert sc.blocks == 6 * 8 and sc.blocks_with_tissue < sc.blocks
     assert sc.tissue_area_mm2 < 1920 * 1440 * 0.08**2 * 1e-6
 
 
 def test_a_blank_slide_counts_nothing_and_reads_no_block(tmp_path, model):
     p = write_pyramid(tmp_path / "glass.tif", np.full((1024, 1024, 3), GLASS, np.uint8), pixel_size_um=0.08)
-    sc = count_slide(model, p, block_px=64)
+    sc = detect_slide(model, p, block_px=64)
     assert len(sc.detections) == 0 and sc.blocks_with_tissue == 0 and sc.tissue_area_mm2 == 0
 
 
@@ -257,9 +258,9 @@ def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypa
     import signal
     import time
 
-    import eosdetect.predict
+    from eosdetect.models.model import Model
 
-    real, calls = eosdetect.predict.detect, []
+    real, calls = Model.detect, []
 
     def slow_detect(*args, **kwargs):
         calls.append(1)
@@ -268,7 +269,7 @@ def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypa
         time.sleep(0.3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eosdetect.predict, "detect", slow_detect)
+    monkeypatch.setattr(Model, "detect", slow_detect)
     out = tmp_path / "res"
     run = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
     with pytest.raises(KeyboardInterrupt):
@@ -278,7 +279,7 @@ def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypa
     assert len(calls) <= 3
     assert not (out / "mosaic_detections.csv").exists()
     # a re-run counts the slide whole
-    monkeypatch.setattr(eosdetect.predict, "detect", real)
+    monkeypatch.setattr(Model, "detect", real)
     rec = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000)).run([slide])[0]
     assert rec.status == "ok" and (out / "mosaic_detections.csv").is_file()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import InputError
+from eosdetect.errors import InputError
 
 
 def read_label_image(path: str | os.PathLike) -> np.ndarray:

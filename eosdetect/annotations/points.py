@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import write_csv
+from eosdetect.errors import InputError
+from eosdetect.io import write_csv
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
-from ..io import atomic_write_bytes, printable
+from eosdetect.errors import InputError
+from eosdetect.io import atomic_write_bytes, printable
 
 
 @dataclass

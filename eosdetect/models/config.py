@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from ..errors import ConfigError, ModelError
+from eosdetect.errors import ConfigError, ModelError
 
 #: Version of the ``config.json`` layout written by this eosdetect.
 CONFIG_VERSION = 1

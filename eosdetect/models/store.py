@@ -22,28 +22,15 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import ConfigError, InputError, ModelError
-from ..io import atomic_write_text, read_json, write_json
-from .config import ModelConfig, Thresholds
+from eosdetect.errors import ConfigError, InputError, ModelError
+from eosdetect.io import atomic_write_text, read_json, write_json
+from eosdetect.models.config import ModelConfig, Thresholds
+from eosdetect.models.model import HELPER_WEIGHTS, UNET_WEIGHTS, Model
 
 log = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 DEFAULT_MODEL = "eosinophil-smear"
-UNET_WEIGHTS = "weights.weights.h5"
-HELPER_WEIGHTS = "helper.weights.h5"
-
-
-def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
-    """A short hash of the names and bytes of the files in ``folder`` (but ``skip``)."""
-    digest = hashlib.sha1()
-    for p in sorted(Path(folder).iterdir()):
-        if p.is_file() and p.name not in skip:
-            digest.update(os.fsencode(p.name) + b"\0")
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def bundled_names() -> list[str]:
@@ -84,120 +71,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
     )
 
 
-class Model:
-    """A loaded model folder. Networks are built and their weights read on first use."""
-
-    def __init__(self, path: Path, config: ModelConfig, thresholds: Thresholds,
-                 metrics: dict | None = None, card: str = ""):
-        self.path = Path(path)
-        self.config = config
-        self.thresholds = thresholds
-        self.metrics = metrics or {}
-        self.card = card
-        self._unet = None
-        self._helper = None
-        self._predict_fn = None
-        self._classify_fn = None
-        self._class_probs_fn = None
-        self._digest = None
-
-    @classmethod
-    def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> Model:
-        """A model around networks that are already built (e.g. just trained)."""
-        model = cls(Path("<in memory>"), config, thresholds)
-        model._unet = unet
-        model._helper = helper
-        return model
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    def digest(self) -> str | None:
-        """A hash of the model folder's files (weights included); None for a model only in memory.
-        Resume records keep it, so that results of other weights are not taken as done."""
-        if self._digest is None and self.path.is_dir():
-            self._digest = folder_digest(self.path, skip=("MODEL_CARD.md", "metrics.json"))
-        return self._digest
-
-    def __repr__(self) -> str:
-        return f"Model({self.config.name!r} v{self.config.version}, {self.path})"
-
-    # ------------------------------------------------------------------ networks
-    @property
-    def unet(self):
-        if self._unet is None:
-            from .unet import build_unet
-
-            self._unet = build_unet(self.config)
-            _load_weights(self._unet, self.path / UNET_WEIGHTS)
-        return self._unet
-
-    @property
-    def helper(self):
-        if not self.config.helper_enabled:
-            return None
-        if self._helper is None:
-            from .helper_cnn import build_helper
-
-            self._helper = build_helper(self.config)
-            _load_weights(self._helper, self.path / HELPER_WEIGHTS)
-        return self._helper
-
-    @property
-    def predict_fn(self):
-        """``(n, M, N, 3) float32 -> (n, M, N)`` U-Net probabilities."""
-        if self._predict_fn is None:
-            from .unet import make_predict_fn
-
-            self._predict_fn = make_predict_fn(self.unet, tta=self.config.unet_tta)
-        return self._predict_fn
-
-    @property
-    def class_probs_fn(self):
-        """``(n, S, S, 3) float32 -> (n, k)`` helper probabilities (one column per
-        ``helper_classes``, or a single one), or None without a helper."""
-        if self._class_probs_fn is None and self.config.helper_enabled:
-            from .helper_cnn import make_classify_fn
-
-            self._class_probs_fn = make_classify_fn(self.helper, self.config.helper_kind)
-        return self._class_probs_fn
-
-    @property
-    def classify_fn(self):
-        """``(n, S, S, 3) float32 -> (n,)`` helper probabilities of the counted class, or None."""
-        if self._classify_fn is None and self.config.helper_enabled:
-            probs_fn, column = self.class_probs_fn, self.config.counted_class_index
-
-            def classify(batch):
-                return probs_fn(batch)[:, column]
-
-            self._classify_fn = classify
-        return self._classify_fn
-
-    def summary(self) -> dict:
-        """Name, version, classes and headline metrics (for listings and summary.json)."""
-        return {
-            "name": self.config.name,
-            "version": self.config.version,
-            "class_name": self.config.class_name,
-            "path": str(self.path),
-            "pixel_size_um": self.config.pixel_size_um,
-            "input_pixel_size_um": self.config.input_pixel_size_um,
-            "two_stage": self.config.helper_enabled,
-            "classes": list(self.config.helper_classes) if self.config.multiclass else [self.config.class_name],
-        }
-
-
-def _load_weights(network, path: Path) -> None:
-    if not path.is_file():
-        raise ModelError(f"{path}: weights file is missing")
-    try:
-        network.load_weights(str(path))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
-
-
 def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     """Load a bundled model by name, or a model folder by path (default: the bundled default)."""
     path = resolve_model_dir(name_or_path)
@@ -230,8 +103,8 @@ def save_model(
     Only the networks' weights are stored (no optimizer state), in freshly
     built networks, so the files stay small and load into :func:`load_model`.
     """
-    from .helper_cnn import build_helper
-    from .unet import build_unet
+    from eosdetect.models.helper_cnn import build_helper
+    from eosdetect.models.unet import build_unet
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

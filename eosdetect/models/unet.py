@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ModelConfig
+from eosdetect.models.config import ModelConfig
 
 
 def build_unet(config: ModelConfig, *, seed: int | None = None):

@@ -8,7 +8,7 @@ marks the image done; a re-run with the same settings skips done images
 image is recorded with its error and the others carry on.
 
 With a multi-class helper (``ModelConfig.multiclass``) every image also gets
-its white-cell differential (:mod:`eosdetect.differential`): one
+its white-cell differential (:mod:`eosdetect.core.differential`): one
 ``n_<class>`` column per class at the end of ``counts.csv`` (kept in the
 resume records with the rest of the row), their sum in ``summary.json``'s
 ``differential``, and each candidate outlined in its class's colour on the
@@ -32,15 +32,15 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
-from .differential import Differential, class_columns, differential_of
-from .errors import EosdetectError, InputError
-from .io import RUN_RECORD_DIR, atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
-from .models.config import Thresholds
-from .overlay import class_colours, draw_overlay
-from .postprocess import DETECTION_COLUMNS
-from .predict import Result, detect
+from eosdetect import __version__
+from eosdetect.core.clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
+from eosdetect.core.differential import Differential, class_columns, differential_of
+from eosdetect.errors import EosdetectError, InputError
+from eosdetect.io import RUN_RECORD_DIR, atomic_write_bytes, is_grey, read_image, read_json, write_csv, write_image, write_json
+from eosdetect.models.config import Thresholds
+from eosdetect.analysis.overlay import class_colours, draw_overlay
+from eosdetect.core.postprocess import DETECTION_COLUMNS
+from eosdetect.models.model import Result
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ TABLES_EVERY_S = 2.0
 
 def count_columns(config) -> tuple[str, ...]:
     """The columns of counts.csv for a model: :data:`COUNT_COLUMNS`, then, with a multi-class
-    helper, one ``n_<class>`` per class (:func:`eosdetect.differential.class_columns`)."""
+    helper, one ``n_<class>`` per class (:func:`eosdetect.core.differential.class_columns`)."""
     return COUNT_COLUMNS + class_columns(config)
 
 
@@ -74,12 +74,12 @@ class CountSettings:
     overlay: bool = True
     overwrite: bool = False
     #: Whole-slide images: block side at the model's scale, and the pyramidal-TIFF size
-    #: from which a TIFF is counted block by block (see :mod:`eosdetect.wsi`).
+    #: from which a TIFF is counted block by block (see :mod:`eosdetect.models.slides`).
     slide_block: int = 1024
     slide_min_pixels: int = 64_000_000
     #: Images counted at once in threads (0: :func:`default_workers`).
     workers: int = 0
-    #: A Dask scheduler address (``tcp://host:8786``): count on that cluster (see :mod:`eosdetect.distributed`).
+    #: A Dask scheduler address (``tcp://host:8786``): count on that cluster (see :mod:`eosdetect.apps.distributed`).
     scheduler: str | None = None
 
 
@@ -185,7 +185,7 @@ def analyse_image(
 
     ``source`` names the image in errors (a path or an upload's file name).
     ``threshold`` is the per-HPF count that raises the flag (``None``: the
-    model's default, see :func:`eosdetect.clinical.default_flag_threshold`).
+    model's default, see :func:`eosdetect.core.clinical.default_flag_threshold`).
     """
     if threshold is None:
         threshold = default_flag_threshold(model.config.class_name)
@@ -193,7 +193,7 @@ def analyse_image(
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise InputError(source, f"image of {cols}x{rows} px is too small (at least {MIN_SIDE}x{MIN_SIDE})")
     thr = thresholds if thresholds is not None else model.thresholds
-    res = detect(model, image, pixel_size_um=pixel_size_um, thresholds=thr)
+    res = model.detect(image, pixel_size_um=pixel_size_um, thresholds=thr)
     det = res.detections
     row = {
         "status": "ok", "count": len(det), "width": cols, "height": rows,
@@ -386,7 +386,7 @@ class CountRun:
     # ------------------------------------------------------------------ one image
     def count_image(self, image_path: Path, name: str) -> dict:
         """Process one image and write its files; returns its counts.csv row."""
-        from .wsi import is_slide
+        from eosdetect.slideio import is_slide
 
         if is_slide(image_path, self.settings.slide_min_pixels):
             return self.count_slide(image_path, name)
@@ -408,7 +408,7 @@ class CountRun:
 
         from tqdm import tqdm
 
-        from .wsi import count_slide, density_heatmap
+        from eosdetect.analysis.heatmap import density_heatmap
 
         t0 = time.perf_counter()
         s = self.settings
@@ -422,8 +422,8 @@ class CountRun:
             bar.refresh()
 
         try:
-            sc = count_slide(self.model, path, pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
-                             block_px=s.slide_block, progress=progress)
+            sc = self.model.detect_slide(path, pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
+                                         block_px=s.slide_block, progress=progress)
         finally:
             bar.close()
         det = sc.detections
@@ -480,7 +480,7 @@ class CountRun:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        from .wsi import is_slide
+        from eosdetect.slideio import is_slide
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / RUN_RECORD_DIR).mkdir(exist_ok=True)
@@ -501,7 +501,7 @@ class CountRun:
         workers = self.settings.workers or default_workers()
         if any(rec.status != "skipped" for rec in jobs):
             self.model.predict_fn  # noqa: B018 - build the networks once, before threads share them
-            self.model.classify_fn  # noqa: B018
+            self.model.class_probs_fn  # noqa: B018
         pool = ThreadPoolExecutor(workers, thread_name_prefix="eosdetect-count")
         pending: deque = deque()  # (record, future or None), in input order
 
@@ -565,9 +565,9 @@ class CountRun:
 
     def _run_distributed(self, jobs: list[ImageRecord], fingerprint: str, started: float, progress):
         """:meth:`run` on a Dask cluster: workers count, this process writes (see
-        :mod:`eosdetect.distributed`). Whole-slide images are counted here."""
-        from .distributed import IN_FLIGHT_PER_THREAD, connect, count_bytes, model_payload, worker_threads
-        from .wsi import is_slide
+        :mod:`eosdetect.apps.distributed`). Whole-slide images are counted here."""
+        from eosdetect.apps.distributed import IN_FLIGHT_PER_THREAD, connect, count_bytes, model_payload, worker_threads
+        from eosdetect.slideio import is_slide
 
         s = self.settings
         client = connect(s.scheduler)

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError, EosdetectError
+from eosdetect import __version__
+from eosdetect.errors import ConfigError, EosdetectError
 
 log = logging.getLogger("eosdetect")
 
@@ -82,7 +82,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models.store import DEFAULT_MODEL
+    from eosdetect.models.store import DEFAULT_MODEL
 
     parser = _Parser(
         prog="eosdetect",
@@ -289,7 +289,7 @@ def _threshold_options(p) -> None:
 
 
 def _label_options(p) -> None:
-    from .labelset import FORMATS
+    from eosdetect.training.labelset import FORMATS
 
     g = p.add_argument_group("labelled images")
     g.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
@@ -306,7 +306,7 @@ def _label_options(p) -> None:
 
 
 def _name_list(path) -> list[str]:
-    from .errors import InputError
+    from eosdetect.errors import InputError
 
     p = Path(path)
     try:
@@ -351,7 +351,7 @@ def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
             import tensorflow as tf
 
             if command in ("train", "train-helper", "adapt"):
-                from .train import reproducible_threads
+                from eosdetect.training.train import reproducible_threads
 
                 reproducible_threads()  # must come before TensorFlow starts
             tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
@@ -368,9 +368,9 @@ def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
 def cmd_count(args) -> int:
     from tqdm import tqdm
 
-    from .io import find_images
-    from .models.store import load_model
-    from .runner import CountRun, CountSettings
+    from eosdetect.io import find_images
+    from eosdetect.models.store import load_model
+    from eosdetect.apps.runner import CountRun, CountSettings
 
     # a missing file is reported with the other failed images; the output folder is not an input
     images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
@@ -440,9 +440,9 @@ def _check_pixel_size(model, pixel_size, use: str = "--pixel-size serves densiti
 def cmd_prelabel(args) -> int:
     from tqdm import tqdm
 
-    from .io import find_images
-    from .models.store import load_model
-    from .prelabel import PrelabelSettings, prelabel_all, score_band
+    from eosdetect.io import find_images
+    from eosdetect.models.store import load_model
+    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, score_band
 
     if args.classical and args.helper:
         raise ConfigError("--classical pre-labels without any network: leave out --helper, or --classical")
@@ -454,7 +454,7 @@ def cmd_prelabel(args) -> int:
     if model is not None:
         _check_pixel_size(model, args.pixel_size)
     if args.helper and model is not None:
-        from .models.store import with_helper_of
+        from eosdetect.models.store import with_helper_of
 
         model = with_helper_of(model, load_model(args.helper))
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -488,11 +488,11 @@ def cmd_prelabel(args) -> int:
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from .evaluation import PredictionCache, evaluate_model
-    from .labelset import eval_item, load_labelled
-    from .metrics import fmt_rate
-    from .models.store import load_model
-    from .report import write_report
+    from eosdetect.training.evaluation import PredictionCache, evaluate_model
+    from eosdetect.training.labelset import eval_item, load_labelled
+    from eosdetect.core.metrics import fmt_rate
+    from eosdetect.models.store import load_model
+    from eosdetect.training.report import write_report
 
     model = load_model(args.model)
     cfg = model.config
@@ -536,9 +536,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .errors import InputError
-    from .labelset import load_labelled
-    from .train import reproducible_threads
+    from eosdetect.errors import InputError
+    from eosdetect.training.labelset import load_labelled
+    from eosdetect.training.train import reproducible_threads
 
     reproducible_threads()
 
@@ -557,7 +557,7 @@ def cmd_train(args) -> int:
     _warn(report.warnings())
     if args.dry_run:
         return _train_dry_run(args, items, report, file_cfg)
-    from .train import train_from_labels
+    from eosdetect.training.train import train_from_labels
 
     command = _command_line("train")
     try:
@@ -579,7 +579,7 @@ def cmd_train(args) -> int:
 
 def _validation_line(v: dict) -> str:
     """'validation F1 ...', or why there is none (no labelled cell among the validation images)."""
-    from .metrics import fmt_rate
+    from eosdetect.core.metrics import fmt_rate
 
     if v.get("tp", 0) + v.get("fn", 0) == 0:
         return (f"validation F1 not measured: no labelled cell among the {v['n_images']} validation image(s) "
@@ -590,7 +590,7 @@ def _validation_line(v: dict) -> str:
 
 def _new_model_folder(args) -> Path:
     """``args.out``, refused when it exists and is not empty, unless ``--overwrite``."""
-    from .errors import InputError
+    from eosdetect.errors import InputError
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
@@ -600,7 +600,7 @@ def _new_model_folder(args) -> Path:
 
 def _labelled_for(args, base, out: Path, class_name):
     """The labelled images of the command line's label options (warnings shown), for a base model."""
-    from .labelset import load_labelled
+    from eosdetect.training.labelset import load_labelled
 
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=class_name,
@@ -612,8 +612,8 @@ def _labelled_for(args, base, out: Path, class_name):
 
 
 def cmd_train_helper(args) -> int:
-    from .models.store import load_model
-    from .train import reproducible_threads, train_helper_from_labels
+    from eosdetect.models.store import load_model
+    from eosdetect.training.train import reproducible_threads, train_helper_from_labels
 
     reproducible_threads()
     out = _new_model_folder(args)
@@ -633,10 +633,10 @@ def cmd_train_helper(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from .errors import ConfigError
-    from .helper_training import adapt_model
-    from .models.store import load_model
-    from .train import reproducible_threads
+    from eosdetect.errors import ConfigError
+    from eosdetect.training.helper import adapt_model
+    from eosdetect.models.store import load_model
+    from eosdetect.training.train import reproducible_threads
 
     reproducible_threads()
     out = _new_model_folder(args)
@@ -665,7 +665,7 @@ def _file_config(path) -> dict:
     """The sections of a YAML training config (empty without one), remembering its path."""
     if not path:
         return {}
-    from .train import load_config_file
+    from eosdetect.training.train import load_config_file
 
     cfg = load_config_file(path)
     cfg["_path"] = str(path)
@@ -685,9 +685,9 @@ def _single_class(report) -> str | None:
 
 
 def _train_dry_run(args, items, report, file_cfg) -> int:
-    from .io import atomic_write_bytes, encode_png
-    from .labelset import target_preview, training_sample
-    from .train import TrainConfig, plan_config, split_items
+    from eosdetect.io import atomic_write_bytes, encode_png
+    from eosdetect.training.labelset import target_preview, training_sample
+    from eosdetect.training.train import TrainConfig, plan_config, split_items
 
     out = Path(args.out)
     config, thr, grid = plan_config(file_cfg, items, name=args.name or out.name,
@@ -718,8 +718,8 @@ def _train_dry_run(args, items, report, file_cfg) -> int:
 
 
 def cmd_models(args) -> int:
-    from .metrics import fmt_rate
-    from .models.store import DEFAULT_MODEL, bundled_names, load_model
+    from eosdetect.core.metrics import fmt_rate
+    from eosdetect.models.store import DEFAULT_MODEL, bundled_names, load_model
 
     if args.name:
         model = load_model(args.name)
@@ -746,10 +746,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .errors import EosdetectError
+    from eosdetect.errors import EosdetectError
 
     try:
-        from .server import ServeSettings, serve
+        from eosdetect.apps.server import ServeSettings, serve
     except ImportError as exc:
         raise EosdetectError(f"eosdetect serve needs the web extras ({exc.name} is missing): "
                              "pip install 'eosdetect[serve]'") from None

@@ -1,8 +1,8 @@
 """``eosdetect serve``: a web page and a REST API over the counting pipeline.
 
 The page (``GET /``) and the API call the same functions as ``eosdetect count``
-and ``eosdetect prelabel`` (:func:`eosdetect.runner.analyse_image`,
-:func:`eosdetect.prelabel.prelabel_annotation`), so an upload gets exactly the
+and ``eosdetect prelabel`` (:func:`eosdetect.apps.runner.analyse_image`,
+:func:`eosdetect.apps.prelabel.prelabel_annotation`), so an upload gets exactly the
 answer the command line gives for that file.
 
 Endpoints: ``POST /api/v1/count``, ``POST /api/v1/prelabel``,
@@ -37,9 +37,9 @@ from typing import Annotated, ClassVar
 from fastapi import File, Form, Query, UploadFile
 from pydantic import BaseModel, Field, model_serializer
 
-from . import __version__
-from .errors import EosdetectError, InputError, ModelError
-from .io import encode_png, read_image_bytes, safe_filename
+from eosdetect import __version__
+from eosdetect.errors import EosdetectError, InputError, ModelError
+from eosdetect.io import encode_png, read_image_bytes, safe_filename
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ModelRegistry:
     """The models a server offers, each loaded once and shared."""
 
     def __init__(self, default: str | None = None, model_dirs=()):
-        from .models.store import DEFAULT_MODEL, bundled_names, load_model, resolve_model_dir
+        from eosdetect.models.store import DEFAULT_MODEL, bundled_names, load_model, resolve_model_dir
 
         self._load_model = load_model
         self._paths: dict[str, Path] = {}
@@ -121,7 +121,7 @@ class ModelRegistry:
         return model
 
     def describe(self) -> list[dict]:
-        from .models.store import BUNDLED_DIR
+        from eosdetect.models.store import BUNDLED_DIR
 
         out = []
         for name, path in self._paths.items():
@@ -159,14 +159,13 @@ def _warm_up(model) -> None:
     concurrent first requests neither race to build them nor pay for it."""
     import numpy as np
 
-    from .predict import detect
 
     model.predict_fn  # noqa: B018 (builds the U-Net)
     if model.config.helper_enabled:
-        fn = model.classify_fn
+        fn = model.class_probs_fn
         s = model.config.helper_crop_size
         fn(np.zeros((1, s, s, 3), np.float32))
-    detect(model, np.full((64, 64, 3), 255, np.uint8))
+    model.detect(np.full((64, 64, 3), 255, np.uint8))
 
 
 # --------------------------------------------------------------------------- inference
@@ -236,7 +235,7 @@ def _check_size(shown: str, w: int, h: int, max_pixels: float, model, pixel_size
     if cfg.helper_enabled:
         views.append((scale * cfg.pixel_size_um / cfg.helper_pixel_size_um, cfg.helper_pixel_size_um))
     for s, px in views:
-        rows, cols = max(1, round(h * s)), max(1, round(w * s))  # as eosdetect.dataset.resize sizes it
+        rows, cols = max(1, round(h * s)), max(1, round(w * s))  # as eosdetect.training.dataset.resize sizes it
         if rows * cols > max_pixels:
             raise TooLarge(shown, w, h, max_pixels, at=(cfg.input_pixel_size(pixel_size_um), px, cols, rows))
 
@@ -283,7 +282,7 @@ class TooLarge(EosdetectError):
 
 def thresholds_with(model, overrides: dict):
     """The model's fitted thresholds with the request's overrides."""
-    from .errors import ConfigError
+    from eosdetect.errors import ConfigError
 
     try:
         return model.thresholds.replace(**overrides)
@@ -303,9 +302,9 @@ def count_upload(
     voc: bool = False,
 ) -> dict:
     """Everything ``POST /api/v1/count`` answers, as a dict (runs in a worker thread)."""
-    from .annotations.voc import voc_bytes
-    from .prelabel import PrelabelSettings, prelabel_annotation
-    from .runner import analyse_image
+    from eosdetect.annotations.voc import voc_bytes
+    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_annotation
+    from eosdetect.apps.runner import analyse_image
 
     t0 = time.perf_counter()
     image, t_read = read_upload(data, filename, max_pixels, model, pixel_size_um)
@@ -359,8 +358,8 @@ def prelabel_upload(
     model, data: bytes, filename: str | None, *, pixel_size_um=None, class_name=None, max_pixels: float
 ) -> bytes:
     """The Pascal VOC XML ``eosdetect prelabel`` would write for this upload."""
-    from .annotations.voc import voc_bytes
-    from .prelabel import PrelabelSettings, prelabel_annotation
+    from eosdetect.annotations.voc import voc_bytes
+    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_annotation
 
     image, _ = read_upload(data, filename, max_pixels, model, pixel_size_um)
     name = Path(filename or "upload").name
@@ -636,7 +635,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
     # ------------------------------------------------------------------ routes
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return HTMLResponse(resources.files("eosdetect.web").joinpath("index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(resources.files("eosdetect.apps.web").joinpath("index.html").read_text(encoding="utf-8"))
 
     @app.get("/healthz", response_model=HealthOut, tags=["service"])
     async def healthz():

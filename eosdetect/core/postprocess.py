@@ -4,7 +4,7 @@ Threshold the map, compute the distance transform of the foreground, take its
 peaks (at least ``min_distance`` apart and standing ``seed_h`` above the
 saddle to their neighbours) as seeds, and split touching cells by a
 marker-controlled watershed. Objects outside the area range are dropped.
-All sizes here are in pixels of the map; :mod:`eosdetect.predict` converts
+All sizes here are in pixels of the map; :mod:`eosdetect.models.predict` converts
 the model's micrometre thresholds.
 """
 

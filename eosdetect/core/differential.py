@@ -2,7 +2,7 @@
 
 A two-stage model whose helper tells several classes apart
 (:attr:`~eosdetect.models.config.ModelConfig.multiclass`) gives every
-candidate a class (:attr:`eosdetect.predict.Result.candidate_class`). A
+candidate a class (:attr:`eosdetect.models.predict.Result.candidate_class`). A
 :class:`Differential` holds the number of candidates of each class and
 which classes are not white cells (``helper_not_in_differential``: their
 counts are reported, but they are left out of the percentages).
@@ -184,7 +184,7 @@ def differential_of(result, config, keep=None) -> Differential | None:
 
     Parameters
     ----------
-    result : eosdetect.predict.Result
+    result : eosdetect.models.predict.Result
     config : eosdetect.models.config.ModelConfig
     keep : (n_candidates,) ndarray of bool, optional
         Only these candidates (a slide block's core).

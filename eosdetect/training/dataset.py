@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import augment
-from .tiling import read_region
+from eosdetect.training import augment
+from eosdetect.core.tiling import read_region
 
 
 @dataclass
@@ -40,37 +40,6 @@ class Sample:
         if self.weight is None:
             self.weight = np.ones(self.target.shape, dtype=np.float32)
         self.points = np.asarray(self.points, dtype=float).reshape(-1, 2)
-
-
-def axis_factors(big_shape, small_shape) -> tuple[float, float]:
-    """``(fx, fy)``: columns and rows of ``big_shape`` per column and row of ``small_shape``
-    (the ratio of an image to its :func:`resize` copy, exact per axis)."""
-    return big_shape[1] / small_shape[1], big_shape[0] / small_shape[0]
-
-
-def resize(image: np.ndarray, scale: float, *, nearest: bool = False) -> np.ndarray:
-    """Resize by ``scale`` (output size ``round(M * scale), round(N * scale)``).
-
-    Area averaging when shrinking, bilinear when enlarging, nearest neighbour
-    for label images. ``scale == 1`` returns the input unchanged.
-    """
-    import cv2
-
-    if abs(scale - 1.0) < 1e-9:
-        return image
-    rows = max(1, int(round(image.shape[0] * scale)))
-    cols = max(1, int(round(image.shape[1] * scale)))
-    if nearest:
-        interp = cv2.INTER_NEAREST
-    else:
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    src = image
-    if image.dtype == np.int32 or image.dtype == np.int64 or image.dtype == np.uint32:
-        src = image.astype(np.float32) if not nearest else image.astype(np.int32)
-    out = cv2.resize(src, (cols, rows), interpolation=interp)
-    if out.ndim == 2 and image.ndim == 3:
-        out = out[:, :, None]
-    return out.astype(image.dtype, copy=False)
 
 
 @dataclass

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations.masks import centroids, read_label_image
-from .annotations.voc import read_voc
-from .errors import InputError
-from .io import read_csv
+from eosdetect.annotations.masks import centroids, read_label_image
+from eosdetect.annotations.voc import read_voc
+from eosdetect.errors import InputError
+from eosdetect.io import read_csv
 
 #: Where the shared data is looked for: ``$EOSDETECT_SHARED_DATA`` or ``../shared/data``
 #: relative to the project root.
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def shared_root() -> Path:

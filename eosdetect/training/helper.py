@@ -12,7 +12,7 @@ other classes stays the base model's while "eosinophil" is learnt anew.
 
 :func:`train_multiclass_helper` trains from scratch or fine-tunes (all layers,
 or the last ``trainable_levels`` convolution levels and the head), with the
-augmentations of :func:`eosdetect.augment.crop_augment`, class-balanced
+augmentations of :func:`eosdetect.training.augment.crop_augment`, class-balanced
 weights and early stopping on a validation set. :func:`adapt_helper` is the
 few-label fine-tuning behind ``eosdetect adapt``.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models.config import ModelConfig
+from eosdetect.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _augment_kwargs(tcfg) -> dict:
 
 def _batches(data: CropSet, size: int, n_classes: int, tcfg, rng: np.random.Generator, sample_weight: np.ndarray):
     """Endless augmented batches ``(x, targets, w)``, each crop once per pass in shuffled order."""
-    from .augment import crop_augment
+    from eosdetect.training.augment import crop_augment
 
     kwargs = _augment_kwargs(tcfg)
     targets = data.targets(n_classes)
@@ -178,7 +178,7 @@ def train_multiclass_helper(config: ModelConfig, tcfg, train: CropSet, val: Crop
     ----------
     config : ModelConfig
         With ``helper_classes``; ``class_name`` is the counted class.
-    tcfg : eosdetect.train.TrainConfig
+    tcfg : eosdetect.training.train.TrainConfig
         ``helper_*`` settings (epochs, batch size, learning rate, patience,
         augmentation strengths).
     train, val : CropSet
@@ -197,8 +197,8 @@ def train_multiclass_helper(config: ModelConfig, tcfg, train: CropSet, val: Crop
     import keras
     import tensorflow as tf
 
-    from .models.helper_cnn import build_helper
-    from .train import _callbacks, _load_best, reproducible_threads
+    from eosdetect.models.helper_cnn import build_helper
+    from eosdetect.training.train import _callbacks, _load_best, reproducible_threads
 
     if not config.helper_classes:
         raise ValueError("train_multiclass_helper needs a config with helper_classes")
@@ -246,7 +246,7 @@ def train_multiclass_helper(config: ModelConfig, tcfg, train: CropSet, val: Crop
 
 def predict_crops(model, crops: np.ndarray, size: int) -> np.ndarray:
     """Class probabilities ``(n, k)`` of centre crops (no augmentation)."""
-    from .models.helper_cnn import make_classify_fn
+    from eosdetect.models.helper_cnn import make_classify_fn
 
     return make_classify_fn(model)(centre_crops(crops, size))
 
@@ -274,8 +274,8 @@ def adaptation_crops(base, items, config: ModelConfig) -> CropSet:
     i.e. the pre-labels an annotator deleted and the cells never labelled;
     their targets are ``base``'s own class beliefs without the counted class.
     """
-    from .recipes import HELPER_CROP_EXTRA
-    from .train import helper_crops_from_labels
+    from eosdetect.training.recipes import HELPER_CROP_EXTRA
+    from eosdetect.training.train import helper_crops_from_labels
 
     crops, is_counted = helper_crops_from_labels(base, items, config, extra=HELPER_CROP_EXTRA)
     counted = config.counted_class_index
@@ -326,7 +326,7 @@ def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,
     ----------
     base : eosdetect.models.store.Model
         A two-stage model with a multi-class helper (e.g. ``eosinophil-smear``).
-    items : list of eosdetect.labelset.LabelledImage
+    items : list of eosdetect.training.labelset.LabelledImage
         The lab's images with their cells of ``base``'s counted class labelled
         (e.g. pre-labels corrected in LabelImg); every other cell the U-Net
         finds there is taken as not of that class.
@@ -343,10 +343,11 @@ def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,
     import dataclasses
     import time
 
-    from . import __version__, recipes
-    from .errors import ConfigError
-    from .models.store import load_model, save_model
-    from .train import TrainConfig, machine_description
+    from eosdetect import __version__
+    from eosdetect.training import recipes
+    from eosdetect.errors import ConfigError
+    from eosdetect.models.store import load_model, save_model
+    from eosdetect.training.train import TrainConfig, machine_description
 
     tcfg = tcfg or TrainConfig()
     out_dir = Path(out_dir)

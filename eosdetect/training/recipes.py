@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shared_data as sd
-from .annotations.convert import boxes_to_mask
-from .annotations.masks import centroids, instances_from_binary, separate_touching
-from .dataset import Sample, axis_factors, resize
-from .evaluation import EvalItem
-from .io import read_image
-from .models.config import ModelConfig
-from .postprocess import segment
+from eosdetect.training import shared_data as sd
+from eosdetect.annotations.convert import boxes_to_mask
+from eosdetect.annotations.masks import centroids, instances_from_binary, separate_touching
+from eosdetect.training.dataset import Sample
+from eosdetect.core.geometry import resize
+from eosdetect.training.evaluation import EvalItem
+from eosdetect.io import read_image
+from eosdetect.models.config import ModelConfig
+from eosdetect.models.crops import helper_crops
+from eosdetect.core.postprocess import segment
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +131,12 @@ def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra:
     """
     if negatives_per_image is None:
         negatives_per_image = red_cell_negatives(config)
-    from .models.helper_cnn import extract_crops, helper_view
-
     rng = np.random.default_rng(seed)
-    size = config.helper_crop_size + extra
     crops, labels = [], []
     for item in items:
         if item.subtype is None:
             continue
         image = read_image(item.path)
-        small = helper_view(image, config)
-        f = small.shape[1] / image.shape[1]
         b = item.subtype_box
         pts = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)]
         lab = [1 if item.subtype == "eosinophil" else 0]
@@ -148,8 +145,7 @@ def smear_helper_crops(items: list[sd.BccdImage], config: ModelConfig, *, extra:
             for ob in item.other_boxes[pick]:
                 pts.append(((ob[0] + ob[2]) / 2, (ob[1] + ob[3]) / 2))
                 lab.append(0)
-        xy = (np.array(pts) + 0.5) * f - 0.5
-        crops.append(extract_crops(small, xy, size))
+        crops.append(helper_crops(image, config, np.array(pts), extra=extra))
         labels.extend(lab)
     return np.concatenate(crops), np.array(labels)
 
@@ -183,7 +179,7 @@ SMEAR_NOT_WHITE_CELLS = ["erythroblast", "platelet", "other"]
 #: Crops are cut this many pixels larger than the helper's input (rotation, +-20% scale, shift).
 HELPER_CROP_EXTRA = 64
 #: The committed blind audit of BCCD's labels (scripts/audit_eosinophil_labels.py).
-AUDIT_PATH = Path(__file__).resolve().parent.parent / "data" / "results" / "eosinophil_label_audit.json"
+AUDIT_PATH = Path(__file__).resolve().parents[2] / "data" / "results" / "eosinophil_label_audit.json"
 
 
 def bccd_audit_grades(path: Path = AUDIT_PATH) -> dict[str, str]:
@@ -208,22 +204,11 @@ def bccd_label_kept(subtype: str, grade: str | None) -> bool:
     return subtype in SMEAR_CLASSES
 
 
-def _cell_crop(image: np.ndarray, config: ModelConfig, pixel_size_um: float, xy: np.ndarray,
-               extra: int = HELPER_CROP_EXTRA) -> np.ndarray:
-    """Crops around points ``xy`` (input pixels) exactly as the two-stage model's
-    helper sees them (:func:`~eosdetect.models.helper_cnn.helper_view`), ``extra`` px larger."""
-    from .models.helper_cnn import extract_crops, helper_view
-
-    view = helper_view(image, config, pixel_size_um)
-    xy_view = (np.asarray(xy, float).reshape(-1, 2) + 0.5) / np.array(axis_factors(image.shape, view.shape)) - 0.5
-    return extract_crops(view, xy_view, config.helper_crop_size + extra)
-
-
 def pbc_crops(cells: list[sd.PbcCell], config: ModelConfig, *, other_every: int = 4, seed: int = 0):
     """Helper crops of PBC cells (their centres), plus an ``other`` crop (red
     cells beside the labelled cell, 11 um off-centre diagonally) from every
     ``other_every``-th image."""
-    from .helper_training import CropSet
+    from eosdetect.training.helper import CropSet
 
     classes = config.helper_classes
     rng = np.random.default_rng(seed)
@@ -236,7 +221,7 @@ def pbc_crops(cells: list[sd.PbcCell], config: ModelConfig, *, other_every: int 
         if other_every and k % other_every == 0 and "other" in classes:
             pts.append(centre + offset * rng.choice([-1, 1], size=2))
             labs.append(classes.index("other"))
-        crops.append(_cell_crop(image, config, sd.PBC_PIXEL_SIZE_UM, np.array(pts)))
+        crops.append(helper_crops(image, config, np.array(pts), sd.PBC_PIXEL_SIZE_UM, extra=HELPER_CROP_EXTRA))
         labels += labs
         names += [cell.name] * len(labs)
     return CropSet(np.concatenate(crops), labels, sources=["pbc"] * len(labels), names=names)
@@ -247,7 +232,7 @@ def bccd_crops(items: list[sd.BccdImage], config: ModelConfig, *, grades: dict[s
     """Helper crops of BCCD's subtype-labelled white cells whose label the audit
     keeps (:func:`bccd_label_kept`; every label when ``grades`` is None), plus
     one red cell or platelet per image as ``other``."""
-    from .helper_training import CropSet
+    from eosdetect.training.helper import CropSet
 
     classes = config.helper_classes
     rng = np.random.default_rng(seed)
@@ -264,7 +249,8 @@ def bccd_crops(items: list[sd.BccdImage], config: ModelConfig, *, grades: dict[s
             labs.append(classes.index("other"))
         if not pts:
             continue
-        crops.append(_cell_crop(read_image(item.path), config, sd.BCCD_PIXEL_SIZE_UM, np.array(pts)))
+        crops.append(helper_crops(read_image(item.path), config, np.array(pts), sd.BCCD_PIXEL_SIZE_UM,
+                                  extra=HELPER_CROP_EXTRA))
         labels += labs
         names += [item.name] * len(labs)
     return CropSet(np.concatenate(crops), labels, sources=["bccd"] * len(labels), names=names)
@@ -272,7 +258,7 @@ def bccd_crops(items: list[sd.BccdImage], config: ModelConfig, *, grades: dict[s
 
 def smear_helper_sets(config: ModelConfig, val_fold: int = 0) -> dict:
     """The multi-class helper's crops: PBC's training and validation split
-    (:func:`eosdetect.shared_data.load_pbc`), and BCCD's cells of the training
+    (:func:`eosdetect.training.shared_data.load_pbc`), and BCCD's cells of the training
     folds (labels the audit keeps) and of the validation fold (every label)."""
     grades = bccd_audit_grades()
     cells = sd.load_pbc()
@@ -290,7 +276,7 @@ def smear_helper_sets(config: ModelConfig, val_fold: int = 0) -> dict:
 
 def train_smear_helper_base(config: ModelConfig, tcfg, sets: dict, work_dir, verbose: int = 2):
     """Stage 1: the helper trained on PBC alone (early stopping on PBC's validation split)."""
-    from .helper_training import train_multiclass_helper
+    from eosdetect.training.helper import train_multiclass_helper
 
     return train_multiclass_helper(config, tcfg, sets["pbc_train"], sets["pbc_val"], Path(work_dir) / "base",
                                    verbose=verbose)
@@ -303,7 +289,7 @@ def train_smear_helper_two_labs(config: ModelConfig, tcfg, sets: dict, base, wor
     ``helper_second_lab_repeat`` times, for ``helper_finetune_epochs`` epochs of
     ``helper_finetune_steps_per_epoch`` steps;
     the last epoch is kept (BCCD's validation fold is not looked at)."""
-    from .helper_training import CropSet, train_multiclass_helper
+    from eosdetect.training.helper import CropSet, train_multiclass_helper
 
     second = sets["bccd_train"] if second_lab is None else second_lab
     data = CropSet.concat([sets["pbc_train"]] + [second] * tcfg.helper_second_lab_repeat)
@@ -336,13 +322,12 @@ def call_single_cells(model, cells: list[sd.PbcCell], *, pixel_size_um: float = 
     Returns one ``{"name", "true", "called", "counted", "score"}`` per cell
     (``score``: the helper's probability of the counted class; 0 when missed).
     """
-    from .predict import detect
 
     threshold = model.thresholds.helper_threshold if model.config.helper_enabled else 0.0
     out = []
     for cell in cells:
         image = read_image(cell.path)
-        res = detect(model, image, pixel_size_um=pixel_size_um)
+        res = model.detect(image, pixel_size_um=pixel_size_um)
         called, counted, score = MISSED, False, 0.0
         if len(res.candidates):
             d = np.hypot(res.candidates.x - (image.shape[1] / 2 - 0.5), res.candidates.y - (image.shape[0] / 2 - 0.5))
@@ -363,14 +348,13 @@ def call_bccd_cells(model, items: list[sd.BccdImage], *, pixel_size_um: float = 
     labelled cell's subtype and audit grade, what the candidate inside its box
     nearest its centre is called (or :data:`MISSED`), and how many cells were
     counted inside and outside the box (for detection P/R/F1 against the labels)."""
-    from .predict import detect
 
     threshold = model.thresholds.helper_threshold if model.config.helper_enabled else 0.0
     out = []
     for item in items:
         if item.subtype is None:
             continue
-        res = detect(model, read_image(item.path), pixel_size_um=pixel_size_um)
+        res = model.detect(read_image(item.path), pixel_size_um=pixel_size_um)
         b = item.subtype_box
         c = res.candidates
         inside = (c.x >= b[0]) & (c.x <= b[2]) & (c.y >= b[1]) & (c.y <= b[3])
@@ -401,7 +385,7 @@ def single_cell_scores(calls: list[dict], counted_class: str = "eosinophil", thr
     """Precision, recall and F1 of counting ``counted_class`` among labelled single cells
     (each cell is counted or not; a cell not found is not counted). ``threshold``
     re-decides "counted" from each row's score."""
-    from .metrics import prf
+    from eosdetect.core.metrics import prf
 
     counted = [r["counted"] if threshold is None else (r["called"] != MISSED and r["score"] >= threshold)
                for r in calls]
@@ -420,7 +404,7 @@ def bccd_scores(calls: list[dict]) -> dict:
     granular (G), and the share of neutrophils, lymphocytes and monocytes
     whose own cell is counted.
     """
-    from .metrics import prf
+    from eosdetect.core.metrics import prf
 
     eos = [r for r in calls if r["true"] == "eosinophil"]
     tp = sum(r["counted_on_cell"] for r in eos)
@@ -499,7 +483,7 @@ def smear_data_description(fold: int, config: ModelConfig | None = None) -> dict
     train, val = sd.bccd_split(items, fold)
     scored = [i for i in val if i.subtype is not None]
     bccd = "BCCD (Shenggan/BCCD_Dataset), Wright/Giemsa peripheral blood smears, 640x480, MIT licence"
-    split = (f"5 folds stratified by white-cell subtype (stable hash order, eosdetect/shared_data.py); "
+    split = (f"5 folds stratified by white-cell subtype (stable hash order, eosdetect/training/shared_data.py); "
              f"validation fold {fold}, training folds the rest")
     common = {
         "train_images": len(train),
@@ -544,12 +528,12 @@ def matching_description(recipe: str) -> str:
 
 
 def classical_nuclei_baseline(items: list[EvalItem], grid: dict | None = None) -> dict:
-    """Score the classical pipeline (:func:`eosdetect.candidates.classical_nuclei`)
+    """Score the classical pipeline (:func:`eosdetect.core.candidates.classical_nuclei`)
     with its parameters fitted on the same items by the same pooled F1."""
     import itertools
 
-    from .candidates import classical_nuclei
-    from .metrics import summarize
+    from eosdetect.core.candidates import classical_nuclei
+    from eosdetect.core.metrics import summarize
 
     grid = grid or {"threshold_offset": [-0.05, 0.0, 0.05], "min_distance_um": [2.0, 3.0], "seed_h_um": [0.25, 0.5]}
     keys = list(grid)
@@ -575,18 +559,16 @@ def eosin_rule_baseline(model, items: list[EvalItem]) -> dict:
     items by F1 — the "orange-red granules" rule a person would try first."""
     from skimage.color import rgb2hed
 
-    from .metrics import summarize
-    from .postprocess import detections_from_labels, segment
-    from .predict import predict_probability, thresholds_in_pixels
+    from eosdetect.core.metrics import summarize
+    from eosdetect.core.postprocess import detections_from_labels
 
-    cfg, thr = model.config, model.thresholds
+    cfg = model.config
     dets = []
     for it in items:
-        im = resize(it.image, cfg.scale_for(None))
-        prob = predict_probability(model.predict_fn, im, cfg)
-        labels = segment(prob, **thresholds_in_pixels(thr, cfg.pixel_size_um))
-        eosin = rgb2hed(im)[..., 1]
-        dets.append(detections_from_labels(labels, eosin).rescaled(axis_factors(it.image.shape, im.shape)))
+        pmap = model.predict_prob(it.image)
+        labels, _ = model.segment(pmap)
+        eosin = rgb2hed(resize(it.image, cfg.scale_for(None)))[..., 1]
+        dets.append(detections_from_labels(labels, eosin).rescaled(pmap.factors))
     scores = np.concatenate([d.score for d in dets]) if dets else np.zeros(0)
     best = None
     for t in np.unique(np.quantile(scores, np.linspace(0, 1, 101))) if len(scores) else []:
@@ -648,7 +630,7 @@ LIMITS = {
 
 def _card_row(label: str, s: dict) -> str:
     """One row of the model card's validation table."""
-    from .metrics import fmt_rate
+    from eosdetect.core.metrics import fmt_rate
 
     mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
     mae = f"{s['count_mae']:.2f}" if s.get("count_mae") is not None else "n/a"
@@ -756,7 +738,7 @@ def _confusion_table(conf: dict, classes: list[str]) -> list[str]:
 
 def _bccd_row(label: str, r: dict) -> str:
     lab, aud = r["labels"], r["audit"]
-    from .metrics import fmt_rate
+    from eosdetect.core.metrics import fmt_rate
 
     return (f"| {label} | {fmt_rate(lab['precision'])} | {fmt_rate(lab['recall'])} | {lab['f1']:.3f} | "
             f"{fmt_rate(aud['recall_granular'])} ({aud['granular_eosinophils']}) | "
@@ -768,7 +750,7 @@ def transfer_card_lines(config: ModelConfig, metrics: dict) -> list[str]:
     BCCD judged with the audit, the transfer experiments (if recorded)."""
     if not config.multiclass or "pbc_validation" not in metrics:
         return []
-    from .metrics import fmt_rate
+    from eosdetect.core.metrics import fmt_rate
 
     pv = metrics["pbc_validation"]
     s = pv["scores"]

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .dataset import axis_factors
-from .io import printable
-from .postprocess import Detections
+from eosdetect.core.geometry import axis_factors
+from eosdetect.io import printable
+from eosdetect.core.postprocess import Detections
 
 COUNTED = (0, 230, 64)  # RGB
 REJECTED = (235, 235, 235)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import AugmentSettings, PatchSampler, axis_factors, fixed_patches, resize
-from .errors import ConfigError
-from .models.config import ModelConfig
+from eosdetect.training.dataset import AugmentSettings, PatchSampler, fixed_patches
+from eosdetect.errors import ConfigError
+from eosdetect.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class TrainConfig:
     helper_l2: float = 1.0
     helper_augment_copies: int = 4
     #: Multi-class helper CNN (``helper_classes``): crop augmentation strengths
-    #: (:func:`eosdetect.augment.crop_augment`): scale change, HED stain jitter, blur.
+    #: (:func:`eosdetect.training.augment.crop_augment`): scale change, HED stain jitter, blur.
     helper_scale_jitter: float = 0.2
     helper_hed_strength: float = 0.2
     helper_hed_shift: float = 0.03
@@ -143,7 +143,7 @@ _POSITIVE = {"train_learning_rate", "helper_learning_rate", "helper_finetune_lea
 
 def threshold_grid(data, *, source: str = "threshold_grid") -> dict[str, list[float]]:
     """A checked ``threshold_grid`` section: known threshold names, each with a non-empty list of numbers."""
-    from .models.config import Thresholds
+    from eosdetect.models.config import Thresholds
 
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{source}: expected a mapping of threshold names to lists of values, got {data!r}")
@@ -213,7 +213,7 @@ def load_config_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
             raise ConfigError(f"{path}: the {section} section must be a mapping (key: value lines), "
                               f"got {data[section]!r}")
     # checked now, not after the images are read
-    from .models.config import ModelConfig, Thresholds
+    from eosdetect.models.config import ModelConfig, Thresholds
 
     model = ModelConfig.from_dict(data.get("model", {}), source=f"{path}: model")
     Thresholds.from_dict(data.get("thresholds", {}), source=f"{path}: thresholds")
@@ -260,31 +260,26 @@ def detection_f1_callback(config: ModelConfig, items, prob_thresholds=EPOCH_PROB
     their true cells; this, not the pixel loss, is what training should
     maximise, and it is robust to the network's calibration drifting.
     """
+    import dataclasses
+
     import keras
 
-    from .metrics import summarize
-    from .models.config import Thresholds
-    from .models.unet import make_predict_fn
-    from .postprocess import detections_from_labels, segment
-    from .predict import predict_probability, thresholds_in_pixels
+    from eosdetect.core.metrics import summarize
+    from eosdetect.models.config import Thresholds
+    from eosdetect.models.model import Model
+    from eosdetect.models.unet import make_predict_fn
 
     thr = thresholds or Thresholds()
-    scaled = []
-    for it in items:
-        im = resize(it.image, config.scale_for(None))
-        scaled.append((it, im, axis_factors(it.image.shape, im.shape)))
+    unet_config = dataclasses.replace(config, helper_enabled=False)  # the U-Net alone is being trained
 
     class DetectionF1(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            fn = make_predict_fn(self.model)
-            probs = [predict_probability(fn, im, config) for _, im, _ in scaled]
+            model = Model.from_functions(unet_config, thr, make_predict_fn(self.model))
+            maps = [model.predict_prob(it.image) for it in items]
             best = 0.0
             for p in prob_thresholds:
-                kw = thresholds_in_pixels(thr.replace(prob_threshold=p), config.pixel_size_um)
-                results = []
-                for (it, _, f), prob in zip(scaled, probs):
-                    det = detections_from_labels(segment(prob, **kw)).rescaled(f)
-                    results.append(it.match(det.xy))
+                at_p = thr.replace(prob_threshold=p)
+                results = [it.match(model.segment(pmap, at_p)[1].xy) for it, pmap in zip(items, maps)]
                 best = max(best, summarize(results)["f1"])
             if logs is not None:
                 logs["val_f1"] = best
@@ -323,7 +318,7 @@ def _trim_log(log_csv: Path, backup_dir: Path) -> None:
     import io
     import json
 
-    from .io import atomic_write_text
+    from eosdetect.io import atomic_write_text
 
     if not log_csv.is_file():
         return
@@ -364,17 +359,17 @@ def _load_best(model, path: Path) -> None:
 def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_samples, work_dir,
                *, val_items=None, thresholds=None, resume: bool = False, verbose: int = 2, extra_callbacks=(),
                prob_thresholds=EPOCH_PROB_THRESHOLDS):
-    """Train a U-Net on samples (see :class:`eosdetect.dataset.Sample`).
+    """Train a U-Net on samples (see :class:`eosdetect.training.dataset.Sample`).
 
     Checkpoints, the epoch log and a resumable backup go to ``work_dir``.
-    With ``val_items`` (:class:`eosdetect.evaluation.EvalItem` of the U-Net's
+    With ``val_items`` (:class:`eosdetect.training.evaluation.EvalItem` of the U-Net's
     own class), epochs are compared by detection F1 on them (``val_f1``),
     otherwise by validation loss. Returns the trained Keras model with the
     best epoch's weights.
     """
     import keras
 
-    from .models.unet import build_unet
+    from eosdetect.models.unet import build_unet
 
     reproducible_threads()
     work_dir = Path(work_dir)
@@ -417,7 +412,7 @@ def _finished(work_dir: Path, prefix: str) -> bool:
 
 def _mark_finished(work_dir: Path, prefix: str) -> None:
     """Training of ``prefix`` ran to its end (Keras has removed its backup): a resumed run keeps it."""
-    from .io import atomic_write_text
+    from eosdetect.io import atomic_write_text
 
     atomic_write_text(work_dir / f"{prefix}_finished", "")
 
@@ -444,8 +439,8 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     import keras
     import tensorflow as tf
 
-    from . import augment
-    from .models.helper_cnn import build_helper
+    from eosdetect.training import augment
+    from eosdetect.models.helper_cnn import build_helper
 
     reproducible_threads()
     work_dir = Path(work_dir)
@@ -535,8 +530,9 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
     """
     from scipy.optimize import minimize
 
-    from . import augment
-    from .models.helper_cnn import build_helper, colour_features, make_classify_fn
+    from eosdetect.training import augment
+    from eosdetect.models.helper_cnn import build_helper, make_classify_fn
+    from eosdetect.core.colour import colour_features
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -610,8 +606,8 @@ def _fmt(v: float | None) -> str:
 
 def split_items(items, val_fraction: float, seed: int, val_names: list[str] | None = None):
     """Training and validation items: the images named in ``val_names`` (names or
-    file names), else the fixed hash split of :func:`eosdetect.labelset.split_names`."""
-    from .labelset import split_names
+    file names), else the fixed hash split of :func:`eosdetect.training.labelset.split_names`."""
+    from eosdetect.training.labelset import split_names
 
     names = [it.name for it in items]
     if val_names:
@@ -637,7 +633,7 @@ def _check_same_run(path: Path, run: dict) -> None:
     images, labels (object counts per image) or settings than the interrupted run had."""
     import json
 
-    from .io import read_json, write_json
+    from eosdetect.io import read_json, write_json
 
     run = json.loads(json.dumps(run))  # as it reads back from JSON
     if path.is_file():
@@ -695,7 +691,7 @@ def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, inp
     the median cell is about :data:`TARGET_CELL_PX` pixels across (never
     enlarging the images).
     """
-    from .models.config import Thresholds
+    from eosdetect.models.config import Thresholds
 
     model = dict(file_cfg.get("model", {}))
     model["name"] = name
@@ -751,7 +747,7 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
                       extra_callbacks=()) -> dict:
     """Train a U-Net on labelled images and write a complete model folder.
 
-    ``items`` are :class:`~eosdetect.labelset.LabelledImage`. The images are
+    ``items`` are :class:`~eosdetect.training.labelset.LabelledImage`. The images are
     split into training and validation by a fixed hash of their names
     (``train_seed``; or the names in ``val_names``), the U-Net is trained
     with epochs chosen by validation detection F1, the thresholds are fitted
@@ -765,10 +761,11 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     import shutil
     import time
 
-    from . import __version__, recipes
-    from .evaluation import fit_thresholds
-    from .labelset import eval_item, training_sample
-    from .models.store import load_model, save_model
+    from eosdetect import __version__
+    from eosdetect.training import recipes
+    from eosdetect.training.evaluation import fit_thresholds
+    from eosdetect.training.labelset import eval_item, training_sample
+    from eosdetect.models.store import load_model, save_model
 
     file_cfg = file_cfg or {}
     out_dir = Path(out_dir)
@@ -857,15 +854,13 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
     """Crops for the helper: positives at the labelled cells, negatives at the
     base model's U-Net candidates that lie on no labelled cell (nor in a
     ``difficult`` box). Returns ``(crops, labels)``."""
-    from .models.helper_cnn import extract_crops, helper_view
-    from .predict import detect
+    from eosdetect.models.crops import helper_crops
 
-    size = config.helper_crop_size + extra
     px = config.input_pixel_size_um  # the U-Net sees the images as the two-stage model will
     radius = config.cell_diameter_um / 2 / px
     crops, labels = [], []
     for it in items:
-        cands = detect(base, it.image, pixel_size_um=px).candidates.xy
+        cands = base.detect(it.image, pixel_size_um=px).candidates.xy
         neg = []
         for x, y in cands:
             near = len(it.points) and np.min(np.hypot(it.points[:, 0] - x, it.points[:, 1] - y)) <= radius
@@ -876,9 +871,7 @@ def helper_crops_from_labels(base, items, config: ModelConfig, *, extra: int = 4
         pts = np.concatenate([it.points.reshape(-1, 2), np.asarray(neg, dtype=float).reshape(-1, 2)])
         if not len(pts):
             continue
-        small = helper_view(it.image, config, px)
-        crops.append(extract_crops(small, (pts + 0.5) / np.array(axis_factors(it.image.shape, small.shape)) - 0.5,
-                                   size))
+        crops.append(helper_crops(it.image, config, pts, px, extra=extra))
         labels += [1] * len(it.points) + [0] * len(neg)
     if not crops:
         raise ConfigError("no labelled cells and no candidates to train the helper on")
@@ -900,10 +893,12 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     import dataclasses
     import time
 
-    from . import __version__, recipes
-    from .evaluation import evaluate_model, fit_thresholds
-    from .labelset import eval_item
-    from .models.store import Model, load_model, save_model
+    from eosdetect import __version__
+    from eosdetect.training import recipes
+    from eosdetect.training.evaluation import evaluate_model, fit_thresholds
+    from eosdetect.training.labelset import eval_item
+    from eosdetect.models.store import load_model, save_model
+    from eosdetect.models.model import Model
 
     file_cfg = file_cfg or {}
     out_dir = Path(out_dir)

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, voc_added_bytes, write_voc
-from .errors import EosdetectError, InputError
-from .io import atomic_write_bytes, atomic_write_text, is_grey, printable, read_image
-from .predict import detect
+from eosdetect.annotations.voc import VocAnnotation, VocObject, box_to_voc, read_voc, voc_added_bytes, write_voc
+from eosdetect.errors import EosdetectError, InputError
+from eosdetect.io import atomic_write_bytes, atomic_write_text, is_grey, printable, read_image
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,10 @@ CLASSICAL_DEFAULTS = {"smear": ("white cell", 0.06), "he": ("nucleus", 0.25)}
 def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings, result=None):
     """Candidates kept for pre-labelling, and which of them are uncertain.
 
-    ``result`` is :func:`eosdetect.predict.detect`'s answer for this image
+    ``result`` is :func:`eosdetect.models.predict.detect`'s answer for this image
     with ``settings.thresholds`` (default the model's own), when already at hand."""
     if settings.classical:
-        from .candidates import classical_nuclei, classical_white_cells
+        from eosdetect.core.candidates import classical_nuclei, classical_white_cells
 
         px = settings.pixel_size_um or CLASSICAL_DEFAULTS[settings.classical][1]
         if settings.classical == "smear":
@@ -95,7 +94,7 @@ def candidate_boxes(model, image: np.ndarray, settings: PrelabelSettings, result
             _, cands = classical_nuclei(image, pixel_size_um=px)
         return cands, np.ones(len(cands), dtype=bool)  # nothing scored them: all to be checked
     lo, hi = score_band(model, settings)
-    res = result if result is not None else detect(model, image, pixel_size_um=settings.pixel_size_um,
+    res = result if result is not None else model.detect(image, pixel_size_um=settings.pixel_size_um,
                                                    thresholds=settings.thresholds)
     cands = res.candidates if model.config.helper_enabled else res.detections
     keep = cands.subset(cands.score >= lo)

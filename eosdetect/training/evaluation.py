@@ -3,7 +3,7 @@
 Ground truth per image is a set of true cells: centres, and optionally boxes
 or an instance label image. A detection matches a true cell when it lies
 inside the cell's box / mask, or within ``radius_px`` of its centre
-(one-to-one, see :mod:`eosdetect.metrics`).
+(one-to-one, see :mod:`eosdetect.core.metrics`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import axis_factors, resize
-from .metrics import MatchResult, match_points, summarize
-from .models.config import Thresholds
-from .models.helper_cnn import extract_crops, helper_view
-from .postprocess import detections_from_labels, segment
-from .predict import predict_probability, thresholds_in_pixels
+from eosdetect.core.metrics import MatchResult, match_points, summarize
+from eosdetect.models.config import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -66,35 +62,21 @@ def _inside_any(p: np.ndarray, boxes) -> np.ndarray:
 
 
 class PredictionCache:
-    """Probability maps (model scale) and helper inputs, computed once per image."""
+    """Each item's :meth:`~eosdetect.models.model.Model.predict_prob`, computed once,
+    so that thresholds can be swept without running the networks again."""
 
     def __init__(self, model, items, pixel_size_um=None, progress=None):
         self.model = model
         self.items = items
-        cfg = model.config
-        self.scale = cfg.scale_for(pixel_size_um)
-        self.probs = []
-        self.factors = []
-        self.helper_images = []
+        self.maps = []
         for it in items:
-            im = resize(it.image, self.scale)
-            self.probs.append(predict_probability(model.predict_fn, im, cfg))
-            self.factors.append(axis_factors(it.image.shape, im.shape))
-            if cfg.helper_enabled:
-                self.helper_images.append(helper_view(it.image, cfg, pixel_size_um, model_view=im))
+            self.maps.append(model.predict_prob(it.image, pixel_size_um=pixel_size_um))
             if progress is not None:
                 progress()
 
     def candidates(self, i, thr: Thresholds):
-        cfg = self.model.config
-        labels = segment(self.probs[i], **thresholds_in_pixels(thr, cfg.pixel_size_um))
-        cands = detections_from_labels(labels, self.probs[i]).rescaled(self.factors[i])
-        if cfg.helper_enabled and len(cands):
-            him = self.helper_images[i]
-            hf = np.array(axis_factors(self.items[i].image.shape, him.shape))
-            crops = extract_crops(him, (cands.xy + 0.5) / hf - 0.5, cfg.helper_crop_size)
-            cands = cands.with_score(self.model.classify_fn(crops.astype(np.float32) / 255.0))
-        return cands
+        """Item ``i``'s candidates at thresholds ``thr`` (scored by the helper in two-stage models)."""
+        return self.model.candidates(self.maps[i], thr)[1]
 
 
 def evaluate_model(model, items: list[EvalItem], *, thresholds: Thresholds | None = None,
@@ -107,15 +89,14 @@ def evaluate_model(model, items: list[EvalItem], *, thresholds: Thresholds | Non
     dict
         ``summary`` (pooled precision, recall, F1, count errors), ``per_image``
         (list of dicts) and the ``thresholds`` used; with ``keep_detections``
-        also ``detections`` (one :class:`~eosdetect.postprocess.Detections`
+        also ``detections`` (one :class:`~eosdetect.core.postprocess.Detections`
         per item, input pixels) and ``matches`` (their :class:`MatchResult`).
     """
     thr = thresholds or model.thresholds
     cache = cache or PredictionCache(model, items, pixel_size_um)
     results, per_image, kept = [], [], []
     for i, it in enumerate(items):
-        cands = cache.candidates(i, thr)
-        dets = cands.subset(cands.score >= thr.helper_threshold) if model.config.helper_enabled else cands
+        dets = model.counted(cache.candidates(i, thr), thr)
         r = it.match(dets.xy)
         results.append(r)
         if keep_detections:
@@ -160,8 +141,7 @@ def fit_thresholds(model, items: list[EvalItem], grid: dict[str, list[float]], *
         for h in helper_values if model.config.helper_enabled else [thr.helper_threshold]:
             results = []
             for it, c in zip(items, cands):
-                dets = c.subset(c.score >= h) if model.config.helper_enabled else c
-                results.append(it.match(dets.xy))
+                results.append(it.match(model.counted(c, thr.replace(helper_threshold=h)).xy))
             s = summarize(results)
             # prefer higher F1, then smaller count error
             key = (s["f1"], -s["count_mae"])

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, InputError
-from .io import IMAGE_SUFFIXES, find_images, read_image
+from eosdetect.errors import ConfigError, InputError
+from eosdetect.io import IMAGE_SUFFIXES, find_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -362,15 +362,15 @@ def _read_points_table(path: Path) -> dict[str, tuple[np.ndarray, list[str] | No
 
 def _read_label_file(path: Path, label_format: str):
     if label_format == "voc":
-        from .annotations.voc import read_voc
+        from eosdetect.annotations.voc import read_voc
 
         return read_voc(path)
     if label_format == "points":
-        from .annotations.points import read_points_table
+        from eosdetect.annotations.points import read_points_table
 
         return read_points_table(path)
     if label_format == "monuseg":
-        from .annotations.monuseg import read_monuseg_xml
+        from eosdetect.annotations.monuseg import read_monuseg_xml
 
         return read_monuseg_xml(path)
     return path  # masks and painted copies are read with the image (their size is checked against it)
@@ -429,14 +429,14 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
             raise InputError(lp or path, f"{int(outside.sum())} point(s) lie outside the {w}x{h} image")
         return LabelledImage(name, path, lp, image, xy.reshape(-1, 2))
     if label_format == "monuseg":
-        from .annotations.masks import centroids
-        from .annotations.monuseg import polygons_to_labels
+        from eosdetect.annotations.masks import centroids
+        from eosdetect.annotations.monuseg import polygons_to_labels
 
         inst = polygons_to_labels(content, (h, w))
         inst = _compact(inst)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     if label_format == "mask":
-        from .annotations.masks import centroids, instances_from_binary, is_soft_binary, read_label_image
+        from eosdetect.annotations.masks import centroids, instances_from_binary, is_soft_binary, read_label_image
 
         arr = read_label_image(lp)
         if arr.shape != (h, w):
@@ -449,7 +449,7 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         inst = instances_from_binary(arr) if binary else _compact(arr)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     # painted
-    from .annotations.painted import points_from_painted
+    from eosdetect.annotations.painted import points_from_painted
 
     painted = read_image(lp)
     if painted.shape != image.shape:
@@ -492,9 +492,9 @@ def split_names(names: list[str], val_fraction: float, seed: int = 0) -> tuple[l
 
 
 def eval_item(item: LabelledImage, radius_px: float):
-    """An :class:`~eosdetect.evaluation.EvalItem`: a detection matches a true
+    """An :class:`~eosdetect.training.evaluation.EvalItem`: a detection matches a true
     object inside its box or mask, or within ``radius_px`` of its centre."""
-    from .evaluation import EvalItem
+    from eosdetect.training.evaluation import EvalItem
 
     return EvalItem(
         name=item.name, image=item.image, true_xy=item.points, true_boxes=item.boxes,
@@ -519,8 +519,8 @@ def target_labels(item: LabelledImage, shape: tuple[int, int], scale: float, cel
     Touching objects are then kept apart by a one-pixel gap
     (:func:`~eosdetect.annotations.masks.separate_touching`).
     """
-    from .annotations.convert import boxes_to_labels, points_to_labels
-    from .dataset import resize
+    from eosdetect.annotations.convert import boxes_to_labels, points_to_labels
+    from eosdetect.core.geometry import resize
 
     if item.instances is not None:
         lab = resize(item.instances, scale, nearest=True)
@@ -538,11 +538,12 @@ def target_labels(item: LabelledImage, shape: tuple[int, int], scale: float, cel
 
 def training_sample(item: LabelledImage, config, input_pixel_size_um: float | None = None,
                     gap_weight: float = 1.0):
-    """A :class:`~eosdetect.dataset.Sample` at the model's scale (target with
+    """A :class:`~eosdetect.training.dataset.Sample` at the model's scale (target with
     gaps between touching objects, weighted ``gap_weight`` in the loss;
     difficult boxes weighted 0)."""
-    from .annotations.masks import separate_touching
-    from .dataset import Sample, resize
+    from eosdetect.annotations.masks import separate_touching
+    from eosdetect.training.dataset import Sample
+    from eosdetect.core.geometry import resize
 
     scale = config.scale_for(input_pixel_size_um)
     image = resize(item.image, scale)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .postprocess import Detections, detections_from_labels, segment
+from eosdetect.core.postprocess import Detections, detections_from_labels, segment
 
 
 def stain_channel(image: np.ndarray, stain: str = "hematoxylin") -> np.ndarray:
@@ -108,7 +108,7 @@ def classical_white_cells(
     """
     from skimage.filters import threshold_otsu
 
-    from .dataset import axis_factors, resize
+    from eosdetect.core.geometry import axis_factors, resize
 
     scale = pixel_size_um / work_pixel_size_um
     small = resize(np.asarray(image), scale)

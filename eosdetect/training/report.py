@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_bytes, encode_png, write_csv, write_json
-from .metrics import summarize
+from eosdetect.io import atomic_write_bytes, encode_png, write_csv, write_json
+from eosdetect.core.metrics import summarize
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def error_overlay(item, detections, match, ignored) -> np.ndarray:
     crosses) and missed cells (blue squares), and a legend in the caption."""
     import cv2
 
-    from .overlay import _with_header
+    from eosdetect.analysis.overlay import _with_header
 
     canvas = np.ascontiguousarray(item.image.copy())
     ref = max(canvas.shape[:2])
@@ -184,7 +184,7 @@ def write_report(out_dir, model, items, evaluation: dict, *, cache=None, overlay
     cols = ["image", "true", "pred", "tp", "fp", "fn", "precision", "recall", "f1"]
     write_csv(out / "per_image.csv", cols, [[r[c] for c in cols] for r in evaluation["per_image"]])
     if cache is not None:
-        from .models.config import Thresholds
+        from eosdetect.models.config import Thresholds
 
         name, rows = pr_curve(model, items, cache, Thresholds.from_dict(evaluation["thresholds"]))
         keys = list(rows[0])

@@ -10,7 +10,7 @@ independent image jobs.
 
 How the work is split: the client (the machine running ``eosdetect count``)
 reads each image file and sends its bytes; a worker decodes it, counts it
-with the same :func:`eosdetect.runner.analyse_image` as a local run, and
+with the same :func:`eosdetect.apps.runner.analyse_image` as a local run, and
 sends back the counts row (with a multi-class helper, its ``n_<class>``
 counts too), the detection rows and the overlay PNG. The
 client writes every output file, atomically and with the same resume
@@ -26,7 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import EosdetectError
+from eosdetect.errors import EosdetectError
 
 #: Tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory.
 IN_FLIGHT_PER_THREAD = 2
@@ -43,7 +43,7 @@ def model_payload(model) -> tuple[str, dict[str, bytes]]:
 
 def _worker_model(key: str, files: dict[str, bytes]):
     """The model on this worker, written to a temporary folder and loaded once per process."""
-    from .models.store import load_model
+    from eosdetect.models.store import load_model
 
     with _models_lock:
         model = _models.get(key)
@@ -60,9 +60,9 @@ def count_bytes(key: str, files: dict[str, bytes], data: bytes, filename: str, s
     """One image on a worker: ``{"row", "detections", "overlay_png"}`` or ``{"error"}``."""
     import time
 
-    from .io import encode_png, read_image_bytes
-    from .models.config import Thresholds
-    from .runner import analyse_image
+    from eosdetect.io import encode_png, read_image_bytes
+    from eosdetect.models.config import Thresholds
+    from eosdetect.apps.runner import analyse_image
 
     t0 = time.perf_counter()
     try:
