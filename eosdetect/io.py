@@ -14,19 +14,19 @@ Transparent pixels are composited onto white (the colour of an empty slide).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import logging
-import hashlib
 import os
 import re
 import secrets
 import tempfile
 import threading
-import warnings
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".svs", ".ndpi", ".scn", ".bif")
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif")
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 #: Largest image (in pixels) read whole into memory; bigger ones need block-wise reading.
 MAX_IMAGE_PIXELS = 400_000_000
 
@@ -49,7 +46,7 @@ MAX_IMAGE_PIXELS = 400_000_000
 
 
 def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, keep_missing: bool = False,
-                exclude: str | os.PathLike | None = None) -> list[Path]:
+                skip: Callable[[Path, Path], bool] | None = None) -> list[Path]:
     """List the image files named by ``inputs`` (files, or folders searched recursively).
 
     Files given explicitly are kept whatever their suffix (so that a bad file is
@@ -57,11 +54,11 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     suffix is in :data:`IMAGE_SUFFIXES`. Hidden files and folders are skipped.
     Links to folders are followed, each real folder searched once (a link back
     up the tree is not followed round and round).
-    ``exclude`` is an output folder: when it lies inside a searched folder it is
-    not searched; when it is the searched folder, or above it, only the pictures
-    eosdetect writes there (:data:`OUTPUT_PICTURE_SUFFIXES`) are skipped.
-    Those pictures are skipped, too, in the results folder of any earlier run
-    (a folder holding :data:`RUN_RECORD_DIR`, or an evaluate report).
+
+    ``skip(file, folder)``, when given, is asked about each image file found
+    in a searched folder (``file`` as found below the folder as given,
+    ``folder`` the searched folder resolved) and leaves out those it returns
+    True for (an application's own outputs, for instance).
 
     With ``keep_missing``, a path that does not exist and broken links in
     folders are listed too, for the caller to report with the other failed
@@ -75,7 +72,6 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
     """
     found: list[Path] = []
     missing: list[Path] = []
-    skip = Path(exclude).resolve() if exclude is not None else None
     for item in inputs:
         path = Path(item)
         if not path.exists():
@@ -91,7 +87,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = True, 
                 for p in _walk_files(path, recursive)
                 if (p.is_file() or (keep_missing and p.is_symlink() and not p.exists()))
                 and p.suffix.lower() in IMAGE_SUFFIXES
-                and not _is_output(p, searched, skip)
+                and not (skip is not None and skip(p, searched))
             )
             if not files:
                 raise InputError(
@@ -139,32 +135,6 @@ def _folder_id(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png", "_errors.png", "pr_curve.png")
-#: The folder of resume records that ``eosdetect count`` keeps in its output folder.
-RUN_RECORD_DIR = ".eosdetect"
-
-
-def _is_results_folder(folder: Path) -> bool:
-    """A folder ``eosdetect count`` (its run records) or ``eosdetect evaluate`` (its report) wrote."""
-    return (folder / RUN_RECORD_DIR).is_dir() or all((folder / f).is_file() for f in REPORT_FILES)
-
-
-#: The files that mark an ``eosdetect evaluate`` report folder.
-REPORT_FILES = ("metrics.json", "per_image.csv")
-
-
-def _is_output(p: Path, folder: Path, out_dir: Path | None) -> bool:
-    """Whether ``p``, found in the resolved ``folder``, is in the output folder (when that is below it),
-    or is a picture eosdetect drew: in the output folder, or in a results folder of an earlier run."""
-    resolved = p.resolve()
-    if resolved.name.endswith(OUTPUT_PICTURE_SUFFIXES) and (
-        resolved.parent == out_dir or _is_results_folder(resolved.parent)
-    ):
-        return True
-    # the output folder below the searched one (``folder`` resolved by the caller): not searched
-    return out_dir is not None and folder in out_dir.parents and out_dir in resolved.parents
 
 
 # --------------------------------------------------------------------------- pixels
@@ -268,8 +238,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Notes
     -----
     The format is told by the file's content, not its name: a JPEG saved as
-    ``.tif`` is read as image viewers read it. The decoders' warnings (odd
-    TIFF tags, damaged EXIF data) are logged once each, naming the file.
+    ``.tif`` is read as image viewers read it. The size is checked against
+    :data:`MAX_IMAGE_PIXELS` from the file's header, before decoding; Pillow's
+    own, process-wide ``PIL.Image.MAX_IMAGE_PIXELS`` is neither changed nor
+    consulted for that (some of Pillow's format plugins still consult it
+    while decoding: GIF frames, WebP, and TIFF files in colour spaces that
+    Pillow converts). The decoders' warnings (odd TIFF tags, damaged EXIF
+    data) are named after the file when an application routes them to
+    :func:`named_warnings`.
     """
     path = Path(path)
     if not path.exists():
@@ -300,77 +276,61 @@ def _is_tiff(path: Path) -> bool:
 
 @contextmanager
 def named_warnings(path: str | os.PathLike) -> Iterator[None]:
-    """Log the warnings that the decoders give while ``path`` is read, as ``path: warning``,
-    once per file and process: a warning about an odd TIFF tag or damaged EXIF data says which
-    file has it, and is not repeated when the file is opened again.
+    """Name ``path`` in the decoders' warnings while it is read in this thread: those handed to
+    :func:`take_decoder_warning` meanwhile are logged as ``path: warning`` at the end of the block,
+    once per file and process, so that a warning about an odd TIFF tag or damaged EXIF data says
+    which file has it and is not repeated when the file is opened again.
 
-    Python warnings (Pillow) and tifffile's log records of level WARNING and above are caught in
-    the calling thread only; other threads' warnings, and this one's outside the block, are
-    shown as usual. Nested blocks are one: the outermost names the file.
+    The library hands over nothing itself: Pillow's Python warnings and tifffile's log records
+    reach Python's warning and logging machinery as usual unless an application routes them here
+    (the hooks that can do so change process-wide state; ``eosdetect`` puts them in place for its
+    run only). Other threads, and this one outside the block, are not affected. Nested blocks are
+    one: the outermost names the file.
     """
     if _caught.messages is not None:
         yield
         return
-    _catch_decoder_warnings()
     _caught.messages = messages = []
     try:
         yield
     finally:
         _caught.messages = None
-        name = printable(os.fspath(path))
-        for text in dict.fromkeys(messages):  # in order, each once
-            if (name, text) not in _WARNED:
-                _WARNED.add((name, text))
-                log.warning("%s: %s", name, text)
+        _log_once(printable(os.fspath(path)), messages)
+
+
+def take_decoder_warning(text: str) -> bool:
+    """Keep the warning ``text``, given in this thread, for the file this thread is reading
+    (inside :func:`named_warnings`), to be logged naming that file; False, and nothing kept, when
+    this thread is reading no file (the caller then shows the warning as usual).
+
+    For the hooks of an application that route decoder warnings here; thread-safe.
+    """
+    messages = _caught.messages
+    if messages is None:
+        return False
+    messages.append(text)
+    return True
+
+
+def _log_once(name: str, messages: list[str]) -> None:
+    """Log each warning about file ``name`` as ``name: warning``, in order, unless logged already."""
+    for text in dict.fromkeys(messages):
+        with _WARNED_LOCK:
+            new = (name, text) not in _WARNED
+            _WARNED.add((name, text))
+        if new:
+            log.warning("%s: %s", name, text)
 
 
 class _Caught(threading.local):
-    """The decoder warnings caught in this thread by :func:`named_warnings` (None: not catching)."""
+    """The decoder warnings kept in this thread by :func:`named_warnings` (None: no file being read)."""
 
     messages: list[str] | None = None
 
 
 _caught = _Caught()
 _WARNED: set[tuple[str, str]] = set()  # (file, warning) logged already
-_HOOKS_LOCK = threading.Lock()
-
-
-class _CatchFilter(logging.Filter):
-    """On tifffile's logger: a warning logged while this thread reads a file is kept, not printed."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        messages = _caught.messages
-        if messages is None or record.levelno < logging.WARNING:
-            return True
-        messages.append(record.getMessage())
-        return False
-
-
-_CATCH_FILTER = _CatchFilter()
-
-
-def _catch_decoder_warnings() -> None:
-    """Put the thread-aware catchers in place: a filter on tifffile's logger, and a
-    ``warnings.showwarning`` that hands the warnings of threads not catching to the one it replaced.
-    (``warnings.catch_warnings`` is not used: it swaps process-wide state, and images are read in
-    several threads at once.) Done at each use: a ``catch_warnings`` block elsewhere may have put
-    the replaced function back."""
-    with _HOOKS_LOCK:
-        tiff_log = logging.getLogger("tifffile")
-        if _CATCH_FILTER not in tiff_log.filters:
-            tiff_log.addFilter(_CATCH_FILTER)
-        shown = warnings.showwarning
-        if getattr(shown, "_eosdetect_catches", False):
-            return
-
-        def showwarning(message, category, filename, lineno, file=None, line=None):
-            messages = _caught.messages
-            if messages is None:
-                return shown(message, category, filename, lineno, file, line)
-            messages.append(str(message))
-
-        showwarning._eosdetect_catches = True
-        warnings.showwarning = showwarning
+_WARNED_LOCK = threading.Lock()
 
 
 def safe_filename(name: str | None, default: str = "file") -> str:
@@ -409,11 +369,62 @@ def _describe_read_error(exc: BaseException) -> str:
     return f"cannot read image ({text})"
 
 
-def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
+def pillow_open(source: str | os.PathLike | BinaryIO):
+    """Open an image with Pillow, as :func:`PIL.Image.open` does but without its decompression-bomb
+    check, for a caller that checks the size against its own limit.
 
-    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clearer message
-    with Image.open(path) as im:
+    That check compares the size with ``PIL.Image.MAX_IMAGE_PIXELS``, a setting of the whole
+    process, which a library must leave as the application has it: this function neither changes
+    nor consults it. It identifies the format by the file's first bytes with Pillow's registered
+    plugins, as ``Image.open`` does, and reads only the header: pixels are decoded at ``load()``.
+
+    Parameters
+    ----------
+    source : path or binary file object
+        A file object is read from its start and stays open (the caller closes it); a path is
+        opened here and closed with the image.
+
+    Returns
+    -------
+    PIL.ImageFile.ImageFile
+        To be used as ``with pillow_open(path) as im: ...``.
+
+    Raises
+    ------
+    PIL.UnidentifiedImageError
+        When no plugin can read it (as ``Image.open``).
+    """
+    import struct
+
+    from PIL import Image, UnidentifiedImageError
+
+    is_path = isinstance(source, (str, bytes, os.PathLike))
+    if is_path:
+        with open(source, "rb") as fh:
+            prefix = fh.read(16)
+    else:
+        source.seek(0)
+        prefix = source.read(16)
+    for load_plugins in (Image.preinit, Image.init):  # the common plugins first, as Image.open
+        load_plugins()
+        for name in list(Image.ID):
+            factory, accept = Image.OPEN[name]
+            try:  # a plugin's test, like its reader, may fail on a few bytes of another format (as in Image.open)
+                found = not accept or accept(prefix)
+                if not found or isinstance(found, str):  # a str: the plugin's reason for not reading it
+                    continue
+                if not is_path:
+                    source.seek(0)
+                return factory(source, None if is_path else "")
+            except (SyntaxError, IndexError, TypeError, struct.error):  # not this plugin's format after all
+                continue
+    raise UnidentifiedImageError(f"cannot identify image file {os.fspath(source) if is_path else source!r}")
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with pillow_open(path) as im:
         if im.width * im.height > MAX_IMAGE_PIXELS:
             raise InputError(
                 path, f"image of {im.width}x{im.height} is too large to read whole"
@@ -598,7 +609,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:48]}.eosdetect-{os.getpid()}-{_RUN_TOKEN}-",
                                    suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -614,6 +625,35 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return path
+
+
+@cache
+def _umask() -> int:
+    """The process's file-creation mask, learnt once (at the first write) without changing it.
+
+    ``os.umask`` tells it only by setting it, for every thread at once: Linux's
+    ``/proc/self/status`` is read instead, else a probe file shows it.
+    """
+    found = _umask_from_proc()
+    return found if found is not None else _umask_from_probe()
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux (4.7 and later) shows it in ``/proc/self/status``; None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            line = next((line for line in fh if line.startswith("Umask:")), None)
+        return int(line.split()[1], 8) if line else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _umask_from_probe() -> int:
+    """The umask from the permissions it leaves on a file created, in a temporary folder, with all of them."""
+    with tempfile.TemporaryDirectory(prefix="eosdetect-") as folder:
+        probe = os.path.join(folder, "umask")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o777))
+        return 0o777 & ~os.stat(probe).st_mode
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -52,8 +52,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import atomic_write_text, read_csv, read_image, write_image  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 
 SEED = 2026
 N_NEUTROPHILS = 32

@@ -51,9 +51,8 @@ sys.path.insert(0, str(HERE))
 
 from audit_eosinophil_labels import read_grades, write_sheets  # noqa: E402
 
-from eosdetect.training import recipes  # noqa: E402
-from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import atomic_write_text  # noqa: E402
+from eosdetect.training import recipes, shared_data  # noqa: E402
 
 SEED = 7
 DRAWN = (("FP", 8), ("FN", 8), ("TP", 4))

@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.io import read_image, write_image  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 
 
 def original_unet():
@@ -130,8 +130,8 @@ def source_image(path: str | None) -> np.ndarray:
 def main(argv=None) -> int:
     import cv2
 
+    from eosdetect.apps.batch.run import CountRun, CountSettings
     from eosdetect.models.store import load_model
-    from eosdetect.apps.runner import CountRun, CountSettings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", default="eosinophil-smear")

@@ -25,9 +25,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from eosdetect.apps.batch.local import default_workers  # noqa: E402
+from eosdetect.apps.batch.naming import output_names  # noqa: E402
+from eosdetect.apps.batch.run import CountRun, CountSettings  # noqa: E402
 from eosdetect.io import find_images  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.apps.runner import CountRun, CountSettings, default_workers, output_names  # noqa: E402
 
 
 def main(argv=None) -> int:

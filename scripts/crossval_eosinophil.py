@@ -42,14 +42,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import recipes  # noqa: E402
-from eosdetect.training import shared_data  # noqa: E402
-from eosdetect.training.evaluation import PredictionCache, evaluate_model  # noqa: E402
-from eosdetect.io import atomic_write_text, write_json  # noqa: E402
-from eosdetect.core.metrics import MatchResult, summarize  # noqa: E402
 from eosdetect.core.colour import apply_gains  # noqa: E402
-from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.core.metrics import MatchResult, summarize  # noqa: E402
+from eosdetect.io import atomic_write_text, write_json  # noqa: E402
 from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.training import recipes, shared_data  # noqa: E402
+from eosdetect.training.evaluation import PredictionCache, evaluate_model  # noqa: E402
 from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 #: Counting thresholds at which the pooled out-of-fold precision and recall are also reported.
@@ -158,7 +157,7 @@ def record(model_dir: str, result: dict) -> None:
         "thresholds": result["thresholds"],
     }
     write_json(model.path / "metrics.json", metrics)
-    atomic_write_text(model.path / "MODEL_CARD.md", recipes.model_card(model.config, metrics))
+    atomic_write_text(model.path / "MODEL_CARD.md", recipes.bundled_card(model.config, metrics))
     print(f"recorded in {model.path}/metrics.json and MODEL_CARD.md")
 
 

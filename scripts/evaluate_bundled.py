@@ -23,10 +23,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import shared_data as sd  # noqa: E402
 from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc  # noqa: E402
 from eosdetect.apps.cli import main as cli  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.training import shared_data as sd  # noqa: E402
 from eosdetect.training.recipes import NUCLEI_MATCH_RADIUS_UM  # noqa: E402
 
 

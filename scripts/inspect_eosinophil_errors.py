@@ -21,10 +21,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import shared_data  # noqa: E402
-from eosdetect.io import read_image, write_image  # noqa: E402
 from eosdetect.core.geometry import extract_crops  # noqa: E402
+from eosdetect.io import read_image, write_image  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.training import shared_data  # noqa: E402
 from eosdetect.training.recipes import smear_eval_item  # noqa: E402
 
 FOUND, MISSED, FALSE = (0, 200, 60), (220, 30, 30), (255, 150, 0)

@@ -31,12 +31,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import recipes  # noqa: E402
-from eosdetect.training import shared_data  # noqa: E402
-from eosdetect.training.evaluation import evaluate_model  # noqa: E402
 from eosdetect.io import write_json  # noqa: E402
-from eosdetect.models.store import load_model  # noqa: E402
 from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.training import recipes, shared_data  # noqa: E402
+from eosdetect.training.evaluation import evaluate_model  # noqa: E402
 from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads, train_helper  # noqa: E402
 
 

@@ -35,14 +35,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect.training import shared_data as sd  # noqa: E402
 from eosdetect.annotations.voc import VocAnnotation, VocObject, read_voc, write_voc  # noqa: E402
-from eosdetect.io import write_json  # noqa: E402
-from eosdetect.training.labelset import load_labelled  # noqa: E402
-from eosdetect.core.metrics import match_points, summarize  # noqa: E402
-from eosdetect.models.store import load_model, with_helper_of  # noqa: E402
-from eosdetect.models.model import Model  # noqa: E402
 from eosdetect.apps.prelabel import PrelabelSettings, prelabel_image  # noqa: E402
+from eosdetect.core.metrics import match_points, summarize  # noqa: E402
+from eosdetect.io import write_json  # noqa: E402
+from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.models.store import load_model, with_helper_of  # noqa: E402
+from eosdetect.training import shared_data as sd  # noqa: E402
+from eosdetect.training.labelset import load_labelled  # noqa: E402
 from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads, train_helper_from_labels  # noqa: E402
 
 sys.path.insert(0, str(HERE))

@@ -24,19 +24,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from eosdetect import __version__  # noqa: E402
+from eosdetect.models.card import model_metrics  # noqa: E402
+from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
+from eosdetect.models.store import load_model, save_model  # noqa: E402
 from eosdetect.training import recipes  # noqa: E402
 from eosdetect.training import shared_data as sd  # noqa: E402
 from eosdetect.training.evaluation import evaluate_model, fit_thresholds  # noqa: E402
-from eosdetect.models.config import ModelConfig, Thresholds  # noqa: E402
-from eosdetect.models.store import load_model, save_model  # noqa: E402
 from eosdetect.training.train import (  # noqa: E402
     TrainConfig,
     load_config_file,
-    machine_description,
     reproducible_threads,
     train_helper,
     train_unet,
+    training_record,
 )
 
 log = logging.getLogger("train_bundled")
@@ -123,28 +123,16 @@ def main(argv=None):
         fitted_on = "the same validation images (pooled F1 over the grid in the config)"
     t_fit = time.time() - t0 - t_data - t_unet - t_helper
 
-    metrics = {
-        "model": mcfg.name,
-        "version": mcfg.version,
-        "validation": ev["summary"],
-        "validation_per_image": ev["per_image"],
-        "data": data_desc,
-        "matching": recipes.matching_description(recipe),
-        "thresholds_fitted_on": fitted_on,
-        "training": {
-            "config_file": str(Path(args.config).as_posix()),
-            "train": tcfg.to_dict(),
-            "threshold_grid": grid,
-            "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": round(t_helper, 1),
-                        "thresholds": round(t_fit, 1)},
-            "machine": machine_description(),
-            "eosdetect_version": __version__,
-        },
-    }
+    metrics = model_metrics(
+        mcfg, validation=ev["summary"], per_image=ev["per_image"], data=data_desc,
+        matching=recipes.matching_description(recipe), thresholds_fitted_on=fitted_on,
+        training=training_record(tcfg, {"data": t_data, "unet": t_unet, "helper": t_helper, "thresholds": t_fit},
+                                 file_cfg={"_path": str(Path(args.config).as_posix())}, grid=grid),
+    )
     metrics.update(extra)
     metrics.update(recipes.baselines(recipe, val_items, model))
     mcfg.training = {"config_file": Path(args.config).name, "recipe": recipe, "seed": tcfg.train_seed}
-    card = recipes.model_card(mcfg, metrics)
+    card = recipes.bundled_card(mcfg, metrics)
     save_model(args.out, mcfg, thr, unet, helper, metrics=metrics, card=card)
     print(json.dumps({"out": args.out, "validation": ev["summary"],
                       **{k: v.get("summary", v) for k, v in metrics.items() if k.startswith("baseline")}}, indent=2))

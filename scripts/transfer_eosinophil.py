@@ -57,13 +57,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from eosdetect.io import atomic_write_text, read_image, write_json  # noqa: E402
+from eosdetect.models.helper_cnn import build_helper  # noqa: E402
+from eosdetect.models.model import Model  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
 from eosdetect.training import recipes  # noqa: E402
 from eosdetect.training import shared_data as sd  # noqa: E402
-from eosdetect.io import atomic_write_text, read_image, write_json  # noqa: E402
 from eosdetect.training.labelset import LabelledImage  # noqa: E402
-from eosdetect.models.helper_cnn import build_helper  # noqa: E402
-from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.models.model import Model  # noqa: E402
 from eosdetect.training.train import TrainConfig, load_config_file, reproducible_threads  # noqa: E402
 
 STEPS = ("pbc-only", "crossval", "bccd-only", "colour", "adapt", "pixel-size")
@@ -274,7 +274,7 @@ def record(model_dir: str, result: dict) -> None:
         metrics["transfer"]["adapt"] = {"method": "eosdetect adapt's fine-tuning of the PBC-only helper",
                                         "summary": result["adapt"]["summary"]}
     write_json(model.path / "metrics.json", metrics)
-    atomic_write_text(model.path / "MODEL_CARD.md", recipes.model_card(model.config, metrics))
+    atomic_write_text(model.path / "MODEL_CARD.md", recipes.bundled_card(model.config, metrics))
     print(f"recorded in {model.path}/metrics.json and MODEL_CARD.md")
 
 

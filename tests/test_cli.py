@@ -82,8 +82,8 @@ def test_outputs_follow_an_image_whose_name_became_shared(images, tmp_path, tiny
 
 def test_renames_that_chain_still_resume(tmp_path, tiny_model_dir, monkeypatch):
     """z/p.png joining makes x/p.png 'x__p', the old name of y/x__p.png: both move, neither is recounted."""
+    from eosdetect.apps.batch.run import CountRun, CountSettings
     from eosdetect.models.store import load_model
-    from eosdetect.apps.runner import CountRun, CountSettings
 
     monkeypatch.chdir(tmp_path)
     paths = [Path(p) for p in ("x/p.png", "y/x__p.png", "z/p.png")]
@@ -136,10 +136,10 @@ def test_a_model_with_other_weights_is_not_taken_as_done(images, tmp_path, tiny_
 
 
 def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from eosdetect.apps import runner
+    from eosdetect.apps.batch.run import CountRun
 
     out_dir = tmp_path / "res"
-    real = runner.CountRun.count_image
+    real = CountRun.count_image
     calls = []
 
     def flaky(self, path, name):
@@ -148,28 +148,28 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
             raise KeyboardInterrupt
         return real(self, path, name)
 
-    monkeypatch.setattr(runner.CountRun, "count_image", flaky)
+    monkeypatch.setattr(CountRun, "count_image", flaky)
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 130 and "re-run to resume" in err
     rows = _rows(out_dir / "counts.csv")  # complete, well-formed CSV with the finished image
     assert [r["status"] for r in rows] == ["ok"]
-    monkeypatch.setattr(runner.CountRun, "count_image", real)
+    monkeypatch.setattr(CountRun, "count_image", real)
     code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 0 and "1 already done" in out
 
 
 def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_path, tiny_model_dir, capsys,
                                                                   monkeypatch):
-    from eosdetect.apps import runner
+    from eosdetect.apps.batch.run import CountRun
 
-    real = runner.CountRun.count_image
+    real = CountRun.count_image
 
     def broken_on_a(self, path, name):
         if name == "a":
             raise ValueError("something of ours went wrong\nsecond line")
         return real(self, path, name)
 
-    monkeypatch.setattr(runner.CountRun, "count_image", broken_on_a)
+    monkeypatch.setattr(CountRun, "count_image", broken_on_a)
     out_dir = tmp_path / "res"
     code, out, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 1 and "Traceback" not in err
@@ -182,10 +182,10 @@ def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_p
 def test_interruption_while_an_image_is_being_recorded_keeps_it(images, tmp_path, tiny_model_dir, capsys,
                                                                 monkeypatch):
     """Ctrl-C while the first finished image is being marked done: it is still listed and not redone."""
-    from eosdetect.apps import runner
+    from eosdetect.apps.batch.run import CountRun
 
     out_dir = tmp_path / "res"
-    real = runner.CountRun._mark_done
+    real = CountRun._mark_done
     calls = []
 
     def interrupted_once(self, rec, fingerprint):
@@ -194,12 +194,12 @@ def test_interruption_while_an_image_is_being_recorded_keeps_it(images, tmp_path
             raise KeyboardInterrupt
         return real(self, rec, fingerprint)
 
-    monkeypatch.setattr(runner.CountRun, "_mark_done", interrupted_once)
+    monkeypatch.setattr(CountRun, "_mark_done", interrupted_once)
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 130 and "re-run to resume" in err
     first = sorted(p.name for p in images.iterdir())[0]
     assert Path(_rows(out_dir / "counts.csv")[0]["image"]).name == first
-    monkeypatch.setattr(runner.CountRun, "_mark_done", real)
+    monkeypatch.setattr(CountRun, "_mark_done", real)
     n_listed = len(_rows(out_dir / "counts.csv"))
     code, out, _ = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
     assert code == 0 and f"{n_listed} already done" in out
@@ -324,6 +324,81 @@ def test_out_of_range_whole_numbers_are_usage_errors(capsys, argv, message):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_library_messages_get_the_flag_that_sets_their_parameter(tmp_path, capsys):
+    """The library names the parameter behind a message (the ``option`` of its errors and notices); the
+    command line words it as the flag that sets it, one line each."""
+    from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
+
+    imgs, lab, points = tmp_path / "imgs", tmp_path / "lab", tmp_path / "points"
+    for folder in (imgs, lab, points):
+        folder.mkdir()
+    for name, verified in (("a", True), ("b", False), ("c", True)):
+        write_image(imgs / f"{name}.png", disc_image())
+        boxes = [VocObject("RBC", 12, 12, 28, 28)] + ([VocObject("WBC", 42, 32, 58, 48)] if name == "a" else [])
+        write_voc(lab / f"{name}.xml", VocAnnotation(f"{name}.png", 80, 64, verified=verified, objects=boxes))
+    (points / "a.csv").write_text("x,y\n20,20\n")
+    (tmp_path / "all.csv").write_text("image,x,y\na.png,20,20\n")
+
+    def stderr(*args, code=1):
+        assert main(["train", "--images", str(imgs), "-o", str(tmp_path / "m"), "--dry-run", *map(str, args)]) == code
+        return capsys.readouterr().err.strip().splitlines()
+
+    assert stderr("--labels", lab) == [
+        "eosdetect: error: the labels hold several classes (RBC, WBC); choose one (--class)"]
+    assert stderr("--labels", lab, "--label-format", "points", "--cell-diameter", "16") == [
+        f"eosdetect: error: {lab}: holds no label files of the points format (.csv named like the images); "
+        "choose the labels' format (--label-format)"]
+    assert stderr("--labels", points, "--label-format", "points", "--cell-diameter", "16") == [
+        f"eosdetect: error: {imgs / 'b.png'}: no label file for this image (2 image(s) without labels); they may "
+        "be taken as having no objects if they truly have none (--allow-unlabelled-as-empty)"]
+    assert stderr("--labels", tmp_path / "all.csv", "--class", "RBC") == [
+        f"eosdetect: error: {tmp_path / 'all.csv'}: must be a folder for the voc format (--labels)"]
+    assert stderr("--labels", lab, "--class", "RBC", "--verified-only", code=0)[0] == (
+        "eosdetect: warning: 1 unverified label file(s) skipped (--verified-only)")
+    for name in ("a", "c"):
+        write_voc(lab / f"{name}.xml", VocAnnotation(f"{name}.png", 80, 64, objects=[VocObject("RBC", 12, 12, 28, 28)]))
+    assert stderr("--labels", lab, "--class", "RBC", "--verified-only") == [
+        f"eosdetect: error: {lab}: no label file is marked verified (3 unverified skipped: only verified ones were "
+        "asked for); save them with 'Verify Image' in LabelImg (--verified-only)"]
+
+
+def test_a_decoders_warning_names_the_image_once_during_the_run(tmp_path, tiny_model_dir, capsys, caplog):
+    """The CLI routes Pillow's warnings to the image being read for its run (the library does not), and
+    leaves Python's warning hook as it was afterwards."""
+    import struct
+    import warnings
+
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    exif = b"II*\x00" + struct.pack("<IHHHIII", 8, 1, 270, 2, 200, 5000, 0)  # EXIF pointing past its end
+    Image.fromarray(disc_image()).save(folder / "exif.jpg", exif=b"Exif\x00\x00" + exif)
+    shown = warnings.showwarning
+    caplog.set_level("WARNING")
+    for again in ([], ["--overwrite"]):  # the image read twice in one process
+        code, _, err = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res", *again], capsys)
+        assert code == 0, err
+    named = [r.getMessage() for r in caplog.records if "Tag data" in r.getMessage()]
+    assert named == [f"{folder / 'exif.jpg'}: Tag data larger than file. Skipping tag 270"]  # named, once
+    assert warnings.showwarning is shown
+
+
+def test_the_flag_table_names_only_flags_the_command_line_has():
+    import argparse
+
+    from eosdetect.apps.cli import FLAGS, _with_flag, build_parser
+    from eosdetect.errors import ConfigError, Notice
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {f for p in subparsers.choices.values() for a in p._actions for f in a.option_strings}
+    assert {f for text in FLAGS.values() for f in text.replace(",", " ").split() if f.startswith("--")} <= flags
+    refused = ConfigError("m/.train: the interrupted training had other settings; resume it with the same images, "
+                          "labels and options, or start afresh", option="resume")
+    assert _with_flag(refused).endswith("or start afresh (--overwrite, not --resume)")
+    assert _with_flag(Notice("3 box(es) skipped")) == "3 box(es) skipped" == _with_flag("3 box(es) skipped")
+
+
 def test_validation_line_says_when_nothing_was_there_to_find():
     from eosdetect.apps.cli import _validation_line
 
@@ -446,14 +521,15 @@ def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_mod
     """A slide with its pixel size in the file, counted with photos of unknown pixel size."""
     import time
 
+    from eosdetect.apps.batch.run import CountRun, CountSettings
+    from eosdetect.apps.batch.tables import CountRow, ImageRecord
     from eosdetect.models.store import load_model
-    from eosdetect.apps.runner import CountRun, CountSettings, ImageRecord
 
     run = CountRun(load_model(tiny_model_dir), tmp_path, CountSettings())
     run.records = [
-        ImageRecord("slide.svs", "slide", row={"status": "ok", "count": 10, "area_mm2": 10.0, "peak_hpf_count": 2}),
-        ImageRecord("a.png", "a", row={"status": "ok", "count": 500}),
-        ImageRecord("b.png", "b", row={"status": "ok", "count": 500}),
+        ImageRecord("slide.svs", "slide", row=CountRow("slide.svs", count=10, area_mm2=10.0, peak_hpf_count=2)),
+        ImageRecord("a.png", "a", row=CountRow("a.png", count=500)),
+        ImageRecord("b.png", "b", row=CountRow("b.png", count=500)),
     ]
     run._write_tables(time.time(), partial=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -520,7 +596,7 @@ def test_folders_counted_from_inside_each_keep_their_results(tmp_path, tiny_mode
 
 
 def test_output_names_unique_after_cleaning_and_short(tmp_path):
-    from eosdetect.apps.runner import MAX_NAME_BYTES, output_names
+    from eosdetect.apps.batch.naming import MAX_NAME_BYTES, output_names
 
     names = output_names([Path("d/t:1.png"), Path("d/t_1.png")])
     assert names == ["t_1", "t_1__2"]

@@ -12,13 +12,15 @@ import pickle
 import numpy as np
 import pytest
 
+from eosdetect.analysis.image import analyse
+from eosdetect.analysis.overlay import COUNTED, REJECTED, class_colours
+from eosdetect.apps.batch.run import CountRun, CountSettings
+from eosdetect.apps.batch.tables import COUNT_COLUMNS, ImageRecord, count_columns, image_row
 from eosdetect.apps.cli import main
 from eosdetect.core.differential import Differential, class_column, class_columns
 from eosdetect.io import encode_png, read_image, write_image
 from eosdetect.models.config import ModelConfig, Thresholds
 from eosdetect.models.model import Model
-from eosdetect.analysis.overlay import COUNTED, REJECTED, class_colours
-from eosdetect.apps.runner import COUNT_COLUMNS, CountRun, CountSettings, ImageRecord, analyse_image, count_columns
 
 CLASSES = ["eosinophil", "neutrophil", "lymphocyte", "other"]
 BACKGROUND = (235, 225, 230)
@@ -153,11 +155,12 @@ def test_columns_only_for_multiclass_helpers(model, tmp_path):
 
 def test_analysis_carries_the_class_counts(model):
     img = smear()
-    a = analyse_image(model, img, overlay=False)
+    a = analyse(model, img)
+    row = image_row("a.png", a).to_dict()  # what counts.csv and the resume record hold
     assert a.differential.counts == EXPECTED
-    assert a.differential.counts["eosinophil"] == a.row["count"] == len(a.detections) == 2
-    assert a.row["candidates"] == sum(EXPECTED.values())
-    assert {k: a.row[k] for k in class_columns(model.config)} == a.differential.columns()
+    assert a.differential.counts["eosinophil"] == a.count == row["count"] == len(a.detections) == 2
+    assert len(a.candidates) == row["candidates"] == sum(EXPECTED.values())
+    assert {k: row[k] for k in class_columns(model.config)} == a.differential.columns()
     found = sorted(map(tuple, np.round(a.detections.xy[:, ::-1]).astype(int)))
     assert found == sorted(CELLS["eosinophil"])
 
@@ -247,8 +250,8 @@ def test_models_without_a_multiclass_helper_keep_their_outputs(images, tmp_path,
 
 def test_overlay_outlines_each_class_in_its_colour_with_a_legend(model, tmp_path):
     img = smear()
-    a = analyse_image(model, img, source="a.png")
-    over = a.overlay
+    a = analyse(model, img, source="a.png")
+    over = a.overlay()
     header = over.shape[0] - img.shape[0]
     pic, band = over[header:, : img.shape[1]], over[:header]
     colours = class_colours(CLASSES, "eosinophil")
@@ -268,7 +271,7 @@ def test_overlay_outlines_each_class_in_its_colour_with_a_legend(model, tmp_path
     # the legend: a swatch of every class's colour in the caption band
     for name in CLASSES:
         assert _near(band, colours[name], tol=10).sum() >= 25, name
-    plain = analyse_image(fake_model(tmp_path / "one", classes=[]), img, source="a.png").overlay
+    plain = analyse(fake_model(tmp_path / "one", classes=[]), img, source="a.png").overlay()
     assert not _near(plain[: plain.shape[0] - img.shape[0]], colours["neutrophil"], tol=10).any()
 
 
@@ -287,7 +290,7 @@ def test_a_slide_sums_the_class_counts_of_its_blocks(model, tmp_path):
     with tifffile.TiffWriter(path) as tif:
         tif.write(img, tile=(64, 64), subifds=1, photometric="rgb")
         tif.write(img[::2, ::2].copy(), tile=(64, 64), subfiletype=1, photometric="rgb")
-    whole = analyse_image(model, img, overlay=False).differential
+    whole = analyse(model, img).differential
     assert whole.counts == {k: 4 * v for k, v in EXPECTED.items()}
     sc = detect_slide(model, path, block_px=48)
     assert sc.blocks > 12 and sc.differential == whole
@@ -303,14 +306,13 @@ def test_a_slide_sums_the_class_counts_of_its_blocks(model, tmp_path):
 
 def test_class_counts_travel_back_from_a_cluster_worker(model, tmp_path, monkeypatch):
     """What a worker sends back (pickled) carries the class counts into counts.csv."""
-    import eosdetect.apps.distributed as dist
+    import eosdetect.apps.batch.dask as dist
 
     monkeypatch.setattr(dist, "_worker_model", lambda key, files: model)
-    res = dist.count_bytes("k", {}, encode_png(smear()), "a.png", {
-        "pixel_size_um": None, "thresholds": model.thresholds.to_dict(), "hpf_area_mm2": 0.237,
-        "threshold": None, "overlay": False})
+    res = dist.count_bytes("k", {}, encode_png(smear()), "a.png", dist.WorkerSettings(
+        pixel_size_um=None, thresholds=model.thresholds, hpf_area_mm2=0.237, flag_threshold=None, overlay=False))
     res = pickle.loads(pickle.dumps(res))
-    assert {k: res["row"][class_column(k)] for k in CLASSES} == EXPECTED
+    assert {k: res.row.to_dict()[class_column(k)] for k in CLASSES} == EXPECTED
     run = CountRun(model, tmp_path / "res")
     (tmp_path / "res").mkdir()
     rec = ImageRecord(image=str(tmp_path / "a.png"), name="a")
@@ -324,7 +326,7 @@ def test_class_counts_travel_back_from_a_cluster_worker(model, tmp_path, monkeyp
 @pytest.mark.slow
 def test_a_cluster_run_writes_the_class_counts(model, images, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    import eosdetect.apps.distributed as dist
+    import eosdetect.apps.batch.dask as dist
 
     monkeypatch.setattr(dist, "_worker_model", lambda key, files: model)  # in-process workers see the stand-in
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
@@ -376,7 +378,7 @@ def test_api_answers_the_differential(model):
 
     d, schema = _post(model)
     assert d["count"] == 2
-    assert d["differential"] == analyse_image(model, smear(), overlay=False).differential.to_dict()
+    assert d["differential"] == analyse(model, smear()).differential.to_dict()
     assert d["differential"]["classes"]["lymphocyte"] == {"count": 2, "percent": 28.57}
     assert [c["class_name"] for c in d["detections"]] == ["eosinophil", "eosinophil"]
     assert CountOut.model_validate(d).differential.white_cells == WHITE

@@ -8,9 +8,9 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
 
+from eosdetect.apps.batch.run import CountRun, CountSettings  # noqa: E402
 from eosdetect.apps.cli import main  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.apps.runner import CountRun, CountSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))

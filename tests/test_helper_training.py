@@ -146,9 +146,9 @@ def test_training_learns_the_classes_of_crops(tmp_path):
 
 def test_adapt_model_writes_a_folder_that_counts_the_new_class(tmp_path):
     """A random helper, adapted on labelled red discs, counts red discs and not purple ones."""
+    from eosdetect.models.store import load_model
     from eosdetect.training.helper import adapt_model
     from eosdetect.training.labelset import LabelledImage
-    from eosdetect.models.store import load_model
     from eosdetect.training.train import TrainConfig
 
     items = []

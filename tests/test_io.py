@@ -164,6 +164,9 @@ def test_find_images_recursive_sorted_unique(tmp_path, rgb):
 
 
 def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
+    """The applications' outputs are left out by the ``skip`` that apps/layout.py makes."""
+    from eosdetect.apps.layout import skip_outputs
+
     for rel in ["imgs/x.png", "imgs/x_overlay.png", "imgs/out/y.png", "imgs/sub/z_overlay.png"]:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
     imgs = tmp_path / "imgs"
 
     def names(out):
-        return sorted(str(p.relative_to(imgs)) for p in find_images([imgs], exclude=out))
+        return sorted(str(p.relative_to(imgs)) for p in find_images([imgs], skip=skip_outputs(out)))
 
     assert names(imgs / "out") == ["sub/z_overlay.png", "x.png", "x_overlay.png"]  # inside: not searched
     assert names(imgs) == ["out/y.png", "sub/z_overlay.png", "x.png"]  # the same folder: its pictures skipped
@@ -183,6 +186,13 @@ def test_find_images_skips_the_output_folder_or_its_pictures(tmp_path):
         (imgs / "sub" / f).write_bytes(b"x")
     (imgs / "sub" / ".eosdetect").rmdir()
     assert names(imgs / "out") == ["x.png", "x_overlay.png"]
+    # the library alone knows no output layout: every image file, or what the caller's skip leaves
+    every = ["out/y.png", "sub/a_errors.png", "sub/pr_curve.png", "sub/z_overlay.png", "x.png", "x_overlay.png"]
+    assert sorted(str(p.relative_to(imgs)) for p in find_images([imgs])) == every
+    asked = []
+    kept = find_images([imgs], skip=lambda p, folder: asked.append((p.parent, folder)) or p.name.startswith("x"))
+    assert sorted(str(p.relative_to(imgs)) for p in kept) == every[:4]
+    assert (imgs, imgs.resolve()) in asked and {folder for _, folder in asked} == {imgs.resolve()}
 
 
 def test_to_rgb_uint8_variants():
@@ -305,30 +315,186 @@ def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypat
     assert str(exc.value) == f"[Errno 13] Permission denied: '{tmp_path / 'out.csv'}'"
 
 
-def test_decoder_warnings_are_logged_once_naming_the_file(tmp_path, caplog, recwarn):
+def _warning_files(folder):
+    """A JPEG whose EXIF points past its end (a Pillow warning) and a TIFF with a tag of an unknown
+    data type (a tifffile log record)."""
     import struct
 
     import tifffile
     from PIL import Image
 
-    # a JPEG whose EXIF points past its end (a Pillow warning)
     exif = b"II*\x00" + struct.pack("<IHHHIII", 8, 1, 270, 2, 200, 5000, 0)
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "exif.jpg", exif=b"Exif\x00\x00" + exif)
-    # a TIFF with a tag of an unknown data type (a tifffile log record)
-    tifffile.imwrite(tmp_path / "tag.tif", np.zeros((8, 8), np.uint8), extratags=[(65000, "s", 0, "hi", False)])
-    data = bytearray((tmp_path / "tag.tif").read_bytes())
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "exif.jpg", exif=b"Exif\x00\x00" + exif)
+    tifffile.imwrite(folder / "tag.tif", np.zeros((8, 8), np.uint8), extratags=[(65000, "s", 0, "hi", False)])
+    data = bytearray((folder / "tag.tif").read_bytes())
     ifd = struct.unpack("<I", data[4:8])[0]
     for i in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
         entry = ifd + 2 + 12 * i
         if struct.unpack("<H", data[entry:entry + 2])[0] == 65000:
             data[entry + 2:entry + 4] = struct.pack("<H", 99)
-    (tmp_path / "tag.tif").write_bytes(bytes(data))
+    (folder / "tag.tif").write_bytes(bytes(data))
+    return folder / "exif.jpg", folder / "tag.tif"
+
+
+def _png_header(width, height):
+    """The header of a PNG of any size, without its pixels: what a decompression bomb shows first."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_decoder_warnings_are_logged_once_naming_the_file(tmp_path, caplog, recwarn):
+    """What the CLI's run does (apps/decoder_warnings.py): a decoder's warning names the file, once."""
+    import warnings
+
+    from eosdetect.apps.decoder_warnings import routed_decoder_warnings
+
+    exif_jpg, tag_tif = _warning_files(tmp_path)
     caplog.set_level("WARNING")
-    for _ in range(2):  # read twice: reported once
-        for name in ("exif.jpg", "tag.tif"):
-            assert read_image(tmp_path / name).shape == (8, 8, 3)
+    shown = warnings.showwarning
+    with routed_decoder_warnings():
+        for _ in range(2):  # read twice: reported once
+            for path in (exif_jpg, tag_tif):
+                assert read_image(path).shape == (8, 8, 3)
     lines = [(r.name, r.getMessage()) for r in caplog.records]
     assert [name for name, _ in lines] == ["eosdetect.io"] * 2, lines  # tifffile's own record is not printed
-    assert lines[0][1].startswith(f"{tmp_path / 'exif.jpg'}: Tag data larger than file")
-    assert lines[1][1].startswith(f"{tmp_path / 'tag.tif'}: ") and "invalid data type 99" in lines[1][1]
+    assert lines[0][1].startswith(f"{exif_jpg}: Tag data larger than file")
+    assert lines[1][1].startswith(f"{tag_tif}: ") and "invalid data type 99" in lines[1][1]
     assert not [w for w in recwarn if "Tag data" in str(w.message)]  # not shown a second time, unnamed
+    import logging
+
+    assert warnings.showwarning is shown and logging.getLogger("tifffile").filters == []  # all undone
+
+
+def test_routed_warnings_of_threads_reading_no_file_are_shown_as_usual(tmp_path, caplog, recwarn):
+    """The hooks route by thread: a warning given in another thread while this one reads a file is not
+    taken for that file's."""
+    import threading
+    import warnings
+
+    from eosdetect.apps.decoder_warnings import routed_decoder_warnings
+    from eosdetect.io import named_warnings
+
+    caplog.set_level("WARNING")
+    reading, warned = threading.Event(), threading.Event()
+
+    def other():
+        reading.wait(5)
+        warnings.warn("from another thread", UserWarning, stacklevel=1)
+        warned.set()
+
+    thread = threading.Thread(target=other)
+    with routed_decoder_warnings(), routed_decoder_warnings():  # nested: one set of hooks
+        thread.start()
+        with named_warnings(tmp_path / "a.png"):
+            reading.set()
+            assert warned.wait(5)
+            warnings.warn("while reading a.png", UserWarning, stacklevel=1)
+        thread.join()
+    assert [str(w.message) for w in recwarn] == ["from another thread"]
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / 'a.png'}: while reading a.png"]
+
+
+def test_reading_images_leaves_the_process_alone(tmp_path, monkeypatch, caplog, recwarn):
+    """No hook, filter or limit of the process is changed by reading (normal, warning-giving and too
+    large images) or writing: decoder warnings reach Python's warnings and logging as usual."""
+    import logging
+    import os
+    import warnings
+
+    from PIL import Image
+
+    from eosdetect.io import read_image_bytes
+
+    def untouchable(*args):
+        raise AssertionError("os.umask changes the umask of every thread")
+
+    monkeypatch.setattr(os, "umask", untouchable)
+    loggers = [logging.getLogger(name) for name in ("", "tifffile", "PIL", "eosdetect")]
+
+    def state():
+        return (warnings.showwarning, list(warnings.filters), Image.MAX_IMAGE_PIXELS,
+                [(list(lg.filters), list(lg.handlers), lg.level) for lg in loggers])
+
+    before = state()
+    caplog.set_level("WARNING")
+    exif_jpg, tag_tif = _warning_files(tmp_path)
+    _save_pil(tmp_path / "plain.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "huge.png").write_bytes(_png_header(30000, 30000))
+    for path in (tmp_path / "plain.png", exif_jpg, tag_tif):
+        assert read_image(path).shape[2] == 3
+    assert read_image_bytes(exif_jpg.read_bytes(), "upload.jpg").shape == (8, 8, 3)
+    with pytest.raises(InputError):
+        read_image(tmp_path / "huge.png")
+    atomic_write_text(tmp_path / "out.txt", "x")
+    assert state() == before
+    assert {str(w.message) for w in recwarn} == {"Tag data larger than file. Skipping tag 270"}  # unnamed, as usual
+    assert [r.name for r in caplog.records] == ["tifffile"]
+
+
+def test_size_is_checked_against_our_limit_not_pillows(tmp_path, monkeypatch, recwarn):
+    """Large images up to io.MAX_IMAGE_PIXELS are read whatever Pillow's own (process-wide) limit, which
+    is left as it is; a decompression bomb over ours is refused from its header, in one line."""
+    from PIL import Image
+
+    import eosdetect.io as eio
+
+    big = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    for suffix in ("png", "jpg", "bmp", "gif"):
+        _save_pil(tmp_path / f"big.{suffix}", big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 2400 pixels: over twice Pillow's limit
+    assert np.array_equal(read_image(tmp_path / "big.png"), big)
+    for suffix in ("jpg", "bmp", "gif"):
+        assert read_image(tmp_path / f"big.{suffix}").shape == (40, 60, 3)
+    assert Image.MAX_IMAGE_PIXELS == 1000 and not [w for w in recwarn if "decompression bomb" in str(w.message)]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default: a bomb is ours to refuse
+    (tmp_path / "huge.png").write_bytes(_png_header(30000, 30000))
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "huge.png")
+    assert str(exc.value) == f"{tmp_path / 'huge.png'}: image of 30000x30000 is too large to read whole"
+    monkeypatch.setattr(eio, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.raises(InputError, match=r"big\.jpg: image of 60x40 is too large to read whole$"):
+        read_image(tmp_path / "big.jpg")
+
+
+def test_files_are_written_with_the_umask_which_is_never_changed(tmp_path):
+    """Written files get the permissions the umask allows; the umask is read (``/proc`` on Linux, a
+    probe file elsewhere), never set, neither at import nor at a write."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from eosdetect.io import _umask_from_probe, _umask_from_proc
+
+    assert _umask_from_proc() in (None, _umask_from_probe())
+    code = (
+        "import os, stat\n"
+        "os.umask(0o027)\n"
+        "def untouchable(*a): raise AssertionError('os.umask called')\n"
+        "os.umask = untouchable\n"
+        "from eosdetect.io import write_csv\n"
+        f"p = write_csv({str(tmp_path / 'a.csv')!r}, ['n'], [[1]])\n"
+        "print(oct(stat.S_IMODE(p.stat().st_mode)))\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0 and out.stdout.split() == ["0o640"], out.stderr
+
+
+@pytest.mark.parametrize("data", [b"", b"0", b"BM", b"\x89PNG", b"II*\x00"])
+def test_a_few_bytes_of_nothing_are_not_an_image(data):
+    """Found by the schema test: a one-byte upload made a plugin's format test fail inside
+    ``pillow_open``; like ``Image.open`` it must only say that no plugin reads it."""
+    import io as _io
+
+    from PIL import UnidentifiedImageError
+
+    from eosdetect.io import pillow_open
+
+    with pytest.raises(UnidentifiedImageError):
+        pillow_open(_io.BytesIO(data))

@@ -7,8 +7,8 @@ from PIL import Image
 from conftest import disc_image
 from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
 from eosdetect.errors import ConfigError, InputError
-from eosdetect.training.labelset import eval_item, load_labelled, split_names, target_labels, training_sample
 from eosdetect.models.config import ModelConfig
+from eosdetect.training.labelset import eval_item, load_labelled, split_names, target_labels, training_sample
 
 
 def _images(folder, names=("a", "b"), shape=(40, 60)):
@@ -41,9 +41,9 @@ def test_voc_class_filter_difficult_clipping_and_degenerate(tmp_path):
     np.testing.assert_array_equal(a.points, [[10, 10], [54.5, 34.5]])
     np.testing.assert_array_equal(a.ignore_boxes, [[29, 1, 38, 10]])
     assert (rep.clipped_boxes, rep.skipped_boxes, rep.difficult_boxes) == (1, 1, 1)
-    assert any("1 box(es) marked difficult are neither required nor counted" in w for w in rep.warnings())
+    assert any("1 box(es) marked difficult are neither required nor counted" in str(w) for w in rep.warnings())
     assert rep.objects == 2 and rep.classes_found == {"eos": 4, "neu": 1}
-    assert any("clipped" in w for w in rep.warnings()) and any("skipped" in w for w in rep.warnings())
+    assert any("clipped" in str(w) for w in rep.warnings()) and any("skipped" in str(w) for w in rep.warnings())
     # a detection in the difficult box is neither right nor wrong
     ev = eval_item(a, radius_px=3)
     r = ev.match([[10, 10], [34, 6], [55, 35]])
@@ -56,8 +56,10 @@ def test_voc_needs_a_class_when_several_and_lists_them(tmp_path):
     lab.mkdir()
     _voc(lab / "a.xml", [("RBC", 1, 1, 9, 9), ("WBC", 20, 20, 30, 30)])
     _voc(lab / "b.xml", [("RBC", 1, 1, 9, 9)])
-    with pytest.raises(ConfigError, match="several classes.*RBC, WBC.*--class"):
+    # the library names the parameter to set (the CLI words it as --class: tests/test_cli.py)
+    with pytest.raises(ConfigError, match=r"^the labels hold several classes \(RBC, WBC\); choose one$") as exc:
         load_labelled(imgs, lab, "voc")
+    assert exc.value.option == "class_name"
     with pytest.raises(ConfigError, match="'eosinophil' occurs in no label file; classes found: RBC, WBC"):
         load_labelled(imgs, lab, "voc", class_name="eosinophil")
     items, _ = load_labelled(imgs, lab, "voc", default_class="WBC")
@@ -72,9 +74,11 @@ def test_voc_verified_only_and_size_mismatch(tmp_path):
     _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)])
     items, rep = load_labelled(imgs, lab, "voc", verified_only=True)
     assert [it.name for it in items] == ["a"] and rep.skipped_unverified == 1
+    assert [(str(w), w.option) for w in rep.warnings()] == [("1 unverified label file(s) skipped", "verified_only")]
     _voc(lab / "a.xml", [("eos", 1, 1, 9, 9)])
-    with pytest.raises(InputError, match=r"lab: no label file is marked verified \(2 unverified skipped"):
+    with pytest.raises(InputError, match=r"lab: no label file is marked verified \(2 unverified skipped") as exc:
         load_labelled(imgs, lab, "voc", verified_only=True)
+    assert exc.value.option == "verified_only" and "--" not in str(exc.value)
     _voc(lab / "b.xml", [("eos", 1, 1, 9, 9)], size=(100, 100))
     with pytest.raises(InputError, match=r"b\.xml: <size> says 100x100 but the image is 60x40"):
         load_labelled(imgs, lab, "voc")
@@ -86,13 +90,27 @@ def test_missing_label_is_an_error_unless_allowed_and_orphans_reported(tmp_path)
     lab.mkdir()
     (lab / "a.csv").write_text("x,y\n10,10\n")
     (lab / "zzz.csv").write_text("x,y\n1,1\n")
-    with pytest.raises(InputError, match=r"b\.png: no label file .*--allow-unlabelled-as-empty"):
+    with pytest.raises(InputError, match=r"b\.png: no label file for this image \(1 image\(s\) without labels\); "
+                                         "they may be taken as having no objects if they truly have none$") as exc:
         load_labelled(imgs, lab, "points")
+    assert exc.value.option == "allow_unlabelled_as_empty"
     items, rep = load_labelled(imgs, lab, "points", allow_unlabelled_as_empty=True)
     assert [it.n_objects for it in items] == [1, 0]
     assert [p.name for p in rep.unmatched_labels] == ["zzz.csv"]
-    assert any("zzz.csv" in w for w in rep.warnings())
-    assert any("without a label file" in w for w in rep.warnings())
+    assert any("zzz.csv" in str(w) for w in rep.warnings())
+    assert any("without a label file" in str(w) for w in rep.warnings())
+
+
+def test_errors_keep_their_option_through_pickling():
+    """An error sent back from a worker process is the one raised: message, path and the parameter it names."""
+    import pickle
+
+    e = pickle.loads(pickle.dumps(InputError("b.png", "no label file", option="allow_unlabelled_as_empty")))
+    assert (type(e), str(e), e.path, e.problem, e.option) == (
+        InputError, "b.png: no label file", "b.png", "no label file", "allow_unlabelled_as_empty")
+    c = pickle.loads(pickle.dumps(ConfigError("the labels hold several classes; choose one", option="class_name")))
+    assert (type(c), str(c), c.option) == (ConfigError, "the labels hold several classes; choose one", "class_name")
+    assert InputError("a.png", "empty file").option is None
 
 
 def test_points_per_image_and_one_table(tmp_path):
@@ -116,6 +134,9 @@ def test_points_per_image_and_one_table(tmp_path):
     (lab / "a.csv").write_text("x,y\n100,10\n")
     with pytest.raises(InputError, match="outside the 60x40 image"):
         load_labelled(imgs, lab, "points")
+    with pytest.raises(InputError, match=r"points\.csv: must be a folder for the voc format$") as exc:
+        load_labelled(imgs, folder / "points.csv", "voc")  # one CSV for all images: points only
+    assert exc.value.option == "labels"
 
 
 def _two_squares():
@@ -159,7 +180,7 @@ def test_soft_edged_masks_are_binary_and_colour_pictures_are_refused(tmp_path):
     items, rep = load_labelled(imgs, lab, "mask")
     assert [it.n_objects for it in items] == [2, 2] and rep.soft_masks == 1
     np.testing.assert_allclose(items[0].points, items[1].points)
-    assert any("soft (anti-aliased) edges" in w for w in rep.warnings())
+    assert any("soft (anti-aliased) edges" in str(w) for w in rep.warnings())
     # a colour photo given as a mask (the wrong --label-format or folder)
     Image.fromarray(np.dstack([binary, binary // 2, binary // 3])).save(lab / "a.png")
     with pytest.raises(InputError, match=r"a\.png: is a colour picture, not a mask"):
@@ -269,8 +290,10 @@ def test_masks_beside_the_images_are_labels_not_images(tmp_path):
     assert [(it.name, it.label_path.name, it.n_objects) for it in items] == [("a", "a_mask.png", 2),
                                                                              ("b", "b_mask.png", 2)]
     assert rep.unmatched_labels == []
-    with pytest.raises(InputError, match=r"img: holds no label files of the voc format \(\.xml .*--label-format"):
+    with pytest.raises(InputError, match=r"img: holds no label files of the voc format \(\.xml named like the "
+                                         r"images\); choose the labels' format$") as exc:
         load_labelled(imgs, imgs, "voc")
+    assert exc.value.option == "label_format"
     Image.fromarray(_two_squares()).save(imgs / "b.tif")  # a mask named like its image, beside it
     with pytest.raises(InputError, match=r"b: several images share this name.*named b_mask\.png"):
         load_labelled(imgs, imgs, "mask")

@@ -96,7 +96,7 @@ def test_bundled_models_are_complete():
 
 
 def test_model_card_shows_the_recorded_cross_validation():
-    from eosdetect.training.recipes import model_card
+    from eosdetect.training.recipes import bundled_card as model_card
 
     model = load_model("eosinophil-smear")
     metrics = json.loads((model.path / "metrics.json").read_text())
@@ -111,7 +111,7 @@ def test_model_card_shows_the_recorded_cross_validation():
 def test_model_card_of_a_model_sized_in_pixels_and_an_unfitted_helper():
     import dataclasses
 
-    from eosdetect.training.recipes import model_card
+    from eosdetect.models.card import model_card
 
     model = load_model("eosinophil-smear")
     metrics = json.loads((model.path / "metrics.json").read_text())
@@ -130,6 +130,28 @@ def test_model_card_of_a_model_sized_in_pixels_and_an_unfitted_helper():
     card = model_card(px_cfg, metrics)
     assert "probability map at 1/6.3 of the image size" in card and "um/px" not in card.split("## Training")[0]
     assert "Trained without a pixel size" in card
+    assert "BCCD's subtype labels are noisy" not in card  # the bundled model's limits stay with its recipe
+
+
+@pytest.mark.parametrize("name", ["nuclei-he", "eosinophil-smear"])
+def test_a_model_a_user_trains_gets_the_generic_card_whatever_its_name(name):
+    """`eosdetect train -o models/nuclei-he` once got the bundled MoNuSeg model's limits in its card,
+    because the card picked bundled text by the model's name (issue 19)."""
+    import dataclasses
+
+    from eosdetect.models.card import model_card
+    from eosdetect.training.recipes import LIMITS, bundled_card
+
+    bundled = load_model(name)
+    metrics = json.loads((bundled.path / "metrics.json").read_text())
+    mine = dataclasses.replace(bundled.config, training={"command": f"eosdetect train -o models/{name}"})
+    card = model_card(mine, metrics)
+    assert not any(limit in card for limit in LIMITS[name])
+    assert "Check it on your own labelled images with `eosdetect evaluate`" in card
+    assert "## The helper across labs" not in card
+    # a user's model passed to the bundled recipes' card is still not taken for the bundled one
+    assert not any(limit in bundled_card(mine, metrics) for limit in LIMITS[name])
+    assert all(limit in bundled_card(bundled.config, metrics) for limit in LIMITS[name])
 
 
 def _disc_crops(colours, n=32, radius=9, seed=0):
@@ -198,8 +220,8 @@ def test_white_balance_undoes_a_colour_cast():
 
     import numpy as np
 
-    from eosdetect.models.config import ModelConfig
     from eosdetect.core.colour import apply_gains, background_gains
+    from eosdetect.models.config import ModelConfig
     from eosdetect.models.crops import helper_view
 
     rng = np.random.default_rng(0)
@@ -252,8 +274,8 @@ def test_colour_helper_ignores_a_feature_constant_in_training(tmp_path):
     """A statistic that barely varied in training (one orange-red pixel in 32 crops) gets weight 0."""
     import numpy as np
 
-    from eosdetect.models.config import ModelConfig
     from eosdetect.core.colour import colour_features
+    from eosdetect.models.config import ModelConfig
     from eosdetect.training.train import TrainConfig, train_helper
 
     cfg = ModelConfig(helper_enabled=True, helper_kind="colour", helper_crop_size=24)

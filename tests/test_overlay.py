@@ -65,7 +65,7 @@ def test_numbers_at_the_right_edge_stay_whole():
 def test_output_names_disambiguate():
     from pathlib import Path
 
-    from eosdetect.apps.runner import output_names
+    from eosdetect.apps.batch.naming import output_names
 
     names = output_names([Path("a/x.png"), Path("b/x.png"), Path("c/y.png"), Path("z/x.jpg")])
     assert names[2] == "y" and len(set(names)) == 4 and names[0] == "a__x"

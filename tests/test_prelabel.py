@@ -6,9 +6,9 @@ from PIL import Image
 
 from eosdetect.annotations.voc import VocAnnotation, VocObject, read_voc, write_voc
 from eosdetect.apps.cli import main
+from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, prelabel_image
 from eosdetect.models.config import ModelConfig, Thresholds
 from eosdetect.models.model import Model
-from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, prelabel_image
 
 DARK, PALE = (20, 20, 20), (120, 100, 120)  # U-Net "probability" about 0.92 and 0.56
 

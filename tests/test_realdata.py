@@ -13,8 +13,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def nuclei_items():
-    from eosdetect.training import recipes
-    from eosdetect.training import shared_data
+    from eosdetect.training import recipes, shared_data
 
     _, val = shared_data.monuseg_split(shared_data.load_monuseg())
     return [recipes.nuclei_eval_item(i) for i in val]
@@ -22,16 +21,15 @@ def nuclei_items():
 
 @pytest.fixture(scope="module")
 def smear_items():
-    from eosdetect.training import recipes
-    from eosdetect.training import shared_data
+    from eosdetect.training import recipes, shared_data
 
     _, val = shared_data.bccd_split(shared_data.load_bccd(), 0)
     return [recipes.smear_eval_item(i) for i in val if i.subtype is not None]
 
 
 def test_nuclei_model_on_monuseg_validation(nuclei_items):
-    from eosdetect.training.evaluation import evaluate_model
     from eosdetect.models.store import load_model
+    from eosdetect.training.evaluation import evaluate_model
 
     model = load_model("nuclei-he")
     ev = evaluate_model(model, nuclei_items)["summary"]
@@ -41,8 +39,8 @@ def test_nuclei_model_on_monuseg_validation(nuclei_items):
 
 
 def test_eosinophil_model_on_bccd_validation(smear_items):
-    from eosdetect.training.evaluation import evaluate_model
     from eosdetect.models.store import load_model
+    from eosdetect.training.evaluation import evaluate_model
 
     model = load_model("eosinophil-smear")
     ev = evaluate_model(model, smear_items)["summary"]
@@ -117,8 +115,8 @@ def test_nuclei_error_audit_lands_on_its_committed_cells():
 def test_eosinophil_helper_on_pbc_validation_split():
     """The whole pipeline on PBC's 930 validation cells (another lab, pathologists' labels) gives the
     figures and confusion matrix in metrics.json, and meets the eosinophil F1 >= 0.97 target."""
-    from eosdetect.training import recipes
     from eosdetect.models.store import load_model
+    from eosdetect.training import recipes
 
     model = load_model("eosinophil-smear")
     expected = model.metrics["pbc_validation"]
@@ -133,9 +131,8 @@ def test_eosinophil_helper_on_pbc_validation_split():
 
 def test_eosinophil_helper_on_bccd_validation_fold_judged_with_the_audit():
     """BCCD's fold 0 (not trained on): granular eosinophils found, look-alikes rarely counted, as recorded."""
-    from eosdetect.training import recipes
-    from eosdetect.training import shared_data
     from eosdetect.models.store import load_model
+    from eosdetect.training import recipes, shared_data
 
     model = load_model("eosinophil-smear")
     _, val = shared_data.bccd_split(shared_data.load_bccd(), 0)

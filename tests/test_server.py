@@ -15,11 +15,11 @@ pytest.importorskip("httpx", reason="httpx is needed by FastAPI's TestClient")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from eosdetect.analysis.image import analyse  # noqa: E402
 from eosdetect.annotations.voc import read_voc  # noqa: E402
+from eosdetect.apps.server import Busy, Gate, ModelRegistry, ServeSettings, create_app  # noqa: E402
 from eosdetect.io import read_image  # noqa: E402
 from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.apps.runner import analyse_image  # noqa: E402
-from eosdetect.apps.server import Busy, Gate, ModelRegistry, ServeSettings, create_app  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 SAMPLE = SAMPLES / "synthetic_smear_01.jpg"
@@ -95,7 +95,7 @@ def test_count_matches_the_command_line_pipeline(client):
     assert r.status_code == 200, r.text
     d = r.json()
     model = load_model()
-    a = analyse_image(model, read_image(SAMPLE), overlay=False)
+    a = analyse(model, read_image(SAMPLE))
     assert d["count"] == len(a.detections) > 0
     assert d["model"] == {"name": "eosinophil-smear", "version": model.config.version}
     assert d["image"] == {"filename": SAMPLE.name, "width": 640, "height": 480}
@@ -131,8 +131,7 @@ def test_grey_upload_gets_the_command_lines_warning(client):
     grey = np.asarray(Image.fromarray(read_image(SAMPLE)).convert("L"))
     r = post_image(client, _png(grey), name="grey.png")
     assert r.status_code == 200, r.text
-    assert r.json()["warnings"] == [analyse_image(load_model(), np.repeat(grey[..., None], 3, 2),
-                                                  overlay=False).row["warning"]]
+    assert r.json()["warnings"] == list(analyse(load_model(), np.repeat(grey[..., None], 3, 2)).warnings)
     assert r.json()["warnings"] == ["a grey image, but eosinophil-smear was trained on stained colour images: "
                                     "cells may be missed"]
 

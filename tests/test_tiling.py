@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from eosdetect.models.config import ModelConfig
 from eosdetect.core.tiling import predict_tiled, predict_whole, read_region, tile_grid
+from eosdetect.models.config import ModelConfig
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (37, 101), (64, 64), (65, 200)])

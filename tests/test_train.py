@@ -3,9 +3,9 @@ import pytest
 
 from conftest import disc_image
 from eosdetect.annotations.convert import boxes_to_mask
+from eosdetect.core.geometry import resize
 from eosdetect.training.augment import colour_augment, flip_rotate
 from eosdetect.training.dataset import PatchSampler, Sample, fixed_patches
-from eosdetect.core.geometry import resize
 
 
 def _sample(seed=0):

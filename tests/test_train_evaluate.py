@@ -61,9 +61,9 @@ def test_evaluate_writes_full_report(tmp_path, tiny_model_dir, capsys):
         im = Image.open(out / name)
         assert im.size[0] > 50
     # numbers equal the library's evaluation
+    from eosdetect.models.store import load_model
     from eosdetect.training.evaluation import evaluate_model
     from eosdetect.training.labelset import eval_item, load_labelled
-    from eosdetect.models.store import load_model
 
     items, _ = load_labelled(imgs, labs, "points")
     ev = evaluate_model(load_model(tiny_model_dir), [eval_item(it, 5.0) for it in items])
@@ -141,8 +141,9 @@ def test_training_resumes_after_an_interruption(tmp_path):
     from eosdetect.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"\.train: the interrupted training had other train images \(img\d \d+ -> "
-                                          r"\(none\)\);.*--overwrite"):
+                                          r"\(none\)\);.*or start afresh$") as exc:
         train_from_labels(items[:3], out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
+    assert exc.value.option == "resume"  # the CLI words it: --overwrite, not --resume
     with pytest.raises(ConfigError, match=r"had other model, thresholds \(cell_diameter_um 12 -> 14;"):
         train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=14, verbose=0, resume=True)
     train_from_labels(items, out, file_cfg=file_cfg, cell_diameter_um=12, verbose=0, resume=True)
@@ -262,8 +263,8 @@ def test_a_helper_without_negative_examples_is_refused(tmp_path):
 @pytest.mark.parametrize("kind", ["cnn", "colour"])
 def test_train_helper_writes_a_two_stage_model(tmp_path, kind):
     """Helper crops: positives at labelled cells, negatives at the other U-Net candidates."""
-    from eosdetect.models.store import load_model, with_helper_of
     from eosdetect.apps.prelabel import PrelabelSettings, prelabel_image
+    from eosdetect.models.store import load_model, with_helper_of
     from eosdetect.training.train import train_helper_from_labels
 
     base = _disc_finder()
@@ -338,6 +339,25 @@ def test_pr_curve_leaves_out_thresholds_that_detect_nothing(tmp_path, monkeypatc
     plot_pr_curve(rows, "t", {**rows[1], "precision": 1.0}, tmp_path / "pr2.png")
     marker = [a for a, k in drawn if "thresholds" in str(k.get("label"))]
     assert marker == [([], [], "D")]
+
+
+def test_pr_curve_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's backend (and pyplot's figures) stay as they were after a report's PR curve is drawn."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, matplotlib\n"
+        "matplotlib.use('pdf')\n"
+        "from eosdetect.training.report import _row, plot_pr_curve\n"
+        "row = _row('t', 0.5, {'precision': 0.5, 'recall': 0.9, 'f1': 0.64, 'tp': 9, 'fp': 9, 'fn': 1})\n"
+        f"plot_pr_curve([row], 't', row, {str(tmp_path / 'pr.png')!r})\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout.split()
+    assert out == ["pdf", "False"] and (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_dry_run_splits_a_validation_list_as_training_does(tmp_path, capsys):

@@ -10,14 +10,13 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("zarr", reason="zarr is needed to read slide regions (pip install zarr)")
 
-from eosdetect.io import read_image  # noqa: E402
+from eosdetect.apps.batch.run import CountRun, CountSettings  # noqa: E402
+from eosdetect.core.colour import background_gains, tissue_mask  # noqa: E402
 from eosdetect.core.metrics import match_points  # noqa: E402
-from eosdetect.core.colour import background_gains  # noqa: E402
-from eosdetect.models.store import load_model  # noqa: E402
-from eosdetect.apps.runner import CountRun, CountSettings  # noqa: E402
-from eosdetect.slideio import SlideReader, is_slide  # noqa: E402
+from eosdetect.io import read_image  # noqa: E402
 from eosdetect.models.slides import block_geometry, detect_slide, slide_gains  # noqa: E402
-from eosdetect.core.colour import tissue_mask  # noqa: E402
+from eosdetect.models.store import load_model  # noqa: E402
+from eosdetect.slideio import SlideReader, is_slide  # noqa: E402
 
 SAMPLES = sorted((Path(__file__).resolve().parent.parent / "data" / "samples").glob("*.jpg"))
 GLASS = (243, 242, 245)
@@ -175,7 +174,7 @@ def test_count_run_writes_slide_outputs(slide, tmp_path, model):
     out = tmp_path / "res"
     run = CountRun(model, out, CountSettings(slide_block=128, slide_min_pixels=1_000_000))
     recs = run.run([slide])
-    assert recs[0].row["status"] == "ok", recs[0].row
+    assert recs[0].row.status == "ok", recs[0].row
     for name in ("mosaic_detections.csv", "mosaic_overlay.png", "mosaic_heatmap.png"):
         assert (out / name).is_file(), name
     row = next(csv.DictReader(open(out / "counts.csv")))
@@ -202,7 +201,7 @@ def test_unreadable_slide_is_one_line_error(tmp_path, model):
     bad.write_bytes(b"II*\x00 definitely not a slide")
     run = CountRun(model, tmp_path / "res", CountSettings())
     rec = run.run([bad])[0]
-    assert rec.row["status"] == "error" and "broken.svs" in rec.error and "\n" not in rec.row["error"]
+    assert rec.row.status == "error" and "broken.svs" in rec.error and "\n" not in rec.row.error
 
 
 def test_damaged_slide_fails_alone_and_the_rest_finish(tmp_path, model):
@@ -215,9 +214,9 @@ def test_damaged_slide_fails_alone_and_the_rest_finish(tmp_path, model):
         f.truncate(bad.stat().st_size // 2)
     run = CountRun(model, tmp_path / "res", CountSettings(workers=1))
     recs = run.run([bad, SAMPLES[0]])
-    assert recs[0].row["status"] == "error", recs[0].row
+    assert recs[0].row.status == "error", recs[0].row
     assert "damaged.svs" in recs[0].error and "damaged slide" in recs[0].error and "\n" not in recs[0].error
-    assert recs[1].row["status"] == "ok"
+    assert recs[1].row.status == "ok"
     rows = list(csv.DictReader(open(tmp_path / "res" / "counts.csv")))
     assert [r["status"] for r in rows] == ["error", "ok"]
 
@@ -293,5 +292,5 @@ def test_a_large_slide_with_little_tissue_is_not_called_smaller_than_a_field(tmp
     out = tmp_path / "res"
     rec = CountRun(model, out, CountSettings(slide_min_pixels=1_000_000)).run([path])[0]
     assert rec.status == "ok", rec.row
-    assert float(rec.row["area_mm2"]) < 0.5 * 0.24 < 2000 * 2000 * 0.2**2 / 1e6
+    assert float(rec.row.area_mm2) < 0.5 * 0.24 < 2000 * 2000 * 0.2**2 / 1e6
     assert "note" not in json.loads((out / "summary.json").read_text())["clinical"]

@@ -1,0 +1,1 @@
+"""Analyses of an image or a slide, as typed results, with their pictures (overlay, heatmap)."""

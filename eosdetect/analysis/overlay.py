@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from eosdetect.core.geometry import axis_factors
-from eosdetect.io import printable
 from eosdetect.core.postprocess import Detections
+from eosdetect.io import printable
 
 COUNTED = (0, 230, 64)  # RGB
 REJECTED = (235, 235, 235)

@@ -62,11 +62,11 @@ def _palette_indices(path: Path) -> np.ndarray | None:
     """The colour indices of a palette image whose colours only show the objects (labelme,
     VOC; VOC's void outlines become background), else None: a palette of greys is read as
     its grey values, as before."""
-    from PIL import Image
+    from eosdetect.io import MAX_IMAGE_PIXELS, pillow_open
 
     try:
-        with Image.open(path) as im:
-            if im.mode != "P":
+        with pillow_open(path) as im:
+            if im.mode != "P" or im.width * im.height > MAX_IMAGE_PIXELS:
                 return None
             indices = np.array(im)
             colours = np.array(im.getpalette() or [], dtype=int).reshape(-1, 3)

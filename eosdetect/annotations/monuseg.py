@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from eosdetect.errors import InputError
 from eosdetect.annotations.convert import check_shape
+from eosdetect.errors import InputError
 
 log = logging.getLogger(__name__)
 

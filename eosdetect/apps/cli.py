@@ -368,12 +368,13 @@ def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
 def cmd_count(args) -> int:
     from tqdm import tqdm
 
+    from eosdetect.apps.batch.run import CountRun, CountSettings
+    from eosdetect.apps.layout import skip_outputs
     from eosdetect.io import find_images
     from eosdetect.models.store import load_model
-    from eosdetect.apps.runner import CountRun, CountSettings
 
     # a missing file is reported with the other failed images; the output folder is not an input
-    images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
+    images = find_images(args.inputs, keep_missing=True, skip=skip_outputs(args.out_dir))
     model = load_model(args.model)
     _check_pixel_size(model, args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
     thresholds = _thresholds_from_args(model, args)
@@ -389,8 +390,8 @@ def cmd_count(args) -> int:
         bar.update(1)
         if rec.status == "error":
             bar.write(f"eosdetect: error: {rec.error}", file=sys.stderr)
-        elif rec.status != "skipped" and rec.row.get("warning"):
-            bar.write(f"eosdetect: warning: {rec.image}: {rec.row['warning']}", file=sys.stderr)
+        elif rec.status != "skipped" and rec.row.warning:
+            bar.write(f"eosdetect: warning: {rec.image}: {rec.row.warning}", file=sys.stderr)
 
     try:
         records = run.run(images, progress=progress)
@@ -398,7 +399,7 @@ def cmd_count(args) -> int:
         bar.close()
     failed = [r for r in records if r.status == "error"]
     done = [r for r in records if r.status != "error"]
-    total = sum(int(r.row.get("count") or 0) for r in done)
+    total = sum(int(r.row.count or 0) for r in done)
     skipped = sum(r.status == "skipped" for r in records)
     print(
         f"{len(done)} image(s) counted"
@@ -423,9 +424,29 @@ def cmd_count(args) -> int:
     return 1 if failed else 0
 
 
+#: The flag that sets each parameter a library message may name as its ``option``
+#: (:class:`eosdetect.errors.EosdetectError`, :class:`eosdetect.errors.Notice`).
+FLAGS = {
+    "class_name": "--class",
+    "labels": "--labels",
+    "label_format": "--label-format",
+    "allow_unlabelled_as_empty": "--allow-unlabelled-as-empty",
+    "verified_only": "--verified-only",
+    "cell_diameter_um": "--cell-diameter",
+    "resume": "--overwrite, not --resume",  # named when resuming is refused: start afresh
+}
+
+
+def _with_flag(message) -> str:
+    """A library error or notice as the command line words it: its text, and the flag of the
+    parameter it names (its ``option``) after it, in parentheses."""
+    flag = FLAGS.get(getattr(message, "option", None) or "")
+    return f"{message} ({flag})" if flag else str(message)
+
+
 def _warn(lines) -> None:
     for line in lines:
-        print(f"eosdetect: warning: {line}", file=sys.stderr)
+        print(f"eosdetect: warning: {_with_flag(line)}", file=sys.stderr)
 
 
 def _check_pixel_size(model, pixel_size, use: str = "--pixel-size serves densities only") -> None:
@@ -440,13 +461,14 @@ def _check_pixel_size(model, pixel_size, use: str = "--pixel-size serves densiti
 def cmd_prelabel(args) -> int:
     from tqdm import tqdm
 
+    from eosdetect.apps.layout import skip_outputs
+    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, score_band
     from eosdetect.io import find_images
     from eosdetect.models.store import load_model
-    from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, score_band
 
     if args.classical and args.helper:
         raise ConfigError("--classical pre-labels without any network: leave out --helper, or --classical")
-    images = find_images(args.inputs, keep_missing=True, exclude=args.out_dir)
+    images = find_images(args.inputs, keep_missing=True, skip=skip_outputs(args.out_dir))
     settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
                                 classical=args.classical)
@@ -488,10 +510,11 @@ def cmd_prelabel(args) -> int:
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from eosdetect.training.evaluation import PredictionCache, evaluate_model
-    from eosdetect.training.labelset import eval_item, load_labelled
+    from eosdetect.apps.layout import skip_outputs
     from eosdetect.core.metrics import fmt_rate
     from eosdetect.models.store import load_model
+    from eosdetect.training.evaluation import PredictionCache, evaluate_model
+    from eosdetect.training.labelset import eval_item, load_labelled
     from eosdetect.training.report import write_report
 
     model = load_model(args.model)
@@ -501,7 +524,7 @@ def cmd_evaluate(args) -> int:
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
         subset=_name_list(args.subset) if args.subset else None, default_class=cfg.class_name,
-        exclude=args.out_dir,
+        skip=skip_outputs(args.out_dir),
     )
     _warn(report.warnings())
     pixel = cfg.input_pixel_size(args.pixel_size)
@@ -536,6 +559,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from eosdetect.apps.layout import skip_outputs
     from eosdetect.errors import InputError
     from eosdetect.training.labelset import load_labelled
     from eosdetect.training.train import reproducible_threads
@@ -552,7 +576,8 @@ def cmd_train(args) -> int:
     file_cfg = _file_config(args.config)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
-        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only, exclude=out,
+        allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
+        skip=skip_outputs(out),
     )
     _warn(report.warnings())
     if args.dry_run:
@@ -600,12 +625,13 @@ def _new_model_folder(args) -> Path:
 
 def _labelled_for(args, base, out: Path, class_name):
     """The labelled images of the command line's label options (warnings shown), for a base model."""
+    from eosdetect.apps.layout import skip_outputs
     from eosdetect.training.labelset import load_labelled
 
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
-        default_class=base.config.class_name, exclude=out,
+        default_class=base.config.class_name, skip=skip_outputs(out),
     )
     _warn(report.warnings())
     return items, report
@@ -634,8 +660,8 @@ def cmd_train_helper(args) -> int:
 
 def cmd_adapt(args) -> int:
     from eosdetect.errors import ConfigError
-    from eosdetect.training.helper import adapt_model
     from eosdetect.models.store import load_model
+    from eosdetect.training.helper import adapt_model
     from eosdetect.training.train import reproducible_threads
 
     reproducible_threads()
@@ -798,16 +824,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # TensorFlow's own Python warnings (e.g. graph retracing) are for developers
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from eosdetect.apps.decoder_warnings import routed_decoder_warnings
+
     try:
         _stop_on_sigterm()
         _quiet_tensorflow(args.verbose, args.command)
-        return int(args.func(args) or 0)
+        with routed_decoder_warnings():  # a decoder's warning names the file, once
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into a reader that stopped early (`eosdetect models | head -1`)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
         return 141  # what a shell reports for a process stopped by SIGPIPE
     except EosdetectError as exc:
-        print(f"eosdetect: error: {exc}", file=sys.stderr)
+        print(f"eosdetect: error: {_with_flag(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # cannot write outputs: full disk, permissions, a file where a folder should be
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

@@ -1,7 +1,8 @@
 """``eosdetect serve``: a web page and a REST API over the counting pipeline.
 
 The page (``GET /``) and the API call the same functions as ``eosdetect count``
-and ``eosdetect prelabel`` (:func:`eosdetect.apps.runner.analyse_image`,
+and ``eosdetect prelabel`` (:func:`eosdetect.analysis.image.analyse`, rendered by
+:func:`eosdetect.apps.batch.tables.image_row`, and
 :func:`eosdetect.apps.prelabel.prelabel_annotation`), so an upload gets exactly the
 answer the command line gives for that file.
 
@@ -245,11 +246,10 @@ def _header_size(data: bytes) -> tuple[int, int]:
     Pillow nor tifffile can tell (read_image_bytes then gives the proper error)."""
     import io
 
-    from PIL import Image
+    from eosdetect.io import pillow_open  # Pillow's own (process-wide) pixel limit left alone
 
-    Image.MAX_IMAGE_PIXELS = None  # as in eosdetect.io: the caller checks the size, with a clearer message
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with pillow_open(io.BytesIO(data)) as im:
             return im.size
     except (OSError, ValueError):
         pass
@@ -302,14 +302,16 @@ def count_upload(
     voc: bool = False,
 ) -> dict:
     """Everything ``POST /api/v1/count`` answers, as a dict (runs in a worker thread)."""
+    from eosdetect.analysis.image import analyse
     from eosdetect.annotations.voc import voc_bytes
+    from eosdetect.apps.batch.tables import image_row
     from eosdetect.apps.prelabel import PrelabelSettings, prelabel_annotation
-    from eosdetect.apps.runner import analyse_image
 
     t0 = time.perf_counter()
     image, t_read = read_upload(data, filename, max_pixels, model, pixel_size_um)
     name = Path(filename or "upload").name
-    a = analyse_image(model, image, source=name, pixel_size_um=pixel_size_um, thresholds=thresholds, overlay=overlay)
+    a = analyse(model, image, source=name, pixel_size_um=pixel_size_um, thresholds=thresholds)
+    row = image_row(name, a)  # the figures as counts.csv shows them
     det = a.detections
     # a multi-class helper: each detection's class (the counted one: the others are not detections)
     cls = {"class_name": model.config.class_name} if a.differential is not None else {}
@@ -318,7 +320,7 @@ def count_upload(
         "image": {"filename": name, "width": int(image.shape[1]), "height": int(image.shape[0])},
         "class_name": model.config.class_name,
         "count": len(det),
-        "candidates": int(a.row["candidates"]),
+        "candidates": row.candidates,
         "pixel_size_um": pixel_size_um,
         "clinical": None,
         "detections": [
@@ -326,14 +328,14 @@ def count_upload(
             for x, y, s, ar, x0, y0, x1, y1 in det.rows()
         ],
         "thresholds": (thresholds or model.thresholds).to_dict(),
-        "warnings": [a.row["warning"]] if a.row.get("warning") else [],  # as eosdetect count prints them
+        "warnings": list(a.warnings),  # as eosdetect count prints them
         "timings": {},
     }
     if a.hpf is not None:
         out["clinical"] = {
-            "area_mm2": a.row["area_mm2"],
-            "density_per_mm2": a.row["density_per_mm2"],
-            "peak_hpf_count": int(a.row["peak_hpf_count"]),
+            "area_mm2": row.area_mm2,
+            "density_per_mm2": row.density_per_mm2,
+            "peak_hpf_count": row.peak_hpf_count,
             "hpf_flag": a.hpf.flag,
             "hpf_area_mm2": a.hpf.hpf_area_mm2,
             "threshold": a.hpf.threshold,
@@ -343,8 +345,8 @@ def count_upload(
         out["differential"] = a.differential.to_dict()
     if overlay:
         t = time.perf_counter()
-        out["overlay_png"] = base64.b64encode(encode_png(a.overlay)).decode("ascii")
-        a.result.timings["overlay"] = a.result.timings.get("overlay", 0.0) + time.perf_counter() - t
+        out["overlay_png"] = base64.b64encode(encode_png(a.overlay())).decode("ascii")
+        a.result.timings["overlay"] = time.perf_counter() - t  # drawn and encoded
     if voc:
         settings = PrelabelSettings(pixel_size_um=pixel_size_um, thresholds=thresholds)  # the boxes follow the count
         ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name, result=a.result)

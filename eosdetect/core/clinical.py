@@ -173,3 +173,104 @@ def _sliding_peak(xy, rows, cols, side, step_fraction):
     x0, y0 = int(j * step), int(i * step)
     box = (x0, y0, int(min(cols, x0 + side)), int(min(rows, y0 + side)))
     return int(sums[i, j]), box
+
+
+# --------------------------------------------------------------------------- many images
+
+#: Images smaller than this fraction of a high-power field: their peak is a count per image, not per field.
+SMALL_IMAGE_HPF_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class ImageFigures:
+    """What the clinical summary of many images needs of each one.
+
+    ``area_mm2`` is the measured area (a slide's tissue alone; None or 0 when
+    unknown); ``frame_mm2`` the area its whole picture covers (default
+    ``area_mm2``); ``peak_hpf_count`` is None without a pixel size.
+    """
+
+    image: str
+    count: int
+    peak_hpf_count: int | None = None
+    area_mm2: float | None = None
+    frame_mm2: float | None = None
+
+
+@dataclass(frozen=True)
+class ClinicalAggregate:
+    """The clinical summary of many images (:func:`clinical_aggregate`).
+
+    ``density_per_mm2`` counts only the images whose area is known (None when
+    none is); ``peak_hpf_count`` is the highest peak of any image, the first
+    such in ``peak_hpf_image``; ``largest_frame_mm2`` is the largest picture
+    among the images of known area.
+    """
+
+    total_area_mm2: float
+    density_per_mm2: float | None
+    images_with_area: int
+    peak_hpf_count: int
+    peak_hpf_image: str
+    hpf_area_mm2: float
+    threshold: float | None
+    flag: bool | None  # None: no threshold, nothing judged
+    largest_frame_mm2: float | None
+
+    @property
+    def density_per_hpf(self) -> float | None:
+        """The density times the HPF area: the per-field figure when the images are smaller than a field."""
+        return None if self.density_per_mm2 is None else self.density_per_mm2 * self.hpf_area_mm2
+
+    @property
+    def every_image_under_half_hpf(self) -> bool:
+        """Every image of known area is smaller than :data:`SMALL_IMAGE_HPF_FRACTION` of a field,
+        so the peak is a count per image rather than per field."""
+        largest = self.largest_frame_mm2
+        return largest is not None and largest < SMALL_IMAGE_HPF_FRACTION * self.hpf_area_mm2
+
+
+def clinical_aggregate(images, *, hpf_area_mm2: float = DEFAULT_HPF_AREA_MM2,
+                       threshold: float | None = DEFAULT_THRESHOLD) -> ClinicalAggregate | None:
+    """The density and peak per-HPF count over many images.
+
+    Parameters
+    ----------
+    images : iterable of ImageFigures
+    hpf_area_mm2 : float
+    threshold : float or None
+        ``flag`` is ``peak_hpf_count >= threshold`` (None without a threshold).
+
+    Returns
+    -------
+    ClinicalAggregate or None
+        None when no image has a peak count (no pixel size known).
+
+    Examples
+    --------
+    >>> agg = clinical_aggregate([ImageFigures("a", 30, 12, 0.5), ImageFigures("b", 10, 16, 0.5),
+    ...                           ImageFigures("c", 5)], hpf_area_mm2=0.25, threshold=15)
+    >>> agg.density_per_mm2, agg.density_per_hpf, agg.peak_hpf_count, agg.peak_hpf_image, agg.flag
+    (40.0, 10.0, 16, 'b', True)
+    >>> clinical_aggregate([ImageFigures("c", 5)]) is None
+    True
+    """
+    images = list(images)
+    peaks = [(im.peak_hpf_count, im.image) for im in images if im.peak_hpf_count is not None]
+    if not peaks:
+        return None
+    measured = [im for im in images if im.area_mm2]
+    area = sum(float(im.area_mm2) for im in measured)
+    best = max(peaks, key=lambda pk: pk[0])  # the first image of the highest peak
+    frames = [im.area_mm2 if im.frame_mm2 is None else im.frame_mm2 for im in measured]
+    return ClinicalAggregate(
+        total_area_mm2=area,
+        density_per_mm2=sum(int(im.count) for im in measured) / area if area else None,
+        images_with_area=len(measured),
+        peak_hpf_count=best[0],
+        peak_hpf_image=best[1],
+        hpf_area_mm2=hpf_area_mm2,
+        threshold=threshold,
+        flag=None if threshold is None else bool(best[0] >= threshold),
+        largest_frame_mm2=max(frames) if frames else None,
+    )

@@ -3,7 +3,8 @@
 Pixel centres sit at integer coordinates; a point ``xy`` (x, y) of an image
 is at ``(xy + 0.5) / f - 0.5`` in a copy made smaller by the factors ``f``
 of :func:`axis_factors`, and back at ``(xy + 0.5) * f - 0.5``. Every layer
-maps points with :func:`to_resized` and :func:`from_resized`, nowhere by hand.
+maps points with :func:`to_resized`, :func:`from_resized` and
+:func:`rescale_points`, nowhere by hand.
 """
 
 from __future__ import annotations
@@ -63,13 +64,23 @@ def to_resized(xy, factors) -> np.ndarray:
     return (np.asarray(xy, dtype=float).reshape(-1, 2) + 0.5) / np.asarray(factors, dtype=float) - 0.5
 
 
+def rescale_points(xy, factors) -> np.ndarray:
+    """Points ``xy`` (x, y) in pixels of the same picture made ``factors`` times larger
+    (``(fx, fy)``, or one number for both axes): pixel centre ``c`` goes to ``(c + 0.5) * f - 0.5``.
+
+    >>> rescale_points([[-0.25, -0.25], [1.25, 0.25]], 2.0).tolist()
+    [[0.0, 0.0], [3.0, 1.0]]
+    """
+    return (np.asarray(xy, dtype=float).reshape(-1, 2) + 0.5) * np.asarray(factors, dtype=float) - 0.5
+
+
 def from_resized(xy, factors) -> np.ndarray:
     """Points ``xy`` of a resized copy in pixels of the original image (inverse of :func:`to_resized`).
 
     >>> from_resized([[-0.25, -0.25], [1.25, 0.25]], (2.0, 2.0)).tolist()
     [[0.0, 0.0], [3.0, 1.0]]
     """
-    return (np.asarray(xy, dtype=float).reshape(-1, 2) + 0.5) * np.asarray(factors, dtype=float) - 0.5
+    return rescale_points(xy, factors)
 
 
 def extract_crops(image: np.ndarray, xy: np.ndarray, size: int) -> np.ndarray:

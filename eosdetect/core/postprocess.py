@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import ndimage as ndi
 
+from eosdetect.core.geometry import rescale_points
+
 #: Column order of a detections table (and of ``<stem>_detections.csv``).
 DETECTION_COLUMNS = ("x", "y", "score", "area", "xmin", "ymin", "xmax", "ymax")
 
@@ -90,8 +92,9 @@ class Detections:
         areas by ``fx * fy``.
         """
         fx, fy = (float(factor), float(factor)) if np.isscalar(factor) else map(float, factor)
+        x, y = rescale_points(np.column_stack([self.x, self.y]), (fx, fy)).T
         return Detections(
-            (self.x + 0.5) * fx - 0.5, (self.y + 0.5) * fy - 0.5, self.score, self.area * fx * fy,
+            x, y, self.score, self.area * fx * fy,
             self.xmin * fx, self.ymin * fy, self.xmax * fx, self.ymax * fy, self.label,
         )
 

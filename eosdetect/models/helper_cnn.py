@@ -23,6 +23,7 @@ import numpy as np
 from eosdetect.core.colour import N_COLOUR_FEATURES, colour_features
 from eosdetect.models.config import ModelConfig
 
+
 def build_helper(config: ModelConfig, *, seed: int | None = None):
     """Build the helper classifier described by ``config`` (fresh weights)."""
     import keras

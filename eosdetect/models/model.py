@@ -33,7 +33,6 @@ from eosdetect.io import folder_digest
 from eosdetect.models.config import ModelConfig, Thresholds
 from eosdetect.models.crops import HelperView, helper_crops, helper_view
 
-
 UNET_WEIGHTS = "weights.weights.h5"
 HELPER_WEIGHTS = "helper.weights.h5"
 #: Files of a model folder that do not change what it finds (left out of :meth:`Model.digest`).
@@ -376,14 +375,19 @@ class Model:
         becomes the probability of the counted class; ``class_probs`` holds
         all classes, None for a one-stage model)."""
         labels, cands = self.segment(pmap, thresholds)
+        return (labels, *self._scored(pmap, cands))
+
+    def _scored(self, pmap: ProbabilityMap, cands: Detections) -> tuple[Detections, np.ndarray | None]:
+        """``cands`` with the helper's score of the counted class, and every class's probability
+        (unchanged, and None, for a one-stage model)."""
         cfg = self.config
         if not cfg.helper_enabled:
-            return labels, cands, None
+            return cands, None
         if len(cands):
             probs = self.classify(pmap.helper, cands.xy)
         else:
             probs = np.zeros((0, len(cfg.helper_classes) or 1), np.float32)
-        return labels, cands.with_score(probs[:, cfg.counted_class_index]), probs
+        return cands.with_score(probs[:, cfg.counted_class_index]), probs
 
     def counted(self, candidates: Detections, thresholds: Thresholds | None = None) -> Detections:
         """The candidates that are counted: all for a one-stage model, those
@@ -400,11 +404,7 @@ class Model:
         t0 = time.perf_counter()
         labels, cands = self.segment(pmap, thr)
         t1 = time.perf_counter()
-        probs = None
-        if cfg.helper_enabled:
-            probs = (self.classify(pmap.helper, cands.xy) if len(cands)
-                     else np.zeros((0, len(cfg.helper_classes) or 1), np.float32))
-            cands = cands.with_score(probs[:, cfg.counted_class_index])
+        cands, probs = self._scored(pmap, cands)
         t2 = time.perf_counter()
         multiclass = cfg.multiclass
         return Result(

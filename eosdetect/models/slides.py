@@ -31,6 +31,9 @@ from eosdetect.core.differential import Differential, differential_of
 from eosdetect.core.postprocess import Detections
 from eosdetect.slideio import open_slide
 
+#: ``SlideCount.pixel_size_source`` when neither the caller nor the slide gave a pixel size.
+ASSUMED_PIXEL_SIZE = "not given; the model's training pixel size"
+
 
 class SlideStopped(Exception):
     """Raised by :func:`detect_slide` when its ``stop`` callable asks it to stop."""
@@ -55,6 +58,11 @@ class SlideCount:
     gains: np.ndarray | None = None  # the helper's white balance (slide_gains), when it has one
     #: The white-cell differential of the candidates counted (multi-class helpers; None otherwise).
     differential: Differential | None = None
+
+    @property
+    def pixel_size_known(self) -> bool:
+        """Whether the pixel size was given or read from the slide (not assumed from the model)."""
+        return self.pixel_size_source != ASSUMED_PIXEL_SIZE
 
 
 def block_geometry(model, pixel_size_um: float, block_px: int) -> tuple[int, int]:
@@ -109,7 +117,7 @@ def detect_slide(model, source, *, pixel_size_um: float | None = None, threshold
         elif reader.mpp:
             px, source_of_px = float(reader.mpp), "slide metadata"
         else:
-            px, source_of_px = model.config.input_pixel_size_um, "not given; the model's training pixel size"
+            px, source_of_px = model.config.input_pixel_size_um, ASSUMED_PIXEL_SIZE
         rows, cols = reader.shape
         core, halo = block_geometry(model, px, block_px)
         thumb, tf = reader.thumbnail()

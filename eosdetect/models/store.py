@@ -72,7 +72,35 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
-    """Load a bundled model by name, or a model folder by path (default: the bundled default)."""
+    """Load a bundled model by name, or a model folder by path.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like, optional
+        A bundled model's name (:func:`bundled_names`) or a model folder;
+        default :data:`DEFAULT_MODEL`.
+
+    Returns
+    -------
+    Model
+        Its networks are read on first use.
+
+    Raises
+    ------
+    ModelError
+        For an unknown name (the message lists the bundled ones), a folder
+        that is not a model, or a damaged model file.
+
+    Examples
+    --------
+    >>> model = load_model("nuclei-he")
+    >>> model.config.class_name, model.config.pixel_size_um
+    ('nucleus', 0.5)
+    >>> load_model("nuclei")
+    Traceback (most recent call last):
+    ...
+    eosdetect.errors.ModelError: unknown model 'nuclei'; bundled models: eosinophil-smear, nuclei-he (or give the path of a model folder)
+    """
     path = resolve_model_dir(name_or_path)
     try:
         config = ModelConfig.from_dict(read_json(path / "config.json"), source=str(path / "config.json"))

@@ -1,0 +1,1 @@
+"""Training and measuring models: training data, training, evaluation, and the bundled models' recipes."""

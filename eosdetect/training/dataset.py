@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eosdetect.training import augment
 from eosdetect.core.tiling import read_region
+from eosdetect.training import augment
 
 
 @dataclass

@@ -29,6 +29,11 @@ from eosdetect.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
+#: Helper crops for training are cut this many pixels larger than the helper's input (room for
+#: rotation, +-20% scale and shift in :func:`eosdetect.training.augment.crop_augment`).
+HELPER_CROP_EXTRA = 64
+
+
 @dataclass
 class CropSet:
     """Crops of cells for the helper, with their classes.
@@ -119,7 +124,7 @@ def balanced_weights(labels: np.ndarray, power: float = 0.5) -> np.ndarray:
     scaled to mean 1 (``power`` 1 fully balances; 0.5, the default, halfway
     on a log scale, so that a class of 150 crops is not weighted 16 times).
 
-    >>> balanced_weights(np.array([0, 0, 0, 1]), power=1.0).round(3).tolist()
+    >>> [round(float(w), 3) for w in balanced_weights(np.array([0, 0, 0, 1]), power=1.0)]
     [0.667, 0.667, 0.667, 2.0]
     """
     labels = np.asarray(labels)
@@ -198,11 +203,10 @@ def train_multiclass_helper(config: ModelConfig, tcfg, train: CropSet, val: Crop
     import tensorflow as tf
 
     from eosdetect.models.helper_cnn import build_helper
-    from eosdetect.training.train import _callbacks, _load_best, reproducible_threads
+    from eosdetect.training.train import _callbacks, _load_best
 
     if not config.helper_classes:
         raise ValueError("train_multiclass_helper needs a config with helper_classes")
-    reproducible_threads()
     keras.utils.set_random_seed(tcfg.train_seed)
     work_dir = Path(work_dir)
     size = config.helper_crop_size
@@ -274,7 +278,6 @@ def adaptation_crops(base, items, config: ModelConfig) -> CropSet:
     i.e. the pre-labels an annotator deleted and the cells never labelled;
     their targets are ``base``'s own class beliefs without the counted class.
     """
-    from eosdetect.training.recipes import HELPER_CROP_EXTRA
     from eosdetect.training.train import helper_crops_from_labels
 
     crops, is_counted = helper_crops_from_labels(base, items, config, extra=HELPER_CROP_EXTRA)
@@ -343,11 +346,10 @@ def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,
     import dataclasses
     import time
 
-    from eosdetect import __version__
-    from eosdetect.training import recipes
     from eosdetect.errors import ConfigError
+    from eosdetect.models.card import model_card, model_metrics
     from eosdetect.models.store import load_model, save_model
-    from eosdetect.training.train import TrainConfig, machine_description
+    from eosdetect.training.train import TrainConfig, training_record
 
     tcfg = tcfg or TrainConfig()
     out_dir = Path(out_dir)
@@ -379,12 +381,16 @@ def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,
     after = predict_crops(helper, crops.crops, config.helper_crop_size)[:, config.counted_class_index]
     is_pos = crops.labels == config.counted_class_index
     thr = base.thresholds.helper_threshold
-    metrics = {
-        "model": config.name,
-        "version": config.version,
-        "validation": {"n_images": 0, "tp": 0, "fp": 0, "fn": 0, "precision": None, "recall": None, "f1": 1.0,
-                       "count_mae": 0.0},
-        "adaptation": {
+    metrics = model_metrics(
+        config,
+        validation={"n_images": 0, "tp": 0, "fp": 0, "fn": 0, "precision": None, "recall": None, "f1": 1.0,
+                    "count_mae": 0.0},
+        data={"base_model": f"{base.name} {base.config.version}", "adaptation_images": len(items)},
+        matching="not measured: run eosdetect evaluate on labelled images not used here",
+        thresholds_fitted_on=f"not fitted: the base model's ({thr:g})",
+        training=training_record(tcfg, {"data": t_data, "unet": 0.0, "helper": t_train},
+                                 command=command or "eosdetect adapt (called from Python)"),
+        adaptation={
             "base_model": f"{base.name} {base.config.version}",
             "images": [it.name for it in items],
             "cells": {config.class_name: n_pos, f"other {base.config.unet_class_name}s": int(len(crops) - n_pos)},
@@ -399,18 +405,9 @@ def adapt_model(base, items, out_dir, *, tcfg=None, name: str | None = None,
                       f"passes (at least {ADAPT_MIN_STEPS} steps), augmented as in training; unlabelled cells "
                       "keep the base model's belief of their class, without the counted one",
         },
-        "data": {"base_model": f"{base.name} {base.config.version}", "adaptation_images": len(items)},
-        "matching": "not measured: run eosdetect evaluate on labelled images not used here",
-        "thresholds_fitted_on": f"not fitted: the base model's ({thr:g})",
-        "training": {
-            "command": command or "eosdetect adapt (called from Python)", "config_file": "(built-in defaults)",
-            "train": tcfg.to_dict(),
-            "seconds": {"data": round(t_data, 1), "unet": 0.0, "helper": round(t_train, 1)},
-            "machine": machine_description(), "eosdetect_version": __version__,
-        },
-    }
+    )
     save_model(out_dir, config, base.thresholds, base.unet, helper, metrics=metrics,
-               card=recipes.model_card(config, metrics))
+               card=model_card(config, metrics))
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

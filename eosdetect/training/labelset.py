@@ -39,10 +39,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from eosdetect.errors import ConfigError, InputError
+from eosdetect.errors import ConfigError, InputError, Notice
 from eosdetect.io import IMAGE_SUFFIXES, find_images, read_image
 
 log = logging.getLogger(__name__)
@@ -104,27 +105,28 @@ class LabelReport:
     soft_masks: int = 0
     classes_found: Counter = field(default_factory=Counter)
 
-    def warnings(self) -> list[str]:
+    def warnings(self) -> list[Notice]:
+        """What the caller should be told (one line each; ``option`` names the parameter behind one)."""
         out = []
         if self.unmatched_labels:
             names = ", ".join(p.name for p in self.unmatched_labels[:5])
             more = f" and {len(self.unmatched_labels) - 5} more" if len(self.unmatched_labels) > 5 else ""
-            out.append(f"{len(self.unmatched_labels)} label file(s) match no image: {names}{more}")
+            out.append(Notice(f"{len(self.unmatched_labels)} label file(s) match no image: {names}{more}"))
         if self.unlabelled_as_empty:
-            out.append(f"{len(self.unlabelled_as_empty)} image(s) without a label file taken as having no objects")
+            out.append(Notice(f"{len(self.unlabelled_as_empty)} image(s) without a label file taken as having no objects"))
         if self.clipped_boxes:
-            out.append(f"{self.clipped_boxes} box(es) reaching outside their image were clipped to it")
+            out.append(Notice(f"{self.clipped_boxes} box(es) reaching outside their image were clipped to it"))
         if self.skipped_boxes:
-            out.append(f"{self.skipped_boxes} empty or degenerate box(es) skipped")
+            out.append(Notice(f"{self.skipped_boxes} empty or degenerate box(es) skipped"))
         if self.skipped_unverified:
-            out.append(f"{self.skipped_unverified} unverified label file(s) skipped (--verified-only)")
+            out.append(Notice(f"{self.skipped_unverified} unverified label file(s) skipped", option="verified_only"))
         if self.difficult_boxes:
-            out.append(f"{self.difficult_boxes} box(es) marked difficult are neither required nor counted, nor "
-                       "trained on (LabelImg's 'difficult' tick: eosdetect prelabel sets it on uncertain boxes; "
-                       "untick it on the cells you confirm)")
+            out.append(Notice(f"{self.difficult_boxes} box(es) marked difficult are neither required nor counted, "
+                              "nor trained on (LabelImg's 'difficult' tick: eosdetect prelabel sets it on uncertain "
+                              "boxes; untick it on the cells you confirm)"))
         if self.soft_masks:
-            out.append(f"{self.soft_masks} mask(s) with soft (anti-aliased) edges read as binary, cut at half "
-                       "their top value")
+            out.append(Notice(f"{self.soft_masks} mask(s) with soft (anti-aliased) edges read as binary, cut at "
+                              "half their top value"))
         return out
 
     def to_dict(self) -> dict:
@@ -152,7 +154,7 @@ def load_labelled(
     verified_only: bool = False,
     subset: list[str] | None = None,
     default_class: str | None = None,
-    exclude: str | os.PathLike | None = None,
+    skip: Callable[[Path, Path], bool] | None = None,
 ) -> tuple[list[LabelledImage], LabelReport]:
     """Read every image under ``images`` with its labels from ``labels``.
 
@@ -174,15 +176,20 @@ def load_labelled(
     default_class : str, optional
         The class used when ``class_name`` is not given and the labels hold
         several classes, this one among them (e.g. the model's class).
+    skip : callable, optional
+        Leaves image files out of the folders searched, as for
+        :func:`eosdetect.io.find_images` (an application's output folder).
 
     Raises
     ------
     InputError, ConfigError
-        With a one-line message naming the file or option at fault.
+        With a one-line message naming the file at fault; when changing one
+        of the parameters above would put it right, the error's ``option``
+        names it (``"class_name"``, ``"label_format"`` ...).
     """
     if label_format not in FORMATS:
         raise ConfigError(f"unknown label format {label_format!r}; choose one of {', '.join(FORMATS)}")
-    image_paths = find_images(images if isinstance(images, list) else [images], exclude=exclude)
+    image_paths = find_images(images if isinstance(images, list) else [images], skip=skip)
     if label_format == "mask" and Path(labels).is_dir():
         image_paths = _without_masks(image_paths, Path(labels))
     if subset is not None:
@@ -205,7 +212,7 @@ def load_labelled(
     table = None
     if labels.is_file():
         if label_format != "points":
-            raise InputError(labels, f"--labels must be a folder for the {label_format} format")
+            raise InputError(labels, f"must be a folder for the {label_format} format", option="labels")
         table = _read_points_table(labels)
         label_files = {}
     else:
@@ -220,7 +227,7 @@ def load_labelled(
         report.unmatched_labels = sorted(v for k, v in label_files.items() if k not in by_stem)
         if subset is not None:  # label files of images left out on purpose are not "unmatched"
             all_stems = {p.stem for p in find_images([images] if not isinstance(images, list) else images,
-                                                     exclude=exclude)}
+                                                     skip=skip)}
             report.unmatched_labels = [p for p in report.unmatched_labels if _stem_of(p, label_format) not in all_stems]
 
     # read all label files first (cheap): class names are checked before any image is read
@@ -242,11 +249,12 @@ def load_labelled(
         if table is None and not label_files:  # the wrong --label-format, or the wrong folder
             raise InputError(labels, f"holds no label files of the {label_format} format "
                                      f"({'/'.join(_LABEL_SUFFIXES[label_format])} named like the images); "
-                                     "choose the labels' format with --label-format")
+                                     "choose the labels' format", option="label_format")
         raise InputError(
             missing[0],
-            f"no label file for this image ({len(missing)} image(s) without labels; "
-            "use --allow-unlabelled-as-empty if they truly have no objects)",
+            f"no label file for this image ({len(missing)} image(s) without labels); they may be taken as "
+            "having no objects if they truly have none",
+            option="allow_unlabelled_as_empty",
         )
     report.unlabelled_as_empty = missing
     if label_format in ("voc", "points"):
@@ -276,7 +284,8 @@ def load_labelled(
     report.images = len(out)
     if not out and report.skipped_unverified:
         raise InputError(labels, f"no label file is marked verified ({report.skipped_unverified} unverified "
-                                 "skipped by --verified-only; save with 'Verify Image' in LabelImg)")
+                                 "skipped: only verified ones were asked for); save them with 'Verify Image' "
+                                 "in LabelImg", option="verified_only")
     if not out:
         raise InputError(images if not isinstance(images, list) else images[0], "no labelled images to use")
     return out, report
@@ -381,7 +390,7 @@ def _check_class(class_name, found: Counter, label_format: str) -> str | None:
     if class_name is None:
         if len(classes) > 1:
             raise ConfigError(
-                f"the labels hold several classes ({', '.join(classes)}); choose one with --class"
+                f"the labels hold several classes ({', '.join(classes)}); choose one", option="class_name"
             )
         return classes[0] if classes else None
     if classes and class_name not in found:
@@ -520,7 +529,7 @@ def target_labels(item: LabelledImage, shape: tuple[int, int], scale: float, cel
     (:func:`~eosdetect.annotations.masks.separate_touching`).
     """
     from eosdetect.annotations.convert import boxes_to_labels, points_to_labels
-    from eosdetect.core.geometry import resize
+    from eosdetect.core.geometry import rescale_points, resize
 
     if item.instances is not None:
         lab = resize(item.instances, scale, nearest=True)
@@ -533,7 +542,7 @@ def target_labels(item: LabelledImage, shape: tuple[int, int], scale: float, cel
         return boxes_to_labels(shape, item.boxes * scale, shrink=0.9)
     if not len(item.points):
         return np.zeros(shape, dtype=np.int32)
-    return points_to_labels(np.zeros(shape), (item.points + 0.5) * scale - 0.5, cell_diameter_px / 2)
+    return points_to_labels(np.zeros(shape), rescale_points(item.points, scale), cell_diameter_px / 2)
 
 
 def training_sample(item: LabelledImage, config, input_pixel_size_um: float | None = None,
@@ -542,8 +551,8 @@ def training_sample(item: LabelledImage, config, input_pixel_size_um: float | No
     gaps between touching objects, weighted ``gap_weight`` in the loss;
     difficult boxes weighted 0)."""
     from eosdetect.annotations.masks import separate_touching
+    from eosdetect.core.geometry import rescale_points, resize
     from eosdetect.training.dataset import Sample
-    from eosdetect.core.geometry import resize
 
     scale = config.scale_for(input_pixel_size_um)
     image = resize(item.image, scale)
@@ -554,7 +563,7 @@ def training_sample(item: LabelledImage, config, input_pixel_size_um: float | No
     weight[_gaps(labels) & (target == 0)] = gap_weight
     for x0, y0, x1, y1 in item.ignore_boxes * f:
         weight[max(int(y0), 0): int(np.ceil(y1)), max(int(x0), 0): int(np.ceil(x1))] = 0
-    return Sample(item.name, image, target, weight, points=(item.points + 0.5) * f - 0.5)
+    return Sample(item.name, image, target, weight, points=rescale_points(item.points, f))
 
 
 def _gaps(labels: np.ndarray) -> np.ndarray:

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from eosdetect.training import shared_data as sd
 from eosdetect.annotations.convert import boxes_to_mask
 from eosdetect.annotations.masks import centroids, instances_from_binary, separate_touching
-from eosdetect.training.dataset import Sample
 from eosdetect.core.geometry import resize
-from eosdetect.training.evaluation import EvalItem
+from eosdetect.core.postprocess import segment
 from eosdetect.io import read_image
 from eosdetect.models.config import ModelConfig
 from eosdetect.models.crops import helper_crops
-from eosdetect.core.postprocess import segment
+from eosdetect.training import shared_data as sd
+from eosdetect.training.dataset import Sample
+from eosdetect.training.evaluation import EvalItem
+from eosdetect.training.helper import HELPER_CROP_EXTRA
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,6 @@ SMEAR_CLASSES = ["eosinophil", "neutrophil", "lymphocyte", "monocyte", "basophil
                  "platelet", "other"]
 #: Left out of the differential's percentages: not white cells.
 SMEAR_NOT_WHITE_CELLS = ["erythroblast", "platelet", "other"]
-#: Crops are cut this many pixels larger than the helper's input (rotation, +-20% scale, shift).
-HELPER_CROP_EXTRA = 64
 #: The committed blind audit of BCCD's labels (scripts/audit_eosinophil_labels.py).
 AUDIT_PATH = Path(__file__).resolve().parents[2] / "data" / "results" / "eosinophil_label_audit.json"
 
@@ -628,101 +627,14 @@ LIMITS = {
 }
 
 
-def _card_row(label: str, s: dict) -> str:
-    """One row of the model card's validation table."""
-    from eosdetect.core.metrics import fmt_rate
+def bundled_card(config: ModelConfig, metrics: dict) -> str:
+    """The MODEL_CARD.md of a model built by a recipe here: the generic card
+    (:func:`eosdetect.models.card.model_card`) with the recipe's limits and,
+    for the multi-class smear helper, its sections on other labs."""
+    from eosdetect.models.card import model_card
 
-    mape = f"{s['count_mape'] * 100:.1f}%" if s.get("count_mape") is not None else "n/a"
-    mae = f"{s['count_mae']:.2f}" if s.get("count_mae") is not None else "n/a"
-    return (f"| {label} | {fmt_rate(s['precision'])} | {fmt_rate(s['recall'])} | {s['f1']:.3f} | "
-            f"{mae} | {mape} |")
-
-
-def model_card(config: ModelConfig, metrics: dict) -> str:
-    v = metrics["validation"]
-    # a model trained without a pixel size works at a fraction of the image size, not at um/px
-    scale = (f"at 1/{config.pixel_size_um:g} of the image size" if config.sizes_in_pixels
-             else f"at {config.pixel_size_um} um/px")
-    helper_scale = (f"at 1/{config.helper_pixel_size_um:g} of the image size" if config.sizes_in_pixels
-                    else f"at {config.helper_pixel_size_um} um/px")
-    fitted_on = metrics["thresholds_fitted_on"]
-    fitted = "not fitted" not in fitted_on
-    lines = [
-        f"# {config.name} {config.version}",
-        "",
-        config.description,
-        "",
-        "## What it does",
-        "",
-        f"Counts **{config.class_name}** objects. "
-        + (f"A U-Net segments {config.unet_class_name} objects {scale}; "
-           + ("a helper (a logistic regression on 11 colour statistics of the cell's stained pixels"
-              if config.helper_kind == "colour" else
-              f"a helper (a small CNN that names each cell's class, one of {', '.join(config.helper_classes)}"
-              if config.multiclass else "a helper (a small CNN")
-           + (", on the image white-balanced so that its background is neutral grey) "
-              if config.helper_white_balance else ") ")
-           + f"re-scores each one on a {config.helper_crop_size}-px crop {helper_scale} and "
-           f"only those above `helper_threshold` are counted."
-           if config.helper_enabled else
-           f"A U-Net ({config.unet_depth} poolings, {config.unet_base_filters} base filters) predicts a "
-           f"probability map {scale}; distance transform + watershed split it into objects."),
-        "",
-        (f"Inputs are assumed to be {config.input_pixel_size_um} um/px unless `--pixel-size` says otherwise"
-         + ("" if config.pixel_size_measured else " (an estimate: the training images' pixel size is not published)")
-         + "."
-         if not config.sizes_in_pixels else
-         "Trained without a pixel size: sizes are in pixels of the training images, so use it on images "
-         "taken at the same magnification and resolution."),
-        "",
-        "## Training data",
-        "",
-    ]
-    for k, val in metrics["data"].items():
-        if isinstance(val, list):
-            val = f"{len(val)} images" if len(val) > 8 else ", ".join(map(str, val))
-        elif isinstance(val, dict):
-            val = ", ".join(f"{a.replace('_', ' ')} {b}" for a, b in val.items() if isinstance(b, (int, float, str)))
-        lines.append(f"- {k.replace('_', ' ')}: {val}")
-    t = metrics["training"]
-    lines += [
-        "",
-        "## How it was trained",
-        "",
-        (f"`{t['command']}` " if t.get("command") else
-         f"`python scripts/train_bundled.py configs/{_basename(t['config_file'])} -o <model folder>` ")
-        +
-        f"(seed {t['train']['train_seed']}; {t['seconds']['unet'] + t['seconds']['helper']:.0f} s of training "
-        f"on {t['machine']}). "
-        + (f"Thresholds fitted on {fitted_on}." if fitted else f"{fitted_on[0].upper()}{fitted_on[1:]}."),
-        "",
-        "## Validation",
-        "",
-        f"Matching: {metrics['matching']}.",
-        "",
-        "| model | precision | recall | F1 | count MAE | count error (mean relative) |",
-        "| --- | --- | --- | --- | --- | --- |",
-        _card_row(config.name, v),
-    ]
-    for key, b in metrics.items():
-        if key.startswith("baseline"):
-            lines.append(_card_row(f"{key.replace('baseline_', '')} baseline", b["summary"]))
-    cv = metrics.get("crossval")
-    if cv:
-        lines.append(_card_row(f"{config.name}, {cv.get('folds', 5)}-fold cross-validation", cv["pooled"]))
-        lines += ["", f"Cross-validation: {cv['method']}"]
-    if v.get("tp", 0) + v.get("fn", 0) == 0:
-        lines += ["", "**Not measured:** no labelled cell is among the validation images, so the figures above "
-                  "say nothing of this model. Validate it on labelled images with `eosdetect evaluate`."]
-    lines += transfer_card_lines(config, metrics)
-    limits = LIMITS.get(config.training.get("recipe", config.name)) or [
-        f"Validated on {v['n_images']} held-out image(s) of the same set it was trained on"
-        + ("; the thresholds were fitted on them, so expect" if fitted else ", too few to fit its threshold on; expect")
-        + " lower figures on images from other labs, stains or scanners.",
-        "Check it on your own labelled images with `eosdetect evaluate` before relying on its counts.",
-    ]
-    lines += ["", "## Limits", ""] + [f"- {x}" for x in limits] + [""]
-    return "\n".join(lines)
+    return model_card(config, metrics, limits=LIMITS.get(config.training.get("recipe")),
+                      sections=transfer_card_lines(config, metrics))
 
 
 def _confusion_table(conf: dict, classes: list[str]) -> list[str]:
@@ -794,7 +706,3 @@ def transfer_card_lines(config: ModelConfig, metrics: dict) -> list[str]:
             lines.append(f"| {r['eosinophils']} | {r['f1_labels']:.3f} | {fmt_rate(r['recall_granular'])} | "
                          f"{fmt_rate(r['look_alike_rate'])} |")
     return lines
-
-
-def _basename(p: str) -> str:
-    return p.replace("\\", "/").split("/")[-1]

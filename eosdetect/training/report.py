@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eosdetect.io import atomic_write_bytes, encode_png, write_csv, write_json
 from eosdetect.core.metrics import summarize
+from eosdetect.io import atomic_write_bytes, encode_png, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,18 @@ def _row(name, value, s) -> dict:
 
 def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str = "",
                   operating_label: str = "model's thresholds") -> Path:
-    """Draw the precision-recall curve with the operating point (the thresholds counted with) marked."""
-    import matplotlib
+    """Draw the precision-recall curve with the operating point (the thresholds counted with) marked.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a :class:`matplotlib.figure.Figure` of its own, without pyplot: the caller's backend
+    and open figures are left alone.
+    """
+    from matplotlib.figure import Figure
 
     drawn = [x for x in rows if x["precision"] is not None]
     r = [x["recall"] for x in drawn]
     p = [x["precision"] for x in drawn]
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    fig = Figure(figsize=(5.5, 5), dpi=120)
+    ax = fig.subplots()
     ax.plot(r, p, "-o", color="#0072B2", ms=3, lw=1.5, label=f"sweeping {name.replace('_', ' ')}")
     best = max(rows, key=lambda x: x["f1"])
     if operating["tp"] + operating["fp"]:
@@ -95,7 +97,6 @@ def plot_pr_curve(rows: list[dict], name: str, operating: dict, path, title: str
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 

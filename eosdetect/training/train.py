@@ -3,9 +3,10 @@
 Losses suited to small sparse objects (binary cross-entropy + soft Dice, with
 a per-pixel weight map), Adam with cosine decay, early stopping on the
 validation loss, best and last weights, a CSV log of every epoch and a fixed
-seed. Training runs TensorFlow with one inter-op thread
-(:func:`reproducible_threads`), so that the same data and seed give the same
-weights bit for bit.
+seed. With TensorFlow on one inter-op thread (:func:`reproducible_threads`,
+which the training commands and scripts call first thing; the library
+leaves the process's threads as they are) the same data and seed give the
+same weights bit for bit.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from eosdetect.training.dataset import AugmentSettings, PatchSampler, fixed_patches
 from eosdetect.errors import ConfigError
 from eosdetect.models.config import ModelConfig
+from eosdetect.training.dataset import AugmentSettings, PatchSampler, fixed_patches
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +372,6 @@ def train_unet(config: ModelConfig, tcfg: TrainConfig, train_samples, val_sample
 
     from eosdetect.models.unet import build_unet
 
-    reproducible_threads()
     work_dir = Path(work_dir)
     keras.utils.set_random_seed(tcfg.train_seed)
     model = build_unet(config, seed=tcfg.train_seed)
@@ -439,10 +439,9 @@ def train_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, train_labe
     import keras
     import tensorflow as tf
 
-    from eosdetect.training import augment
     from eosdetect.models.helper_cnn import build_helper
+    from eosdetect.training import augment
 
-    reproducible_threads()
     work_dir = Path(work_dir)
     keras.utils.set_random_seed(tcfg.train_seed)
     S = config.helper_crop_size
@@ -530,9 +529,9 @@ def train_colour_helper(config: ModelConfig, tcfg: TrainConfig, train_crops, tra
     """
     from scipy.optimize import minimize
 
-    from eosdetect.training import augment
-    from eosdetect.models.helper_cnn import build_helper, make_classify_fn
     from eosdetect.core.colour import colour_features
+    from eosdetect.models.helper_cnn import build_helper, make_classify_fn
+    from eosdetect.training import augment
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -622,6 +621,22 @@ def split_items(items, val_fraction: float, seed: int, val_names: list[str] | No
     return [it for it in items if it.name not in val_set], [it for it in items if it.name in val_set]
 
 
+def training_record(tcfg: TrainConfig, seconds: dict[str, float], *, command: str | None = None,
+                    file_cfg: dict | None = None, grid: dict | None = None) -> dict:
+    """metrics.json's ``training``: the command or config file, the settings, seconds per stage
+    (rounded to 0.1 s), the machine and the eosdetect version."""
+    from eosdetect import __version__
+
+    out = {"command": command} if command is not None else {}
+    out["config_file"] = (file_cfg or {}).get("_path", "(built-in defaults)")
+    out["train"] = tcfg.to_dict()
+    if grid is not None:
+        out["threshold_grid"] = grid
+    out["seconds"] = {k: round(float(v), 1) for k, v in seconds.items()}
+    out.update(machine=machine_description(), eosdetect_version=__version__)
+    return out
+
+
 def machine_description() -> str:
     import platform
 
@@ -643,7 +658,7 @@ def _check_same_run(path: Path, run: dict) -> None:
             what = ", ".join(k.replace("_", " ") for k in changed)
             details = _differences(before, run, changed)
             raise ConfigError(f"{path.parent}: the interrupted training had other {what} ({details}); resume it "
-                              "with the same images, labels and options, or start afresh with --overwrite")
+                              "with the same images, labels and options, or start afresh", option="resume")
     else:
         write_json(path, run)
 
@@ -717,8 +732,8 @@ def plan_config(file_cfg: dict, items, *, name: str, class_name: str | None, inp
             raise ConfigError("the training images hold no labelled objects")
         d = np.concatenate([it.object_diameters() for it in items])
         if not len(d):
-            raise ConfigError("point labels do not tell the cell size: give --cell-diameter "
-                              "(micrometres, or pixels without --pixel-size)")
+            raise ConfigError("point labels do not tell the cell size: give the cell diameter, in micrometres, "
+                              "or in pixels when no pixel size is given", option="cell_diameter_um")
         model["cell_diameter_um"] = _round_sig(float(np.median(d)) * px, 3)
     diameter = float(model["cell_diameter_um"])
     if "pixel_size_um" not in model:
@@ -761,11 +776,10 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     import shutil
     import time
 
-    from eosdetect import __version__
-    from eosdetect.training import recipes
+    from eosdetect.models.card import matching_description, model_card, model_metrics
+    from eosdetect.models.store import load_model, save_model
     from eosdetect.training.evaluation import fit_thresholds
     from eosdetect.training.labelset import eval_item, training_sample
-    from eosdetect.models.store import load_model, save_model
 
     file_cfg = file_cfg or {}
     out_dir = Path(out_dir)
@@ -808,34 +822,21 @@ def train_from_labels(items, out_dir, *, file_cfg: dict | None = None, name: str
     thr, ev = fit_thresholds(model, val_eval, grid, base=base_thr)
     t_fit = time.time() - t0 - t_data - t_unet
     config.training = {"command": command, "seed": tcfg.train_seed}
-    metrics = {
-        "model": config.name,
-        "version": config.version,
-        "validation": ev["summary"],
-        "validation_per_image": ev["per_image"],
-        "data": {
+    metrics = model_metrics(
+        config, validation=ev["summary"], per_image=ev["per_image"],
+        data={
             "train_images": [it.name for it in train_items],
             "validation_images": [it.name for it in val_items],
             "objects": {"train": int(sum(it.n_objects for it in train_items)),
                         "validation": int(sum(it.n_objects for it in val_items))},
             "labels": label_report or {},
         },
-        "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside "
-                    f"its box or mask or within {config.cell_diameter_um / 2:g} "
-                    f"{'px' if config.sizes_in_pixels else 'um'} (half a cell) of its centre",
-        "thresholds_fitted_on": "the validation images (pooled F1 over the threshold grid)",
-        "training": {
-            "command": command,
-            "config_file": file_cfg.get("_path", "(built-in defaults)"),
-            "train": tcfg.to_dict(),
-            "threshold_grid": grid,
-            "seconds": {"data": round(t_data, 1), "unet": round(t_unet, 1), "helper": 0.0,
-                        "thresholds": round(t_fit, 1)},
-            "machine": machine_description(),
-            "eosdetect_version": __version__,
-        },
-    }
-    card = recipes.model_card(config, metrics)
+        matching=matching_description(config),
+        thresholds_fitted_on="the validation images (pooled F1 over the threshold grid)",
+        training=training_record(tcfg, {"data": t_data, "unet": t_unet, "helper": 0.0, "thresholds": t_fit},
+                                 command=command, file_cfg=file_cfg, grid=grid),
+    )
+    card = model_card(config, metrics)
     save_model(out_dir, config, thr, unet, metrics=metrics, card=card)
     _keep_log_and_clean(work, work / "unet" / "unet_log.csv", out_dir)
     return metrics
@@ -893,12 +894,11 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
     import dataclasses
     import time
 
-    from eosdetect import __version__
-    from eosdetect.training import recipes
+    from eosdetect.models.card import matching_description, model_card, model_metrics
+    from eosdetect.models.model import Model
+    from eosdetect.models.store import load_model, save_model
     from eosdetect.training.evaluation import evaluate_model, fit_thresholds
     from eosdetect.training.labelset import eval_item
-    from eosdetect.models.store import load_model, save_model
-    from eosdetect.models.model import Model
 
     file_cfg = file_cfg or {}
     out_dir = Path(out_dir)
@@ -956,12 +956,9 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
         ev = evaluate_model(model, val_eval, thresholds=thr)
         fitted = (f"helper threshold not fitted (fewer than {MIN_VALIDATION_POSITIVES} positives among the "
                   "validation images): 0.5")
-    metrics = {
-        "model": config.name,
-        "version": config.version,
-        "validation": ev["summary"],
-        "validation_per_image": ev["per_image"],
-        "data": {
+    metrics = model_metrics(
+        config, validation=ev["summary"], per_image=ev["per_image"],
+        data={
             "train_images": [it.name for it in train_items],
             "validation_images": [it.name for it in val_items],
             "crops": {"train_positive": int(hy.sum()), "train_negative": int(len(hy) - hy.sum()),
@@ -969,18 +966,12 @@ def train_helper_from_labels(base, items, out_dir, *, file_cfg: dict | None = No
             "labels": label_report or {},
             "base_model": f"{base.name} {base.config.version}",
         },
-        "matching": f"one-to-one Hungarian matching; a detection may match a true {config.class_name} inside its "
-                    f"box or mask or within {config.cell_diameter_um / 2:g} um of its centre",
-        "thresholds_fitted_on": fitted,
-        "training": {
-            "command": command, "config_file": file_cfg.get("_path", "(built-in defaults)"),
-            "train": tcfg.to_dict(), "threshold_grid": {"helper_threshold": HELPER_GRID},
-            "seconds": {"data": round(t_data, 1), "unet": 0.0, "helper": round(t_helper, 1)},
-            "machine": machine_description(),
-            "eosdetect_version": __version__,
-        },
-    }
-    save_model(out_dir, config, thr, base.unet, helper, metrics=metrics, card=recipes.model_card(config, metrics))
+        matching=matching_description(config),
+        thresholds_fitted_on=fitted,
+        training=training_record(tcfg, {"data": t_data, "unet": 0.0, "helper": t_helper}, command=command,
+                                 file_cfg=file_cfg, grid={"helper_threshold": HELPER_GRID}),
+    )
+    save_model(out_dir, config, thr, base.unet, helper, metrics=metrics, card=model_card(config, metrics))
     _keep_log_and_clean(work, work / "helper" / "helper_log.csv", out_dir)
     load_model(out_dir)  # the folder reads back
     return metrics

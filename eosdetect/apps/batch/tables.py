@@ -1,0 +1,283 @@
+"""What ``eosdetect count`` writes: analyses rendered into rows, tables and files.
+
+Each image's analysis (:class:`~eosdetect.analysis.image.ImageAnalysis`, or
+:class:`~eosdetect.analysis.slide.SlideAnalysis` for a slide) becomes a typed
+:class:`CountRow`, its line of ``counts.csv`` (the web service renders its
+figures the same way); a run's :class:`ImageRecord` list becomes
+``counts.csv`` and ``summary.json``. Rounding and CSV/JSON shapes live here
+only.
+
+With a multi-class helper every row also holds its white-cell differential:
+one ``n_<class>`` column per class at the end of ``counts.csv``, their sum
+in ``summary.json``'s ``differential``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eosdetect import __version__
+from eosdetect.core.clinical import ClinicalAggregate, ImageFigures, clinical_aggregate
+from eosdetect.core.differential import COLUMN_PREFIX, Differential, class_column, class_columns
+from eosdetect.core.postprocess import DETECTION_COLUMNS
+from eosdetect.io import atomic_write_bytes, write_csv, write_image
+
+COUNT_COLUMNS = (
+    "image", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
+    "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
+)
+
+
+def count_columns(config) -> tuple[str, ...]:
+    """The columns of counts.csv for a model: :data:`COUNT_COLUMNS`, then, with a multi-class
+    helper, one ``n_<class>`` per class (:func:`eosdetect.core.differential.class_columns`)."""
+    return COUNT_COLUMNS + class_columns(config)
+
+
+# --------------------------------------------------------------------------- one image
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """One image's line of ``counts.csv`` (as its resume record keeps it).
+
+    Figures are rounded as the table shows them; ``classes`` are a
+    multi-class helper's counts per class (its ``n_<class>`` columns);
+    ``error`` is the reason a failed image failed, without its path.
+    """
+
+    image: str
+    status: str = "ok"
+    count: int | None = None
+    width: int | None = None
+    height: int | None = None
+    pixel_size_um: float | None = None
+    area_mm2: float | None = None
+    density_per_mm2: float | None = None
+    peak_hpf_count: int | None = None
+    hpf_flag: bool | None = None
+    candidates: int | None = None
+    error: str = ""
+    classes: dict[str, int] | None = None
+    warning: str = ""
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        """The row as a JSON object (the resume record's ``row``); a failed image's holds its reason alone."""
+        if self.status == "error":
+            return {"image": self.image, "status": self.status, "error": self.error}
+        out = {
+            "image": self.image, "status": self.status, "count": self.count, "width": self.width,
+            "height": self.height, "pixel_size_um": self.pixel_size_um, "area_mm2": self.area_mm2,
+            "density_per_mm2": self.density_per_mm2, "peak_hpf_count": self.peak_hpf_count,
+            "hpf_flag": self.hpf_flag, "candidates": self.candidates, "error": self.error,
+        }
+        out.update({class_column(k): v for k, v in (self.classes or {}).items()})
+        if self.warning:
+            out["warning"] = self.warning
+        out["seconds"] = self.seconds
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CountRow:
+        """A row from :meth:`to_dict`'s object (a resume record)."""
+        classes = {k[len(COLUMN_PREFIX):]: int(v) for k, v in d.items() if k.startswith(COLUMN_PREFIX)}
+        plain = {k: d[k] for k in ("status", "count", "width", "height", "pixel_size_um", "area_mm2",
+                                   "density_per_mm2", "peak_hpf_count", "hpf_flag", "candidates", "error",
+                                   "warning", "seconds") if d.get(k) is not None}
+        return cls(image=str(d.get("image", "")), classes=classes or None, **plain)
+
+    def cells(self, columns) -> list:
+        """The row's cells of counts.csv, in ``columns`` order."""
+        d = self.to_dict()
+        return [_csv_value(d.get(k)) for k in columns]
+
+    def differential(self, config) -> Differential | None:
+        """The white-cell differential the row holds (None without one)."""
+        return Differential.from_columns(self.to_dict(), config)
+
+
+def image_row(image: str, analysis, seconds: float | None = None) -> CountRow:
+    """The counts.csv row of an :class:`~eosdetect.analysis.image.ImageAnalysis`."""
+    hpf = analysis.hpf
+    return CountRow(
+        image=image, count=analysis.count, width=analysis.width, height=analysis.height,
+        pixel_size_um=analysis.pixel_size_um,
+        area_mm2=None if hpf is None else significant(hpf.area_mm2),
+        density_per_mm2=None if hpf is None else round(hpf.density_per_mm2, 2),
+        peak_hpf_count=None if hpf is None else hpf.peak_count, hpf_flag=None if hpf is None else hpf.flag,
+        candidates=len(analysis.candidates), classes=_classes(analysis.differential),
+        warning="; ".join(analysis.warnings), seconds=_seconds(seconds),
+    )
+
+
+def slide_row(image: str, analysis, seconds: float | None = None) -> CountRow:
+    """The counts.csv row of a :class:`~eosdetect.analysis.slide.SlideAnalysis` (its area: the tissue's)."""
+    known = analysis.hpf is not None
+    return CountRow(
+        image=image, count=analysis.count, width=analysis.width, height=analysis.height,
+        pixel_size_um=analysis.pixel_size_um,
+        area_mm2=significant(analysis.area_mm2) if known else None,
+        density_per_mm2=round(analysis.density_per_mm2, 2) if known else None,
+        peak_hpf_count=analysis.peak_hpf_count, hpf_flag=analysis.hpf_flag, candidates=analysis.candidates,
+        classes=_classes(analysis.differential), warning="; ".join(analysis.warnings), seconds=_seconds(seconds),
+    )
+
+
+def error_row(image: str, reason: str) -> CountRow:
+    """The row of an image that failed, for ``reason`` (one line, without the path)."""
+    return CountRow(image=image, status="error", error=reason)
+
+
+def significant(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits (an area of 0.000101 mm2 keeps its 101).
+
+    >>> significant(0.000101234567)
+    0.000101235
+    """
+    return float(f"{value:.{digits}g}")
+
+
+def _classes(diff: Differential | None) -> dict[str, int] | None:
+    return None if diff is None else dict(diff.counts)
+
+
+def _seconds(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _csv_value(v):
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return "" if v is None else v
+
+
+# --------------------------------------------------------------------------- one image's files
+
+
+def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None) -> None:
+    """Write one image's ``<name>_detections.csv`` and pictures (arrays, or PNG bytes); remove the
+    pictures of an earlier run that this one does not draw (an overlay of other thresholds must not
+    sit beside the new detections)."""
+    write_csv(paths["detections"], DETECTION_COLUMNS, detection_rows)
+    for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
+        if picture is None:
+            paths[key].unlink(missing_ok=True)
+        elif isinstance(picture, bytes):
+            atomic_write_bytes(paths[key], picture)
+        else:
+            write_image(paths[key], picture)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class ImageRecord:
+    """One image of a run: its output name, how it went (``ok``, ``skipped`` as done,
+    ``error``: ``error`` says why, with its path) and its row."""
+
+    image: str
+    name: str
+    status: str = "ok"
+    error: str = ""
+    row: CountRow | None = field(default=None)
+
+
+def write_counts(path, records: list[ImageRecord], columns) -> None:
+    """``counts.csv``: one row per record, in ``columns``."""
+    write_csv(path, columns, [r.row.cells(columns) for r in records])
+
+
+def run_differential(records: list[ImageRecord], config) -> Differential | None:
+    """The images' differentials summed (None without a multi-class helper)."""
+    if not config.multiclass:
+        return None
+    total = Differential.empty(config)
+    for r in _ok(records):
+        d = r.row.differential(config)
+        if d is not None:
+            total = total + d
+    return total
+
+
+def run_summary(records: list[ImageRecord], *, model, settings: dict, differential: Differential | None,
+                hpf_area_mm2: float, flag_threshold, complete: bool, seconds: float) -> dict:
+    """What ``summary.json`` holds (``differential``: :func:`run_differential` of ``records``)."""
+    ok = _ok(records)
+    failed = [r for r in records if r.row.status != "ok"]
+    counts = [int(r.row.count) for r in ok]
+    out = {
+        "eosdetect_version": __version__,
+        "complete": complete,
+        "model": model.summary(),
+        "settings": settings,
+        "images": len(records),
+        "images_ok": len(ok),
+        "images_skipped_as_done": sum(r.status == "skipped" for r in records),
+        "images_failed": len(failed),
+        "total_count": int(sum(counts)),
+        "mean_count": round(float(np.mean(counts)), 3) if counts else None,
+        "max_count": max(counts) if counts else None,
+        **({} if differential is None else {"differential": differential.to_dict()}),
+        "failures": [{"image": r.image, "error": r.row.error} for r in failed],
+        "warnings": [{"image": r.image, "warning": r.row.warning} for r in records
+                     if r.status != "error" and r.row.warning],
+        "seconds": round(seconds, 2),
+    }
+    agg = clinical_aggregate([_figures(r) for r in ok], hpf_area_mm2=hpf_area_mm2, threshold=flag_threshold)
+    if agg is None:
+        out["clinical"] = None
+        out["clinical_note"] = ("densities and per-HPF counts need the pixel size: "
+                                "give --pixel-size (micrometres per pixel)")
+    else:
+        out["clinical"] = clinical_entry(agg)
+    return out
+
+
+def clinical_entry(agg: ClinicalAggregate) -> dict:
+    """summary.json's ``clinical``, with a note when every image is smaller than half a field."""
+    hpf = agg.hpf_area_mm2
+    d = agg.density_per_mm2
+    out = {
+        "total_area_mm2": significant(agg.total_area_mm2),
+        "density_per_mm2": round(d, 2) if d is not None else None,
+        "density_per_hpf": round(agg.density_per_hpf, 2) if d is not None else None,
+        "images_with_area": agg.images_with_area,
+        "peak_hpf_count": agg.peak_hpf_count,
+        "peak_hpf_image": agg.peak_hpf_image,
+        "hpf_area_mm2": hpf,
+        "threshold": agg.threshold,
+        "flag": agg.flag,
+    }
+    if agg.every_image_under_half_hpf:
+        out["note"] = (
+            "every image is smaller than half a high-power field "
+            f"({hpf:g} mm2; the largest covers {agg.largest_frame_mm2 / hpf:.2g} of one): the peak is a count per "
+            "image" + ("" if agg.threshold is None else " and the flag judges each image as if it were a whole field")
+            + "; density_per_hpf (the density times the HPF area) is the per-HPF figure, or set "
+            "--hpf-area to your field's area")
+    return out
+
+
+def _ok(records: list[ImageRecord]) -> list[ImageRecord]:
+    return [r for r in records if r.row.status == "ok"]
+
+
+def _figures(r: ImageRecord) -> ImageFigures:
+    """An image's figures for the run's clinical summary (its frame only where its area is known)."""
+    row = r.row
+    area = float(row.area_mm2) if row.area_mm2 else None
+    return ImageFigures(image=r.image, count=int(row.count), peak_hpf_count=row.peak_hpf_count, area_mm2=area,
+                        frame_mm2=_frame_mm2(row) if area else None)
+
+
+def _frame_mm2(row: CountRow) -> float:
+    """The area a row's picture covers, in mm²: its whole frame (a slide's ``area_mm2``
+    is its tissue alone, which can be small on a large slide)."""
+    try:
+        return int(row.width) * int(row.height) * float(row.pixel_size_um) ** 2 / 1e6
+    except (TypeError, ValueError):
+        return float(row.area_mm2)
