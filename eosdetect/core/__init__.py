@@ -1,1 +1,1 @@
-"""The pure NumPy core: arrays in, arrays out; it imports nothing else of eosdetect but its errors."""
+"""The pure NumPy core: arrays in, arrays out; it imports nothing of eosdetect above it."""
