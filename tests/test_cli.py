@@ -606,6 +606,25 @@ def test_output_names_unique_after_cleaning_and_short(tmp_path):
     assert output_names([Path("d/x.png")], taken={"x"}) == ["x__2"]
 
 
+def test_a_three_way_name_clash_keeps_the_readme_rule(tmp_path, tiny_model_dir):
+    """Issue 20, case 6: ``a/x.jpg``, ``a/x.png`` and ``b/x.jpg`` once gave ``x.jpg_*``, ``x.png_*`` and ``x_*``:
+    ``b/x.jpg`` lost its folder although its stem is shared with another folder's images."""
+    import cv2
+
+    from eosdetect.apps.batch.naming import output_names
+
+    assert output_names([Path("a/x.jpg"), Path("a/x.png"), Path("b/x.jpg")]) == ["a__x.jpg", "a__x.png", "b__x"]
+    assert output_names([Path("d1/a/x.jpg"), Path("d2/a/x.jpg")]) == ["d1__a__x", "d2__a__x"]
+    img = np.full((48, 64, 3), 200, np.uint8)
+    for rel in ("a/x.jpg", "a/x.png", "b/x.jpg"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        write_image(tmp_path / rel, img) if rel.endswith(".png") else cv2.imwrite(str(tmp_path / rel), img)
+    out = tmp_path / "out"
+    assert main(["count", str(tmp_path / "a"), str(tmp_path / "b"), "-m", str(tiny_model_dir), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*_detections.csv")) == [
+        "a__x.jpg_detections.csv", "a__x.png_detections.csv", "b__x_detections.csv"]
+
+
 def test_a_long_file_name_is_counted(tmp_path, tiny_model_dir, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

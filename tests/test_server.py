@@ -153,6 +153,16 @@ def test_voc_of_a_count_follows_its_threshold_overrides(client, tmp_path, helper
     assert len(sure) == d["count"] == (d["candidates"] if helper_threshold == 0 else 0)
 
 
+@pytest.mark.parametrize("url", ["/api/v1/count", "/api/v1/prelabel"])
+def test_two_images_in_one_request_are_refused_not_half_answered(client, url):
+    """Issue 20, case 7: two ``image`` fields once answered for the second only."""
+    data = SAMPLE.read_bytes()
+    files = [("image", ("a.jpg", data, "image/jpeg")), ("image", ("b.jpg", data, "image/jpeg"))]
+    r = client.post(url, files=files)
+    assert r.status_code == 422 and r.json()["detail"] == "2 image fields in one request; send one image per request"
+    assert post_image(client, data, "a.jpg", url=url).status_code == 200
+
+
 def test_prelabel_returns_labelimg_xml(client, tmp_path):
     r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, url="/api/v1/prelabel")
     assert r.status_code == 200

@@ -450,3 +450,21 @@ def test_train_helper_starts_afresh_after_an_interrupted_run(tmp_path, monkeypat
     train.train_helper_from_labels(_disc_finder(), _red_and_purple_discs(tmp_path), out,
                                    file_cfg={"model": {"helper_kind": "colour"}}, class_name="eos", verbose=0)
     assert seen == [False]
+
+
+@pytest.mark.parametrize("label_class,warned", [("WBC", True), ("cell", False), ("Cell", False)])
+def test_evaluate_warns_when_the_labels_are_of_another_class(tmp_path, tiny_model_dir, capsys, label_class, warned):
+    """Issue 20, case 9: ``--class WBC`` once scored the eosinophil model against every white cell without a word."""
+    from eosdetect.annotations.voc import VocAnnotation, VocObject, write_voc
+
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    Image.fromarray(disc_image(shape=(64, 80), centres=[(20, 20), (40, 52)], radius=6)).save(imgs / "a.png")
+    objects = [VocObject(label_class, c - 6, r - 6, c + 6, r + 6) for r, c in ((20, 20), (40, 52))]
+    write_voc(labs / "a.xml", VocAnnotation("a.png", 80, 64, objects=objects))
+    rc = main(["evaluate", "-m", str(tiny_model_dir), "--images", str(imgs), "--labels", str(labs),
+               "--label-format", "voc", "--class", label_class, "-o", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert ("is not what tiny counts ('cell')" in err) == warned, err

@@ -527,6 +527,9 @@ def cmd_evaluate(args) -> int:
         skip=skip_outputs(args.out_dir),
     )
     _warn(report.warnings())
+    if report.class_name and report.class_name.casefold() != cfg.class_name.casefold():
+        _warn([f"the labels' class {report.class_name!r} is not what {model.name} counts ({cfg.class_name!r}): "
+               f"every {report.class_name} it does not count is scored as missed"])
     pixel = cfg.input_pixel_size(args.pixel_size)
     radius_um = cfg.cell_diameter_um / 2 if args.radius is None else args.radius
     evals = [eval_item(it, radius_um / pixel) for it in items]

@@ -628,7 +628,10 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
         except MemoryError:
             raise HTTPException(503, "out of memory for this image; retry later or use eosdetect count") from None
 
-    async def upload_bytes(image: UploadFile) -> bytes:
+    async def upload_bytes(request: Request, image: UploadFile) -> bytes:
+        images = (await request.form()).getlist("image")  # the form FastAPI parsed (cached)
+        if len(images) > 1:  # answering for one of them would drop the others without a word
+            raise HTTPException(422, f"{len(images)} image fields in one request; send one image per request")
         data = await image.read(max_body + 1)
         if len(data) > max_body:
             raise HTTPException(413, f"upload is over this server's limit of {settings.max_upload_mb:g} MB")
@@ -661,6 +664,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
         f"{API}/count", response_model=CountOut, response_model_exclude_none=False, responses=errors, tags=["count"]
     )
     async def count(
+        request: Request,
         image: Img,
         model: ModelName = None,
         pixel_size: PixelSize = None,
@@ -674,7 +678,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
     ):
         """Count the cells in one uploaded image."""
         m = await model_or_404(model)
-        data = await upload_bytes(image)
+        data = await upload_bytes(request, image)
         try:
             thr = thresholds_with(
                 m,
@@ -715,11 +719,12 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
             **errors,
         },
     )
-    async def prelabel(image: Img, model: ModelName = None, pixel_size: PixelSize = None, class_name: ClassName = None):
+    async def prelabel(request: Request, image: Img, model: ModelName = None, pixel_size: PixelSize = None,
+                       class_name: ClassName = None):
         """Pre-label one uploaded image: the LabelImg XML ``eosdetect prelabel`` writes
         (uncertain cells marked difficult)."""
         m = await model_or_404(model)
-        data = await upload_bytes(image)
+        data = await upload_bytes(request, image)
 
         def job():
             return prelabel_upload(

@@ -104,6 +104,8 @@ class LabelReport:
     skipped_unverified: int = 0
     soft_masks: int = 0
     classes_found: Counter = field(default_factory=Counter)
+    #: The label class the items were made of (None: the format has no classes).
+    class_name: str | None = None
 
     def warnings(self) -> list[Notice]:
         """What the caller should be told (one line each; ``option`` names the parameter behind one)."""
@@ -270,6 +272,7 @@ def load_labelled(
         if class_name is None and default_class in report.classes_found:
             class_name = default_class
         class_name = _check_class(class_name, report.classes_found, label_format)
+        report.class_name = class_name
 
     out = []
     for p in image_paths:

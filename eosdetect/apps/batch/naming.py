@@ -39,23 +39,32 @@ def output_names(paths: list[Path], taken: set[str] | frozenset[str] = frozenset
 
     >>> output_names([Path("a/x.png"), Path("b/x.png"), Path("b/y.png")])
     ['a__x', 'b__x', 'y']
+    >>> output_names([Path("a/x.jpg"), Path("a/x.png"), Path("b/x.jpg")])
+    ['a__x.jpg', 'a__x.png', 'b__x']
     """
     folder_stems: dict[tuple[Path, str], int] = {}
     for p in paths:
         key = (p.resolve().parent, p.stem)
         folder_stems[key] = folder_stems.get(key, 0) + 1
     bases = [p.name if folder_stems[(p.resolve().parent, p.stem)] > 1 else p.stem for p in paths]
+    stem_folders: dict[str, set[Path]] = {}
+    for p in paths:
+        stem_folders.setdefault(p.stem, set()).add(p.resolve().parent)
+    # a stem in several folders is prefixed for each of its images, whatever their extensions
+    # (a/x.jpg, a/x.png, b/x.jpg -> a__x.jpg, a__x.png, b__x), then deeper while names still clash
+    clash = [len(stem_folders[p.stem]) > 1 for p in paths]
     names = list(bases)
     depth = 0
-    while len(set(names)) < len(names) and depth < 32:
+    while any(clash) and depth < 32:
         depth += 1
+        names = [
+            "__".join([*p.parent.parts[-depth:], base]) if c else n
+            for p, base, n, c in zip(paths, bases, names, clash)
+        ]
         counts: dict[str, int] = {}
         for n in names:
             counts[n] = counts.get(n, 0) + 1
-        names = [
-            "__".join([*p.parent.parts[-depth:], base]) if counts[n] > 1 else n
-            for p, base, n in zip(paths, bases, names)
-        ]
+        clash = [counts[n] > 1 for n in names]
     return _numbered([_short_name(n.replace(os.sep, "_").replace(":", "_")) for n in names], taken)
 
 
