@@ -100,3 +100,21 @@ def test_one_image_failing_here_does_not_abort_a_cluster_run(cluster, tmp_path, 
     assert "No space left on device" in recs[0].error
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["images_failed"] == 1
+
+
+def test_a_workers_model_folder_is_removed_when_the_worker_ends(tmp_path):
+    """Issue 20, case 10: the folder a worker wrote the model into was left in the temp dir forever."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tempfile, sys; tempfile.tempdir = sys.argv[1]\n"
+        "from eosdetect.apps.batch.dask import _worker_model, model_payload\n"
+        "from eosdetect.models.store import load_model\n"
+        "key, files = model_payload(load_model('nuclei-he'))\n"
+        "m = _worker_model(key, files); assert _worker_model(key, files) is m\n"
+        "print(m.path); assert m.path.is_dir()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    folder = out.stdout.strip().splitlines()[-1]
+    assert folder.startswith(str(tmp_path)) and list(tmp_path.iterdir()) == []

@@ -39,6 +39,8 @@ from eosdetect.models.config import Thresholds
 IN_FLIGHT_PER_THREAD = 2
 
 _models: dict[str, object] = {}
+#: The model folders written on this worker, removed when the worker process ends.
+_folders: dict[str, tempfile.TemporaryDirectory] = {}
 _models_lock = threading.Lock()
 
 
@@ -71,13 +73,15 @@ def model_payload(model) -> tuple[str, dict[str, bytes]]:
 
 
 def _worker_model(key: str, files: dict[str, bytes]):
-    """The model on this worker, written to a temporary folder and loaded once per process."""
+    """The model on this worker, written to a temporary folder and loaded once per process
+    (the folder lives as long as the process: the networks' weights are read on first use)."""
     from eosdetect.models.store import load_model
 
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            folder = Path(tempfile.mkdtemp(prefix=f"eosdetect-model-{key}-"))
+            _folders[key] = tempfile.TemporaryDirectory(prefix=f"eosdetect-model-{key}-")
+            folder = Path(_folders[key].name)
             for name, data in files.items():
                 (folder / name).write_bytes(data)
             model = load_model(folder)
