@@ -132,31 +132,6 @@ class RegionSource:
         self.close()
 
 
-def _tiff_mpp(tif) -> float | None:
-    """Micrometres per pixel from an SVS description ("MPP = 0.25") or the
-    resolution tags (only when their unit is centimetre or inch)."""
-    import re
-
-    page = tif.pages[0]
-    desc = page.description or ""
-    m = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
-    if m:
-        return float(m.group(1))
-    try:
-        unit = int(page.tags["ResolutionUnit"].value)
-        num, den = page.tags["XResolution"].value
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not num or not den or unit not in (2, 3):
-        return None
-    per_unit = num / den  # pixels per inch or per centimetre
-    mpp = (25400.0 if unit == 2 else 10000.0) / per_unit
-    return mpp if 0.01 <= mpp <= 50 else None  # 72 dpi and such defaults are no pixel size
-
-
-# --------------------------------------------------------------------------- tissue
-
-
 class SlideReader(RegionSource):
     """Region reads from a (pyramidal) slide, level 0 = full resolution."""
 
@@ -279,8 +254,6 @@ def _tiff_mpp(tif) -> float | None:
     mpp = (25400.0 if unit == 2 else 10000.0) / per_unit
     return mpp if 0.01 <= mpp <= 50 else None  # 72 dpi and such defaults are no pixel size
 
-
-# --------------------------------------------------------------------------- tissue
 
 
 class ArraySlide(RegionSource):
