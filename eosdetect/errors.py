@@ -63,6 +63,12 @@ class ConfigError(EosdetectError, ValueError):
     """A configuration file or value is invalid."""
 
 
+class StorageError(EosdetectError):
+    """Results cannot be written where they are asked for: a full disk, a quota, a
+    read-only or vanished folder. Not a fault of the input, so a run stops at the first
+    rather than recording it against every image that follows."""
+
+
 @dataclass(frozen=True)
 class Notice:
     """A warning the library hands back for the caller to show (not raised, not logged).

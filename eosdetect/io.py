@@ -13,6 +13,7 @@ Transparent pixels are composited onto white (the colour of an empty slide).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io as _io
@@ -256,7 +257,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "empty file (0 bytes)")
     try:
         with named_warnings(path):
-            raw = _read_tiff(path) if _is_tiff(path) else _read_pillow(path)
+            raw = _read_tiff(path) if is_tiff_file(path) else _read_pillow(path)
             return to_rgb_uint8(raw)
     except InputError:
         raise
@@ -265,13 +266,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 #: The first bytes of a TIFF file: classic and BigTIFF, little- and big-endian.
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _is_tiff(path: Path) -> bool:
+def is_tiff_file(path: str | os.PathLike) -> bool:
     """Whether the file holds TIFF data (a slide format built on TIFF included), by its first bytes."""
     with open(path, "rb") as fh:
-        return fh.read(4) in _TIFF_MAGIC
+        return fh.read(4) in TIFF_MAGIC
 
 
 @contextmanager
@@ -430,13 +431,18 @@ def _read_pillow(path: Path) -> np.ndarray:
                 path, f"image of {im.width}x{im.height} is too large to read whole"
             )
         im.load()  # decode now: truncated files raise here
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I", "F"):
-            arr = np.array(im)
-        elif im.mode == "P" and "transparency" in im.info:
-            arr = np.array(im.convert("RGBA"))
-        else:  # palette, CMYK, YCbCr, LAB, HSV ...
-            arr = np.array(im.convert("RGB"))
+        return pillow_array(ImageOps.exif_transpose(im))
+
+
+def pillow_array(im) -> np.ndarray:
+    """A decoded Pillow image as an array for :func:`to_rgb_uint8`: its own values where NumPy holds its
+    mode, else converted (RGBA for a palette with transparency, RGB for palettes, CMYK, YCbCr, LAB...)."""
+    if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I", "F"):
+        arr = np.array(im)
+    elif im.mode == "P" and "transparency" in im.info:
+        arr = np.array(im.convert("RGBA"))
+    else:  # palette, CMYK, YCbCr, LAB, HSV ...
+        arr = np.array(im.convert("RGB"))
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
@@ -457,6 +463,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise InputError(path, "TIFF file holds no image")
+        refuse_image_stacks(tif, path)
         series = tif.series[0]
         level = series.levels[0] if series.levels else series
         axes = level.axes
@@ -483,6 +490,35 @@ def _read_tiff(path: Path) -> np.ndarray:
     if "S" in axes and axes.index("S") < axes.index("Y"):
         arr = np.moveaxis(arr, axes.index("S"), -1)
     return _orient(arr, orientation)
+
+
+def tiff_images(tif) -> int:
+    """How many images of full size a TIFF file holds: the planes of its first series (pages of a
+    stack, a focus series, a time series...; the channels of one field, C, are one image), and any other series of
+    the same width and height. A pyramid's levels, masks and smaller pages (a preview, a slide's
+    label and macro pictures) are not images to count."""
+    first = tif.series[0]
+    level = first.levels[0] if first.levels else first
+    sizes = dict(zip(colour_axes(level.axes, level.shape), level.shape))
+    planes = int(np.prod([n for ax, n in sizes.items() if ax not in "YXSC"], dtype=np.int64))
+    frame = (sizes.get("Y"), sizes.get("X"))
+    for other in tif.series[1:]:
+        lv = other.levels[0] if other.levels else other
+        other_sizes = dict(zip(lv.axes, lv.shape))
+        if (other_sizes.get("Y"), other_sizes.get("X")) == frame and not (lv.keyframe.subfiletype & 0b101):
+            planes += 1  # a page of the same size that is neither a reduced copy (bit 0) nor a mask (bit 2)
+    return planes
+
+
+def refuse_image_stacks(tif, path: Path) -> None:
+    """Raise :class:`InputError` for a TIFF file of several full-size images (:func:`tiff_images`):
+    counting only the first would lose the others without a word, and counting each would count a
+    focus or time series several times over."""
+    n = tiff_images(tif)
+    if n > 1:
+        raise InputError(path, f"TIFF holds {n} images of the same size (pages of a stack); eosdetect counts one "
+                               "image per file: save each page as its own file (e.g. tiffsplit, or ImageJ's Image > "
+                               "Stacks > Stack to Images) and count those")
 
 
 def _drop_extra_samples(arr: np.ndarray, axis: int, extrasamples: Sequence[int]) -> np.ndarray:
@@ -591,7 +627,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     A reader never sees a half-written file, and an interrupted run leaves the
     previous version (or nothing) in place. The temporary files that a killed
     run left are removed at the first write into their folder
-    (:func:`remove_stale_temp_files`).
+    (:func:`remove_stale_temp_files`). Several files that must change together
+    are written with :class:`StagedFiles`.
 
     Raises
     ------
@@ -599,7 +636,68 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Naming ``path`` (not the temporary file) when it cannot be written:
         a read-only folder, a full disk.
     """
-    path = Path(path)
+    with StagedFiles() as staged:
+        staged.add(path, data)
+    return Path(path)
+
+
+class StagedFiles:
+    """Files written together: each is written whole to a temporary file beside it
+    (:meth:`add`), and only when all are written do they replace the files they are for,
+    on leaving the ``with`` block without an error (renames, which need no space).
+
+    A failure while writing (a full disk, a quota, a read-only folder) removes the
+    temporary files and leaves every earlier file as it was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with StagedFiles() as staged:
+    ...         _ = staged.add(os.path.join(d, "a.csv"), b"x\\n")
+    ...         _ = staged.add(os.path.join(d, "b.csv"), b"y\\n")
+    ...     sorted(os.listdir(d))
+    ['a.csv', 'b.csv']
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[str, Path]] = []  # (temporary file, the file it becomes)
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def add(self, path: str | os.PathLike, data: bytes) -> Path:
+        """Write ``data`` for ``path`` (to a temporary file, made ``path`` on leaving the block)."""
+        path = Path(path)
+        self._staged.append((_write_temp_file(path, data), path))
+        return path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        try:
+            for tmp, path in self._staged:
+                try:
+                    os.replace(tmp, path)
+                except OSError as err:
+                    raise _naming(err, path) from None
+        finally:
+            self.discard()  # what is left when a rename failed
+
+    def discard(self) -> None:
+        """Remove the temporary files not yet renamed."""
+        for tmp, _ in self._staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        self._staged = []
+
+
+def _write_temp_file(path: Path, data: bytes) -> str:
+    """``data`` written whole and synced to a new temporary file beside ``path``; returns its path.
+    Written with :func:`os.write`, whose errors (no space, quota) are raised naming ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = os.path.abspath(path.parent)
     if folder not in _SWEPT:
@@ -609,22 +707,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:48]}.eosdetect-{os.getpid()}-{_RUN_TOKEN}-",
                                    suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
     except BaseException as exc:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        if isinstance(exc, OSError) and exc.errno is not None:  # name the file the user asked for
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
-    return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``, the file the user asked for, rather than a temporary file."""
+    return exc if exc.errno is None else OSError(exc.errno, exc.strerror, str(path))
 
 
 @cache
@@ -701,13 +806,31 @@ def _writer_running(pid: int, token: str) -> bool:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text atomically (see :func:`atomic_write_bytes`); the odd bytes of a file name
-    that is not UTF-8 become U+FFFD (:func:`printable`)."""
+    that is not UTF-8 are written ``\\xNN`` (:func:`printable`)."""
     return atomic_write_bytes(path, printable(text).encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def write_json(path: str | os.PathLike, obj, *, exact_names: bool = False) -> Path:
+    """Write ``obj`` as indented JSON, atomically.
+
+    A file name that is not UTF-8 is written as the tables write it, each odd byte ``\\xNN``
+    (:func:`printable`); with ``exact_names`` it is kept as it is (its odd bytes as the JSON
+    escapes of Python's surrogate escapes, which :func:`read_json` gives back unchanged: what a
+    record that must find the file again needs)."""
+    if not exact_names:
+        obj = _printable_strings(obj)
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def _printable_strings(obj):
+    """``obj`` with every string in it (keys too) :func:`printable`."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {_printable_strings(k): _printable_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_printable_strings(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -732,13 +855,36 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` as valid Unicode: the bytes of a file name that is not UTF-8 (held by Python as
-    surrogate escapes) become U+FFFD, so that it can be printed or written as UTF-8.
+    """``text`` as valid Unicode, so that it can be printed or written as UTF-8: each byte of a file
+    name that is not UTF-8 (held by Python as a surrogate escape) is written ``\\xNN``, so that the
+    name can still be told from others and mapped back to its file (:data:`ESCAPE_ODD_BYTES`).
 
     >>> printable(os.fsdecode(b"caf\\xe9.jpg"))
-    'caf\ufffd.jpg'
+    'caf\\\\xe9.jpg'
     """
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.encode("utf-8", ESCAPE_ODD_BYTES).decode("utf-8")
+
+
+def _escape_odd_bytes(exc: UnicodeError):
+    """The codec error handler :data:`ESCAPE_ODD_BYTES`: a surrogate escape (a byte of a file name that
+    is not UTF-8) becomes ``\\xNN`` of its byte; any other character the codec cannot write, its
+    ``backslashreplace`` form."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start:exc.end]:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("ascii", "backslashreplace").decode("ascii"))
+    return "".join(out), exc.end
+
+
+#: A codec error handler (``text.encode("utf-8", ESCAPE_ODD_BYTES)``, ``stream.reconfigure(errors=...)``):
+#: the bytes of a file name that is not UTF-8 are written ``\\xNN``, in files and messages alike.
+ESCAPE_ODD_BYTES = "eosdetect.escape_odd_bytes"
+codecs.register_error(ESCAPE_ODD_BYTES, _escape_odd_bytes)
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
@@ -803,15 +949,20 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image atomically (format from the suffix; PNG or JPEG)."""
+    return atomic_write_bytes(path, image_bytes(path, rgb))
+
+
+def image_bytes(path: str | os.PathLike, rgb: np.ndarray) -> bytes:
+    """An RGB uint8 image encoded in the format of ``path``'s suffix (PNG or JPEG)."""
     import cv2
 
-    path = Path(path)
-    if path.suffix.lower() == ".png":
-        return atomic_write_bytes(path, encode_png(rgb))
-    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return encode_png(rgb)
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise OSError(f"{path}: cannot encode image as {path.suffix}")
-    return atomic_write_bytes(path, buf.tobytes())
+        raise OSError(f"{path}: cannot encode image as {suffix}")
+    return buf.tobytes()
 
 
 def folder_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:

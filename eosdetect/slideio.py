@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from eosdetect.errors import EosdetectError, InputError
-from eosdetect.io import MAX_IMAGE_PIXELS, colour_axes, tiff_colour_mode, to_rgb_uint8
+from eosdetect.io import colour_axes, refuse_image_stacks, tiff_colour_mode, to_rgb_uint8
 
 #: Formats that are whole-slide images whatever their size.
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".qptiff")
-#: A pyramidal TIFF above this many pixels is counted as a slide (block by block).
+#: An image above this many pixels is counted as a slide (block by block), whatever its format.
 SLIDE_MIN_PIXELS = 64_000_000
+#: The most memory the decoded pixels of an image that must be decoded whole (PNG, JPEG) may take
+#: (:class:`DecodedImage`): with the model and a block at a time, a count stays under about 2.5 GB.
+MAX_DECODED_BYTES = 1_000_000_000
 THUMB_MAX_SIDE = 2048
 
 
@@ -41,18 +44,29 @@ def slide_size(path: str | Path) -> tuple[int, int, int] | None:
 
 
 def is_slide(path: str | Path, min_pixels: int = SLIDE_MIN_PIXELS) -> bool:
-    """Whether ``path`` should be counted block by block rather than read whole."""
+    """Whether ``path`` should be counted block by block rather than read whole: a whole-slide format,
+    or any image of more than ``min_pixels`` pixels, whatever its format (its size from its header),
+    so that an image that decodes large is counted in bounded memory."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in SLIDE_SUFFIXES:
+    if path.suffix.lower() in SLIDE_SUFFIXES:
         return True
-    if suffix not in (".tif", ".tiff"):
-        return False
-    size = slide_size(path)
-    if size is None:
-        return False
-    rows, cols, levels = size
-    return rows * cols > MAX_IMAGE_PIXELS or (levels > 1 and rows * cols > min_pixels)
+    size = image_size(path)
+    return size is not None and size[0] * size[1] > min_pixels
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(rows, cols)`` of an image file from its header (nothing decoded); None when it cannot be told
+    (reading it then reports why)."""
+    from eosdetect.io import is_tiff_file, named_warnings, pillow_open
+
+    try:
+        if is_tiff_file(path):
+            size = slide_size(path)
+            return None if size is None else size[:2]
+        with named_warnings(path), pillow_open(path) as im:  # a header's odd tag is reported naming the file
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - not an image: read_image reports why
+        return None
 
 
 class RegionSource:
@@ -106,7 +120,7 @@ class RegionSource:
                 img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         return img, self.shape[1] / img.shape[1]
 
-    def _strip_thumbnail(self, level: int, size: tuple[int, int], strip_pixels: float = 32e6) -> np.ndarray:
+    def _strip_thumbnail(self, level: int, size: tuple[int, int], strip_pixels: float = 8e6) -> np.ndarray:
         """Shrink a level to ``size`` (width, height) reading about ``strip_pixels`` at a time."""
         import cv2
 
@@ -141,6 +155,9 @@ class SlideReader(RegionSource):
         self._openslide = None
         try:
             self._open_tifffile()
+        except _Refused as refused:  # read, and not a file to count as one image
+            self._tif.close()
+            raise refused.error from None
         except Exception as exc:  # noqa: BLE001
             if not self._open_openslide():
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -158,6 +175,10 @@ class SlideReader(RegionSource):
         with named_warnings(self.path):  # an odd tag is reported naming the slide, once
             self._tif = tifffile.TiffFile(self.path)
             series = self._tif.series[0]
+        try:
+            refuse_image_stacks(self._tif, self.path)
+        except InputError as exc:
+            raise _Refused(exc) from None
         levels = series.levels or [series]
         self._axes = colour_axes(levels[0].axes, levels[0].shape)
         if "Y" not in self._axes or "X" not in self._axes:
@@ -233,6 +254,14 @@ class SlideReader(RegionSource):
             self._tif.close()
 
 
+class _Refused(Exception):
+    """A slide file read, but refused (:func:`eosdetect.io.refuse_image_stacks`): not one to try OpenSlide on."""
+
+    def __init__(self, error: InputError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _tiff_mpp(tif) -> float | None:
     """Micrometres per pixel from an SVS description ("MPP = 0.25") or the
     resolution tags (only when their unit is centimetre or inch)."""
@@ -294,6 +323,81 @@ class ArraySlide(RegionSource):
         return to_rgb_uint8(region, self._white)
 
 
+class DecodedImage(RegionSource):
+    """An image file of a format that cannot be read region by region (PNG, JPEG...), decoded once
+    and then read block by block like a slide: Pillow's decoded image is the only full-size copy
+    held (4 bytes a pixel for colour, 1 for grey or palette), never the full-size arrays of
+    :func:`eosdetect.io.read_image`'s whole-image path. Each block is converted to RGB as
+    ``read_image`` converts a whole image.
+
+    Raises
+    ------
+    InputError
+        When its decoded pixels would take more than :data:`MAX_DECODED_BYTES` (a tiled TIFF of
+        it is read block by block instead), or it cannot be decoded.
+    """
+
+    def __init__(self, path: str | Path):
+        from PIL import ImageOps
+
+        from eosdetect.io import named_warnings, pillow_open
+
+        self.path = Path(path)
+        self.mpp = None
+        self._white = None
+        try:
+            with named_warnings(self.path):
+                im = pillow_open(self.path)
+                need = decoded_bytes(im.width, im.height, im.mode)
+                if need > MAX_DECODED_BYTES:
+                    im.close()
+                    raise InputError(self.path, too_large_to_decode(im.width, im.height, need))
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # upright, as read_image turns it (no copy)
+                self._image = im
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file
+            raise InputError(self.path, f"cannot decode image: {exc}") from None
+        self.shapes = [(self._image.height, self._image.width)]
+        if self._image.mode.startswith("I;16"):
+            self._white = 65535  # one white for every block
+
+    def thumbnail(self, max_side: int = THUMB_MAX_SIDE, *, whole_limit: float = 0) -> tuple[np.ndarray, float]:
+        """As :meth:`RegionSource.thumbnail`, in strips whatever the size: a second full-size copy
+        of the pixels, as RGB, is what this class avoids."""
+        return super().thumbnail(max_side, whole_limit=whole_limit)
+
+    def _read(self, r0: int, r1: int, c0: int, c1: int, level: int) -> np.ndarray:
+        from eosdetect.io import pillow_array
+
+        return to_rgb_uint8(pillow_array(self._image.crop((c0, r0, c1, r1))), self._white)
+
+    def close(self) -> None:
+        self._image.close()
+
+
+#: Bytes a pixel that Pillow keeps for an image of each mode (others: 4).
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2}
+
+
+def decoded_bytes(width: int, height: int, mode: str | None) -> int:
+    """The memory an image that must be decoded whole (:class:`DecodedImage`) takes decoded, for its
+    Pillow ``mode`` (None: unknown, taken as colour); over :data:`MAX_DECODED_BYTES` it is refused.
+
+    >>> decoded_bytes(19999, 19999, "RGB") > MAX_DECODED_BYTES
+    True
+    """
+    return width * height * _PILLOW_BYTES.get(mode or "RGB", 4)
+
+
+def too_large_to_decode(width: int, height: int, need: float) -> str:
+    """Why an image that must be decoded whole is refused, and what to do instead."""
+    return (f"image of {width}x{height} takes {need / 1e9:.1f} GB decoded, over the limit of "
+            f"{MAX_DECODED_BYTES / 1e9:.1f} GB for a file that must be decoded whole (not a TIFF): save it as "
+            "a tiled TIFF (e.g. vips tiffsave in.png out.tif --tile --pyramid), which is read block by block")
+
+
 def open_slide(source, *, mpp: float | None = None) -> RegionSource:
     """A :class:`RegionSource` for a slide file path, an open source, or an array.
 
@@ -301,7 +405,11 @@ def open_slide(source, *, mpp: float | None = None) -> RegionSource:
     if isinstance(source, RegionSource):
         return source
     if isinstance(source, (str, Path)):
-        return SlideReader(source)
+        from eosdetect.io import is_tiff_file
+
+        if Path(source).suffix.lower() in SLIDE_SUFFIXES or is_tiff_file(source):
+            return SlideReader(source)
+        return DecodedImage(source)
     if hasattr(source, "shape") and hasattr(source, "__getitem__"):
         return ArraySlide(source, mpp=mpp)
     raise TypeError(f"expected a slide path, a SlideReader or an array, got {type(source).__name__}")

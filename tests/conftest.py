@@ -42,6 +42,21 @@ def disc_image(shape=(64, 80), centres=((20, 20), (40, 50)), radius=8, fg=(120, 
     return img
 
 
+def flat_png(path: Path, width: int, height: int, rgb=(235, 225, 230)) -> Path:
+    """A PNG of one colour written row by row: a small file that decodes to ``width x height``."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp, row = zlib.compressobj(6), b"\0" + bytes(rgb) * width
+    parts = [comp.compress(row) for _ in range(height)] + [comp.flush()]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A model folder with a tiny random-weight U-Net (depth 2, 4 filters)."""

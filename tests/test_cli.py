@@ -37,7 +37,8 @@ def test_count_writes_all_outputs(images, tmp_path, tiny_model_dir, capsys):
     assert code == 0, err
     rows = _rows(out_dir / "counts.csv")
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert list(rows[0])[:5] == ["image", "status", "count", "width", "height"]
+    assert list(rows[0])[:6] == ["image", "output_name", "status", "count", "width", "height"]
+    assert [r["output_name"] for r in rows] == ["a", "b"]
     assert rows[0]["width"] == "80" and rows[0]["height"] == "64"
     for stem in ("a", "b"):
         det = _rows(out_dir / f"{stem}_detections.csv")
@@ -500,20 +501,22 @@ def test_eosinophil_models_are_flagged_at_15_per_hpf_by_default(images, tmp_path
     out_dir = tmp_path / "res"
     code, _, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5"], capsys)
     assert code == 0, err
-    assert [r["hpf_flag"] for r in _rows(out_dir / "counts.csv")] == ["no", "no"]  # a few discs, under 15
-    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
-    assert clinical["threshold"] == 15 and clinical["flag"] is False
-    # the clinical summary on the screen; images of a tiny fraction of an HPF are said to be so
     rows = _rows(out_dir / "counts.csv")
+    # photos of 1/190 of a field: the flag judges each one's estimate from its density
+    assert [r["hpf_basis"] for r in rows] == ["estimate", "estimate"]
+    assert [r["hpf_flag"] for r in rows] == ["yes" if float(r["per_hpf"]) >= 15 else "no" for r in rows]
+    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
+    assert clinical["threshold"] == 15 and clinical["flag"] is (clinical["per_hpf"] >= 15)
+    # the clinical summary on the screen; images smaller than an HPF are said to be so
     density = sum(int(r["count"]) for r in rows) / sum(float(r["area_mm2"]) for r in rows)
     assert clinical["density_per_hpf"] == pytest.approx(density * 0.24, rel=1e-3)
     code, out, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5"], capsys)
-    assert "per field by density; flag: no (threshold 15 per field)" in out
-    assert "every image is smaller than half a high-power field" in err and "note" in clinical
-    # a field the size of the images: no note
-    code, out, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5", "--hpf-area", "0.0013"],
+    assert f"per field by density; flag: {'YES' if clinical['flag'] else 'no'} (threshold 15 per field)" in out
+    assert "every image is smaller than a high-power field" in err and "note" in clinical
+    # a field no larger than the images: no note
+    code, out, err = _count([images, "-m", model, "-o", out_dir, "--pixel-size", "0.5", "--hpf-area", "0.001"],
                             capsys)
-    assert "smaller than half" not in err
+    assert "smaller than a high-power field" not in err
     assert "note" not in json.loads((out_dir / "summary.json").read_text())["clinical"]
 
 
@@ -538,8 +541,10 @@ def test_summary_density_counts_only_the_images_of_known_area(tmp_path, tiny_mod
 
 
 def test_a_file_name_that_is_not_utf8(tmp_path, tiny_model_dir, capsys):
-    """Latin-1 names (unzipped from an old archive): counted, pre-labelled and evaluated like any other,
-    written with U+FFFD where a table, XML or caption needs text (was a crash of the whole run)."""
+    """Latin-1 names (unzipped from an old archive): counted, pre-labelled and evaluated like any other
+    (was a crash of the whole run). Issue 20, case 5: where a table, XML or message needs text, each odd
+    byte is written ``\\xNN`` (was U+FFFD, which mangled the name and made two names differing only
+    there collide), and counts.csv says each row's output name."""
     import os
 
     folder = tmp_path / "imgs"
@@ -547,22 +552,26 @@ def test_a_file_name_that_is_not_utf8(tmp_path, tiny_model_dir, capsys):
     try:
         odd = Path(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))
         write_image(odd, disc_image())
+        write_image(Path(os.fsdecode(bytes(folder) + b"/caf\xe8.png")), disc_image())
     except (OSError, UnicodeError):
         pytest.skip("this file system refuses names that are not UTF-8")
     (folder / "bad\udce9.jpg").write_bytes(b"not an image")
     code, _, err = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res"], capsys)
-    assert code == 1 and "bad\\udce9.jpg: not an image file" in err
+    assert code == 1 and "bad\\xe9.jpg: not an image file" in err
     rows = _rows(tmp_path / "res" / "counts.csv")
-    assert [(Path(r["image"]).name, r["status"]) for r in rows] == [("bad\ufffd.jpg", "error"), ("caf\ufffd.png", "ok")]
+    assert [(Path(r["image"]).name, r["output_name"], r["status"]) for r in rows] == [
+        ("bad\\xe9.jpg", "bad\\xe9", "error"), ("caf\\xe8.png", "caf\\xe8", "ok"), ("caf\\xe9.png", "caf\\xe9", "ok")]
     assert (tmp_path / "res" / f"{odd.stem}_overlay.png").is_file()
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["failures"][0]["image"] == rows[0]["image"]
     _, out, _ = _count([folder, "-m", tiny_model_dir, "-o", tmp_path / "res"], capsys)
-    assert "(1 already done" in out  # resumes
+    assert "(2 already done" in out  # resumes
     (folder / "bad\udce9.jpg").unlink()
     assert main(["prelabel", str(folder), "-m", str(tiny_model_dir), "-o", str(tmp_path / "xml")]) == 0
     assert main(["prelabel", str(folder), "-m", str(tiny_model_dir), "-o", str(tmp_path / "xml")]) == 0  # its own
     from eosdetect.annotations.voc import read_voc
 
-    assert read_voc(tmp_path / "xml" / f"{odd.stem}.xml").filename == "caf\ufffd.png"
+    assert read_voc(tmp_path / "xml" / f"{odd.stem}.xml").filename == "caf\\xe9.png"
     assert main(["evaluate", "--images", str(folder), "--labels", str(tmp_path / "xml"), "-m", str(tiny_model_dir),
                  "-o", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / f"{odd.stem}_errors.png").is_file()
@@ -681,3 +690,87 @@ def test_readme_quick_start_counts_the_drawn_eosinophils(tmp_path):
         xy = np.array([[float(d["x"]), float(d["y"])] for d in found]).reshape(-1, 2)
         m = match_points(xy, true, radius=40.0)
         assert m.tp == len(true) and m.fp == 0, (name, xy, true)
+
+
+@pytest.fixture
+def dark_model(tmp_path, monkeypatch):
+    """An eosinophil model whose 'U-Net' calls dark pixels cells (every disc of :func:`disc_image` is one),
+    loaded by ``eosdetect count -m`` its folder."""
+    import eosdetect.models.store as store
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.model import Model
+
+    folder = tmp_path / "dark-model"
+    folder.mkdir()
+    cfg = ModelConfig(name="dark", class_name="eosinophil", unet_class_name="eosinophil", unet_depth=2,
+                      tile_size=64, pixel_size_um=1.0, input_pixel_size_um=1.0)
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+    model = Model(folder, cfg, Thresholds(min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5))
+    model._predict_fn = lambda batch: (batch.mean(axis=-1) < 0.6).astype(np.float32)
+    real = store.load_model
+    monkeypatch.setattr(store, "load_model", lambda path=None: model if str(path) == str(folder) else real(path))
+    return folder
+
+
+def test_a_folder_of_photos_smaller_than_a_field_reports_estimates(images, tmp_path, dark_model, capsys):
+    """80x64-px photos at 1 um/px (0.021 of a 0.24 mm^2 field): 2 cells and 1 cell are ~94 and ~47 per HPF by
+    density, no peak anywhere, and the flag judges the highest estimate (it said 'peak 2', not flagged)."""
+    out_dir = tmp_path / "res"
+    code, out, err = _count([images, "-m", dark_model, "-o", out_dir, "--pixel-size", "1"], capsys)
+    assert code == 0, err
+    rows = {Path(r["image"]).name: r for r in _rows(out_dir / "counts.csv")}
+    assert [rows[n]["count"] for n in ("a.png", "b.png")] == ["2", "1"]
+    assert {n: (r["peak_hpf_count"], r["per_hpf"], r["hpf_basis"], r["hpf_flag"]) for n, r in rows.items()} == {
+        "a.png": ("", "93.8", "estimate", "yes"), "b.png": ("", "46.9", "estimate", "yes")}
+    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
+    assert (clinical["per_hpf"], clinical["per_hpf_basis"], Path(clinical["per_hpf_image"]).name) == \
+        (93.8, "estimate", "a.png")
+    assert clinical["peak_hpf_count"] is None and clinical["peak_hpf_image"] is None
+    assert clinical["images_smaller_than_field"] == 2 and clinical["per_hpf_image_fields"] == 0.0213
+    assert clinical["flag"] is True and clinical["density_per_hpf"] == pytest.approx(70.31, abs=0.01)
+    assert "~93.8 per high-power field, estimated from density (a.png: it covers 0.021 of a field); " \
+           "mean 70.3 per field by density; flag: YES (threshold 15 per field)" in out
+    assert "Peak" not in out
+    assert err.count("every image is smaller than a high-power field") == 1 and "note" in clinical
+    # a re-run takes the rows from its records: the same figures
+    code, out, _ = _count([images, "-m", dark_model, "-o", out_dir, "--pixel-size", "1"], capsys)
+    assert "2 already done" in out and json.loads((out_dir / "summary.json").read_text())["clinical"] == clinical
+
+
+def test_a_mix_of_photos_and_a_larger_image_reports_the_highest_figure(images, tmp_path, dark_model, capsys):
+    """A 600x600-px image at 1 um/px (1.5 fields) has a peak; the small photos beside it an estimate each;
+    the run reports the highest of these figures, saying which it is, and no note."""
+    write_image(images / "c.png", disc_image(shape=(600, 600), centres=((100, 100), (120, 160), (500, 500))))
+    out_dir = tmp_path / "res"
+    code, out, err = _count([images, "-m", dark_model, "-o", out_dir, "--pixel-size", "1"], capsys)
+    assert code == 0, err
+    rows = {Path(r["image"]).name: r for r in _rows(out_dir / "counts.csv")}
+    assert (rows["c.png"]["peak_hpf_count"], rows["c.png"]["per_hpf"], rows["c.png"]["hpf_basis"]) == \
+        ("3", "3", "peak")
+    assert rows["c.png"]["hpf_flag"] == "no" and rows["a.png"]["hpf_basis"] == "estimate"
+    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
+    assert (clinical["per_hpf"], clinical["per_hpf_basis"], Path(clinical["per_hpf_image"]).name) == \
+        (93.8, "estimate", "a.png")
+    assert (clinical["peak_hpf_count"], Path(clinical["peak_hpf_image"]).name) == (3, "c.png")
+    assert clinical["images_smaller_than_field"] == 2 and "note" not in clinical
+    assert "~93.8 per high-power field, estimated from density (a.png: it covers 0.021 of a field)" in out
+    assert "smaller than a high-power field" not in err
+    # with a field of 70x70 px, no larger than the photos, every image has a peak: the highest, 2, first in a.png
+    code, out, err = _count([images, "-m", dark_model, "-o", out_dir, "--pixel-size", "1", "--hpf-area", "0.005"],
+                            capsys)
+    clinical = json.loads((out_dir / "summary.json").read_text())["clinical"]
+    assert (clinical["per_hpf"], clinical["per_hpf_basis"], clinical["images_smaller_than_field"]) == (2, "peak", 0)
+    assert clinical["peak_hpf_count"] == 2 and {r["hpf_basis"] for r in _rows(out_dir / "counts.csv")} == {"peak"}
+    assert "Peak 2 per high-power field (a.png); mean " in out and "estimated" not in out
+
+
+def test_count_rows_keep_the_per_hpf_figure_through_a_resume_record():
+    from eosdetect.apps.batch.tables import COUNT_COLUMNS, CountRow
+
+    i = COUNT_COLUMNS.index("hpf_flag")
+    assert COUNT_COLUMNS[i + 1:i + 3] == ("per_hpf", "hpf_basis")
+    row = CountRow("a.png", count=2, area_mm2=0.00512, per_hpf=93.8, hpf_basis="estimate", hpf_flag=True)
+    assert CountRow.from_dict(row.to_dict()) == row
+    assert row.cells(("peak_hpf_count", "per_hpf", "hpf_basis", "hpf_flag")) == ["", 93.8, "estimate", "yes"]
+    old = {"image": "a.png", "status": "ok", "count": 2, "peak_hpf_count": 2, "hpf_flag": False}  # an older record
+    assert CountRow.from_dict(old) == CountRow("a.png", count=2, peak_hpf_count=2, hpf_flag=False)

@@ -498,3 +498,42 @@ def test_a_few_bytes_of_nothing_are_not_an_image(data):
 
     with pytest.raises(UnidentifiedImageError):
         pillow_open(_io.BytesIO(data))
+
+
+def test_a_tiff_of_several_images_is_refused_not_cut_to_its_first(tmp_path):
+    """Issue 20, case 3: a 3-page TIFF (eosinophils on pages 2 and 3) was read as its first page alone,
+    without a word. Stacks of same-size pages, however written, are refused in one line; a pyramid's
+    levels, a smaller preview page and the channels of one field are not pages to count."""
+    import tifffile
+    from PIL import Image
+
+    pages = np.random.default_rng(0).integers(0, 255, (3, 60, 80, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "one_series.tif", pages)
+    with tifffile.TiffWriter(tmp_path / "separate.tif") as w:
+        for page in pages:
+            w.write(page, contiguous=False)
+    ims = [Image.fromarray(p) for p in pages]
+    ims[0].save(tmp_path / "pillow.tif", save_all=True, append_images=ims[1:])
+    tifffile.imwrite(tmp_path / "focus.tif", pages[..., 0], imagej=True, metadata={"axes": "ZYX"})
+    for name in ("one_series", "separate", "pillow", "focus"):
+        with pytest.raises(InputError, match=r"TIFF holds 3 images of the same size .* save each page as its own"):
+            read_image(tmp_path / f"{name}.tif")
+    with tifffile.TiffWriter(tmp_path / "preview.tif") as w:  # a photo and its thumbnail page
+        w.write(pages[0])
+        w.write(pages[0][::4, ::4])
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as w:
+        w.write(pages[0], subifds=1)
+        w.write(pages[0][::2, ::2], subfiletype=1)
+    for name in ("preview", "pyramid"):
+        assert np.array_equal(read_image(tmp_path / f"{name}.tif"), pages[0])
+
+
+def test_a_slide_sized_stack_is_refused_too(tmp_path):
+    """The block-by-block reader refuses a stack of pages as read_image does."""
+    import tifffile
+
+    from eosdetect.slideio import SlideReader
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((2, 64, 64, 3), np.uint8), tile=(32, 32))
+    with pytest.raises(InputError, match="TIFF holds 2 images"):
+        SlideReader(tmp_path / "stack.tif")

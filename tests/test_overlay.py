@@ -75,3 +75,66 @@ def test_output_names_disambiguate():
     # both at once: folder and extension
     assert output_names([Path("a/x.png"), Path("a/x.jpg"), Path("b/x.png"), Path("b/x.jpg")]) == [
         "a__x.png", "a__x.jpg", "b__x.png", "b__x.jpg"]
+
+
+def _dark_is_cell():
+    from eosdetect.models.config import ModelConfig, Thresholds
+    from eosdetect.models.model import Model
+
+    return Model.from_functions(
+        ModelConfig(unet_depth=2, tile_size=64, pixel_size_um=1.0, input_pixel_size_um=1.0),
+        Thresholds(min_distance_um=3, smooth_um=0.5, seed_h_um=0.5, min_area_um2=5),
+        lambda batch: (batch.mean(axis=-1) < 0.6).astype(np.float32))
+
+
+def _analysis(monkeypatch, hpf_area_mm2):
+    """An analysis of two dark discs (80 x 64 px at 1 um/px, 0.00512 mm^2) by a stand-in model, and the
+    caption lines and frame its overlay is drawn with."""
+    import eosdetect.analysis.image as image_module
+
+    a = image_module.analyse(_dark_is_cell(), disc_image(), pixel_size_um=1.0, hpf_area_mm2=hpf_area_mm2,
+                             flag_threshold=15)
+    drawn = {}
+    monkeypatch.setattr(image_module, "draw_overlay", lambda *args, **kw: drawn.update(kw))
+    a.overlay()
+    return a, drawn
+
+
+def test_overlay_of_a_photo_smaller_than_a_field_shows_the_estimate_and_frames_nothing(monkeypatch):
+    from eosdetect.analysis.image import basis_caption, peak_caption
+
+    a, drawn = _analysis(monkeypatch, 0.24)  # the photo covers 0.021 of a field
+    assert a.count == 2 and a.peak_hpf_count is None and a.per_hpf == 93.8 and a.hpf_flag
+    assert peak_caption(a.hpf, 15) == "~93.8/HPF, estimated from density  >= 15"
+    assert basis_caption(a.hpf) == "no peak: the image covers 0.021 of a high-power field"
+    assert drawn["lines"][:2] == ["390.6/mm2, ~93.8/HPF, estimated from density  >= 15",
+                                  "no peak: the image covers 0.021 of a high-power field"]
+    assert drawn["highlight_box"] is None
+    assert not any("peak 2" in line or "orange frame" in line for line in drawn["lines"])
+
+
+def test_overlay_of_an_image_of_several_fields_shows_its_peak_framed(monkeypatch):
+    from eosdetect.analysis.image import PEAK_FRAME_CAPTION, peak_caption
+
+    a, drawn = _analysis(monkeypatch, 0.001)  # a field of 31.6 px: the image covers 5 of them
+    assert a.peak_hpf_count == a.per_hpf == 2 and not a.hpf_flag
+    assert peak_caption(a.hpf, 15) == "peak 2/HPF"
+    assert drawn["lines"][:2] == ["390.6/mm2, peak 2/HPF", PEAK_FRAME_CAPTION]
+    assert drawn["highlight_box"] == a.hpf.peak_box is not None
+
+
+def test_a_slide_smaller_than_a_field_goes_by_the_same_rule(monkeypatch):
+    import eosdetect.analysis.slide as slide_module
+
+    slide = disc_image(shape=(200, 300), centres=((30, 40), (100, 150), (170, 260)), radius=6)  # 0.06 mm^2
+    s = slide_module.analyse_slide(_dark_is_cell(), slide, pixel_size_um=1.0, block_px=64, flag_threshold=15)
+    assert s.count == 3 and s.peak_hpf_count is None and s.hpf.per_hpf_is_estimate and s.hpf_flag
+    # the estimate is from the density the slide reports, per mm^2 of its tissue
+    assert s.hpf.density_per_mm2 == s.density_per_mm2 and s.per_hpf == round(s.density_per_mm2 * 0.24, 1)
+    drawn = {}
+    monkeypatch.setattr(slide_module, "draw_overlay", lambda *args, **kw: drawn.update(kw))
+    s.overlay()
+    assert drawn["lines"][-2:] == [
+        f"{s.density_per_mm2:.1f}/mm2 of tissue ({s.area_mm2:.2f} mm2), ~{s.per_hpf:g}/HPF, estimated from density"
+        "  >= 15", "no peak: the image covers 0.25 of a high-power field"]
+    assert drawn["highlight_box"] is None

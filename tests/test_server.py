@@ -114,7 +114,7 @@ def test_count_with_pixel_size_overlay_and_voc(client, tmp_path):
     assert r.status_code == 200, r.text
     d = r.json()
     c = d["clinical"]
-    assert c["peak_hpf_count"] == d["count"] and c["whole_image_is_one_hpf"] is True
+    assert c["hpf_basis"] == "estimate" and c["peak_hpf_count"] is None  # 1/900 of a field
     assert c["density_per_mm2"] == pytest.approx(d["count"] / (640 * 480 * 0.06**2 * 1e-6), rel=1e-3)
     png = base64.b64decode(d["overlay_png"])
     over = np.asarray(Image.open(io.BytesIO(png)))
@@ -124,6 +124,22 @@ def test_count_with_pixel_size_overlay_and_voc(client, tmp_path):
     ann = read_voc(xml)
     assert (ann.width, ann.height) == (640, 480) and ann.filename == SAMPLE.name
     assert len([o for o in ann.objects if not o.difficult]) >= d["count"] - 0  # counted cells are not "difficult"
+
+
+def test_a_photo_smaller_than_a_field_is_answered_with_an_estimate_and_a_warning(client):
+    """A 640x480 photo at 0.06 um/px covers 0.0046 of a 0.24 mm^2 field: no peak, the per-HPF figure
+    from its density, the flag judging that figure, and a warning saying so."""
+    r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, pixel_size=0.06)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    c = d["clinical"]
+    area = 640 * 480 * 0.06**2 * 1e-6
+    assert c["peak_hpf_count"] is None and c["hpf_basis"] == "estimate"
+    assert c["per_hpf"] == round(d["count"] * 0.24 / area, 1) and c["n_hpf"] == pytest.approx(area / 0.24, rel=1e-2)
+    assert c["hpf_flag"] is (c["per_hpf"] >= 15) and "whole_image_is_one_hpf" not in c
+    assert d["warnings"] == [
+        f"the image covers 0.0046 of a high-power field (0.24 mm2): no whole field, so no peak; "
+        f"its per-HPF figure (~{c['per_hpf']:g}) is estimated from its density"]
 
 
 def test_grey_upload_gets_the_command_lines_warning(client):
@@ -195,6 +211,20 @@ def test_bad_uploads_get_one_line_errors(client, data, name, status, words):
     detail = r.json()["detail"]
     assert words in detail and "\n" not in detail
     assert "/tmp" not in detail and "eosdetect-" not in detail  # names the upload, not the temporary file
+
+
+def test_the_413_advice_is_what_the_command_line_does(client, tmp_path):
+    """Issue 20, case 4: the server's advice for an image over its limit must hold: the command line
+    counts a large image block by block, but refuses a PNG whose pixels would take over 1 GB
+    decoded, for which the answer says to save it as a tiled TIFF."""
+    from conftest import flat_png
+
+    r = post_image(client, _png(np.zeros((1500, 1500, 3), np.uint8)), name="big.png")
+    assert r.status_code == 413 and "eosdetect count), which counts large images block by block" in r.json()["detail"]
+    huge = flat_png(tmp_path / "huge.png", 19999, 19999).read_bytes()  # 1.2 MB, 1.6 GB decoded
+    r = post_image(client, huge, name="huge.png")
+    assert r.status_code == 413, r.text
+    assert "save it as a tiled TIFF" in r.json()["detail"] and "block by block" in r.json()["detail"]
 
 
 def test_unknown_model_lists_the_names(client):
@@ -281,27 +311,28 @@ def test_helper_view_counts_towards_the_pixel_limit():
     assert image.shape == (100, 100, 3)  # one stage: 380x380 px at its 0.5 um/px
 
 
-def test_multi_page_tiff_upload_decodes_only_the_first_page():
-    """Only the first page is counted, so only it is decoded: a small upload of many compressed pages
-    must not take memory for all of them."""
+def test_multi_page_tiff_upload_is_refused_before_decoding_it():
+    """Issue 20, case 3: a stack of pages is refused in one line (it used to be counted as its first
+    page alone), and nothing is decoded for that: a small upload of many compressed pages takes
+    no memory for them."""
     import tracemalloc
 
     import tifffile
 
     from eosdetect.apps.server import read_upload
+    from eosdetect.errors import InputError
 
     pages = np.zeros((40, 500, 500, 3), np.uint8)  # 30 MB decoded, 0.75 MB a page
-    pages[0, ..., 0] = 200
     buf = io.BytesIO()
     tifffile.imwrite(buf, pages, photometric="rgb", compression="zlib")
     tracemalloc.start()
     try:
-        image, _ = read_upload(buf.getvalue(), "stack.tif", max_pixels=2e6)
+        with pytest.raises(InputError, match="stack.tif: TIFF holds 40 images of the same size"):
+            read_upload(buf.getvalue(), "stack.tif", max_pixels=2e6)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert image.shape == (500, 500, 3) and (image[..., 0] == 200).all()
-    assert peak < 4 * 500 * 500 * 3, f"{peak / 1e6:.1f} MB taken to read a 0.75 MB page"
+    assert peak < 4 * 500 * 500 * 3, f"{peak / 1e6:.1f} MB taken to refuse a stack of 30 MB"
 
 
 def test_concurrent_requests_share_one_model_and_agree(client, registry):

@@ -183,7 +183,9 @@ def test_count_run_writes_slide_outputs(slide, tmp_path, model):
     assert 0 < float(row["area_mm2"]) < 1920 * 1440 * 0.08**2 * 1e-6
     assert float(row["density_per_mm2"]) == pytest.approx(int(row["count"]) / float(row["area_mm2"]), rel=1e-3)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["clinical"]["peak_hpf_count"] == int(row["peak_hpf_count"])
+    # a mosaic of 0.018 mm^2 is smaller than a field: its per-HPF figure is an estimate from its density
+    assert row["hpf_basis"] == "estimate" and row["peak_hpf_count"] == ""
+    assert summary["clinical"]["per_hpf"] == float(row["per_hpf"])
     heat = read_image(out / "mosaic_heatmap.png")
     assert heat.shape[0] > 200 and heat.shape[1] > 200
     n = sum(1 for _ in open(out / "mosaic_detections.csv")) - 1
@@ -284,13 +286,14 @@ def test_ctrl_c_stops_a_slide_at_its_next_block(slide, tmp_path, model, monkeypa
 
 
 def test_a_large_slide_with_little_tissue_is_not_called_smaller_than_a_field(tmp_path, model):
-    """The small-image note is about the picture's frame: a slide of 0.16 mm² is
-    larger than half a high-power field even when its tissue (area_mm2) is not."""
+    """Smaller than a field is a matter of the picture's frame: a slide of 0.16 mm² is
+    larger than a 0.1 mm² high-power field even when its tissue (area_mm2) is not."""
     glass = np.full((2000, 2000, 3), GLASS, np.uint8)
     glass[700:700 + 480, 700:700 + 640] = read_image(SAMPLES[0])[:480, :640]
     path = write_pyramid(tmp_path / "sparse.tif", glass, levels=3, pixel_size_um=0.2)
     out = tmp_path / "res"
-    rec = CountRun(model, out, CountSettings(slide_min_pixels=1_000_000)).run([path])[0]
+    rec = CountRun(model, out, CountSettings(hpf_area_mm2=0.1, slide_min_pixels=1_000_000)).run([path])[0]
     assert rec.status == "ok", rec.row
-    assert float(rec.row.area_mm2) < 0.5 * 0.24 < 2000 * 2000 * 0.2**2 / 1e6
+    assert float(rec.row.area_mm2) < 0.1 < 2000 * 2000 * 0.2**2 / 1e6
+    assert rec.row.hpf_basis == "peak" and rec.row.peak_hpf_count is not None
     assert "note" not in json.loads((out / "summary.json").read_text())["clinical"]

@@ -23,12 +23,14 @@ two dark discs:
 >>> for r, c in ((20, 20), (40, 52)):
 ...     image[(yy - r) ** 2 + (xx - c) ** 2 <= 36] = (120, 40, 160)
 >>> a = analyse(model, image, pixel_size_um=1.0)
->>> a.count, (a.width, a.height), a.hpf.peak_count, a.warnings
-(2, (80, 64), 2, ())
+>>> a.count, (a.width, a.height), a.warnings
+(2, (80, 64), ())
 >>> round(a.density_per_mm2, 1)  # cells per mm² (an image of 0.00512 mm²)
 390.6
+>>> a.peak_hpf_count, a.per_hpf, a.hpf.per_hpf_basis  # 0.021 of a field: no peak, an estimate
+(None, 93.8, 'estimate')
 >>> a.overlay().shape  # a caption band on top, narrow images padded for it
-(96, 400, 3)
+(110, 400, 3)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from eosdetect.analysis.overlay import class_colours, draw_overlay
-from eosdetect.core.clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
+from eosdetect.core.clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary, per_hpf_text
 from eosdetect.core.differential import Differential, differential_of
 from eosdetect.core.postprocess import Detections
 from eosdetect.errors import InputError
@@ -68,7 +70,9 @@ class ImageAnalysis:
     pixel_size_um : float or None
         The pixel size given (None: the model's assumed, no densities).
     hpf : HpfSummary or None
-        Density and the densest high-power field (None without a pixel size).
+        Density and the per-HPF figure: the densest high-power field, or in an
+        image smaller than a field an estimate from its density (None without
+        a pixel size).
     differential : Differential or None
         The white-cell differential (multi-class helpers only).
     warnings : tuple of str
@@ -130,12 +134,18 @@ class ImageAnalysis:
 
     @property
     def peak_hpf_count(self) -> int | None:
-        """Cells in the densest high-power field (None without a pixel size)."""
+        """Cells in the densest high-power field (None without a pixel size, or in an image smaller than a field)."""
         return None if self.hpf is None else self.hpf.peak_count
 
     @property
+    def per_hpf(self) -> float | None:
+        """The per-HPF figure: the peak, or in an image smaller than a field an estimate from its
+        density (:attr:`HpfSummary.per_hpf`; None without a pixel size)."""
+        return None if self.hpf is None else self.hpf.per_hpf
+
+    @property
     def hpf_flag(self) -> bool | None:
-        """The peak reaches :attr:`flag_threshold` (None without a pixel size or a threshold)."""
+        """:attr:`per_hpf` reaches :attr:`flag_threshold` (None without a pixel size or a threshold)."""
         return None if self.hpf is None else self.hpf.flag
 
     def overlay(self) -> np.ndarray:
@@ -153,9 +163,8 @@ class ImageAnalysis:
         peak_box = None
         if self.hpf is not None:
             caption.append(f"{self.hpf.density_per_mm2:.1f}/mm2, " + peak_caption(self.hpf, self.flag_threshold))
-            if not self.hpf.whole_image_is_one_hpf:
-                peak_box = self.hpf.peak_box
-                caption.append(PEAK_FRAME_CAPTION)
+            caption.append(basis_caption(self.hpf))
+            peak_box = self.hpf.peak_box  # None for an estimate: no field to frame
         rejected = classified = legend = None
         if self.differential is not None:
             classified, legend = _class_layers(res, cfg.class_name, self.differential)
@@ -236,8 +245,18 @@ def grey_warning(model_name: str) -> str:
 
 
 def peak_caption(hpf: HpfSummary, flag_threshold: float | None) -> str:
-    """The overlay's words for the densest field: ``peak 7/HPF``, and the threshold when it is reached."""
-    return f"peak {hpf.peak_count}/HPF" + (f"  >= {flag_threshold:g}" if hpf.flag else "")
+    """The overlay's words for the per-HPF figure: ``peak 7/HPF``, or in an image smaller than a
+    field ``~52.1/HPF, estimated from density``, and the threshold when it is reached."""
+    return (per_hpf_text(hpf.per_hpf, hpf.per_hpf_basis, unit="/HPF")
+            + (f"  >= {flag_threshold:g}" if hpf.flag else ""))
+
+
+def basis_caption(hpf: HpfSummary) -> str:
+    """The overlay's line under :func:`peak_caption`: what frames the peak (:data:`PEAK_FRAME_CAPTION`),
+    or why an estimate has none (``no peak: the image covers 0.05 of a high-power field``)."""
+    if hpf.per_hpf_is_estimate:
+        return f"no peak: the image covers {hpf.n_hpf:.2g} of a high-power field"
+    return PEAK_FRAME_CAPTION
 
 
 def _class_layers(res: Result, counted: str, diff: Differential) -> tuple[list, list]:

@@ -19,8 +19,12 @@ Examples
 >>> for r, c in ((30, 40), (100, 150), (170, 260)):
 ...     slide[(yy - r) ** 2 + (xx - c) ** 2 <= 36] = (120, 40, 160)
 >>> s = analyse_slide(model, slide, pixel_size_um=1.0, block_px=64)
->>> s.count, (s.width, s.height), s.slide.blocks, s.hpf.peak_count
-(3, (300, 200), 20, 3)
+>>> s.count, (s.width, s.height), s.slide.blocks
+(3, (300, 200), 20)
+>>> s.hpf.peak_count, s.hpf.per_hpf_basis  # 0.06 mm², a quarter of a field: no peak, an estimate
+(None, 'estimate')
+>>> s.per_hpf == round(s.density_per_mm2 * 0.24, 1)  # from the density over its tissue (the discs)
+True
 >>> s.overlay().ndim, s.heatmap().ndim
 (3, 3)
 """
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from eosdetect.analysis.heatmap import density_heatmap
-from eosdetect.analysis.image import PEAK_FRAME_CAPTION, peak_caption
+from eosdetect.analysis.image import basis_caption, peak_caption
 from eosdetect.analysis.overlay import draw_overlay
 from eosdetect.core.clinical import DEFAULT_HPF_AREA_MM2, HpfSummary, default_flag_threshold, hpf_summary
 from eosdetect.core.differential import Differential
@@ -56,7 +60,8 @@ class SlideAnalysis:
         The pixel size given or read from the slide's metadata (None: the
         model's was assumed, no densities).
     hpf : HpfSummary or None
-        The densest high-power field (None without a pixel size).
+        The densest high-power field, or for a slide smaller than one field
+        an estimate from its density (None without a pixel size).
     flag_threshold : float or None
     hpf_area_mm2 : float
     source : str
@@ -121,7 +126,13 @@ class SlideAnalysis:
 
     @property
     def peak_hpf_count(self) -> int | None:
+        """Cells in the densest field (None without a pixel size, or on a slide smaller than a field)."""
         return None if self.hpf is None else self.hpf.peak_count
+
+    @property
+    def per_hpf(self) -> float | None:
+        """The per-HPF figure the flag judges: the peak, or an estimate (:attr:`HpfSummary.per_hpf`)."""
+        return None if self.hpf is None else self.hpf.per_hpf
 
     @property
     def hpf_flag(self) -> bool | None:
@@ -138,6 +149,7 @@ class SlideAnalysis:
             density = round(self.density_per_mm2, 2)  # the figure counts.csv shows
             lines.append(f"{density:.1f}/mm2 of tissue ({self.area_mm2:.2f} mm2), "
                          + peak_caption(self.hpf, self.flag_threshold))
+            lines.append(basis_caption(self.hpf))
         return lines
 
     def overlay(self) -> np.ndarray:
@@ -149,11 +161,11 @@ class SlideAnalysis:
         """
         sc = self.slide
         f = 1.0 / sc.thumb_factor
-        box = None if self.hpf is None else tuple(int(round(v * f)) for v in self.hpf.peak_box)
-        caption = self._caption()
+        peak_box = None if self.hpf is None else self.hpf.peak_box  # None for an estimate: no field to frame
+        box = None if peak_box is None else tuple(int(round(v * f)) for v in peak_box)
         return draw_overlay(sc.thumbnail, self.detections.rescaled(f),
                             title=f"{self.config.class_name}: {self.count}   {self.source}",
-                            lines=[*caption, PEAK_FRAME_CAPTION] if box else caption, highlight_box=box)
+                            lines=self._caption(), highlight_box=box)
 
     def heatmap(self) -> np.ndarray:
         """Cells per mm² in bins of a quarter of a high-power field's side, over the thumbnail
@@ -212,7 +224,7 @@ def analyse_slide(
     hpf = None
     if known_px:
         hpf = hpf_summary(sc.detections.xy, sc.shape, sc.pixel_size_um, hpf_area_mm2=hpf_area_mm2,
-                          threshold=flag_threshold)
+                          threshold=flag_threshold, measured_area_mm2=sc.tissue_area_mm2)
     return SlideAnalysis(
         slide=sc, pixel_size_um=sc.pixel_size_um if known_px else None, hpf=hpf, flag_threshold=flag_threshold,
         hpf_area_mm2=hpf_area_mm2, source=name or _name_of(source), config=model.config, thresholds=thr,

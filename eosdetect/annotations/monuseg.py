@@ -61,11 +61,12 @@ def read_monuseg_xml(path: str | os.PathLike) -> list[np.ndarray]:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.xml"
-    >>> _ = p.write_text('<Annotations><Annotation><Regions><Region Id="7"><Vertices>'
-    ...                  '<Vertex X="1" Y="2"/><Vertex X="3.5" Y="2"/><Vertex X="3" Y="4"/>'
-    ...                  '</Vertices></Region></Regions></Annotation></Annotations>')
-    >>> read_monuseg_xml(p)[0].tolist()
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     p = pathlib.Path(folder) / "a.xml"
+    ...     _ = p.write_text('<Annotations><Annotation><Regions><Region Id="7"><Vertices>'
+    ...                      '<Vertex X="1" Y="2"/><Vertex X="3.5" Y="2"/><Vertex X="3" Y="4"/>'
+    ...                      '</Vertices></Region></Regions></Annotation></Annotations>')
+    ...     read_monuseg_xml(p)[0].tolist()
     [[1.0, 2.0], [3.5, 2.0], [3.0, 4.0]]
     """
     from lxml import etree

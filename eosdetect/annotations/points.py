@@ -58,12 +58,11 @@ def read_points_csv(path: str | os.PathLike, class_name: str | None = None) -> n
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "points.csv"
-    >>> _ = p.write_text("x,y,class\\n1,2,eos\\n3.5,4,neu\\n")
-    >>> read_points_csv(p).tolist()
-    [[1.0, 2.0], [3.5, 4.0]]
-    >>> read_points_csv(p, class_name="neu").tolist()
-    [[3.5, 4.0]]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     p = pathlib.Path(folder) / "points.csv"
+    ...     _ = p.write_text("x,y,class\\n1,2,eos\\n3.5,4,neu\\n")
+    ...     read_points_csv(p).tolist(), read_points_csv(p, class_name="neu").tolist()
+    ([[1.0, 2.0], [3.5, 4.0]], [[3.5, 4.0]])
     """
     path = Path(path)
     points, classes = _read_rows(path)

@@ -412,13 +412,9 @@ def cmd_count(args) -> int:
         print(run.differential.line())
     clinical = (run.summary or {}).get("clinical")
     if clinical:
-        by_density = clinical["density_per_hpf"]
-        line = (f"Peak {clinical['peak_hpf_count']} per high-power field ({Path(clinical['peak_hpf_image']).name}); "
-                + (f"{by_density:.1f} per field by density" if by_density is not None
-                   else "no density (no measured area)"))
-        if clinical["flag"] is not None:
-            line += f"; flag: {'YES' if clinical['flag'] else 'no'} (threshold {clinical['threshold']:g} per field)"
-        print(line)
+        from eosdetect.apps.batch.tables import clinical_line
+
+        print(clinical_line(clinical))
         if clinical.get("note"):
             _warn([clinical["note"]])
     return 1 if failed else 0
@@ -815,9 +811,11 @@ def _stop_on_sigterm() -> None:
 
 
 def main(argv=None) -> int:
-    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed, not a crash
+    from eosdetect.io import ESCAPE_ODD_BYTES
+
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as in the tables
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors=ESCAPE_ODD_BYTES)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

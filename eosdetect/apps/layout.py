@@ -16,6 +16,8 @@ from typing import Callable
 OUTPUT_PICTURE_SUFFIXES = ("_overlay.png", "_heatmap.png", "_errors.png", "pr_curve.png")
 #: The folder of resume records that ``eosdetect count`` keeps in its output folder.
 RUN_RECORD_DIR = ".eosdetect"
+#: The lock file, in :data:`RUN_RECORD_DIR`, of the run writing the folder (:mod:`eosdetect.apps.batch.lock`).
+LOCK_FILE = "lock"
 #: The files that mark an ``eosdetect evaluate`` report folder.
 REPORT_FILES = ("metrics.json", "per_image.csv")
 

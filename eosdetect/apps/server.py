@@ -20,7 +20,7 @@ Resources:
   answer is 503 with ``Retry-After``, rather than running out of memory.
 * Request bodies over ``max_upload_mb`` get 413 before they are read; images
   over ``max_megapixels`` get 413 too, as uploaded or once rescaled to the
-  model's pixel size (count those with ``eosdetect count``, which tiles them
+  model's pixel size (count those with ``eosdetect count``, which counts them block by block
   and has no time limit).
 * An upload is written only into a temporary folder, removed when the request
   ends.
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from fastapi import File, Form, Query, UploadFile
 from pydantic import BaseModel, Field, model_serializer
@@ -215,19 +215,19 @@ def read_upload(data: bytes, filename: str | None, max_pixels: float, model=None
     shown = Path(filename or "upload").name
     if not data:
         raise InputError(shown, "empty upload")
-    w, h = _header_size(data)  # the header alone says the size: refuse huge images before decoding them
-    _check_size(shown, w, h, max_pixels, model, pixel_size_um)
+    w, h, mode = _header_size(data)  # the header alone says the size: refuse huge images before decoding them
+    _check_size(shown, w, h, max_pixels, model, pixel_size_um, mode)
     image = read_image_bytes(data, shown)
     h, w = image.shape[:2]
-    _check_size(shown, w, h, max_pixels, model, pixel_size_um)
+    _check_size(shown, w, h, max_pixels, model, pixel_size_um, mode)
     return image, time.perf_counter() - t0
 
 
-def _check_size(shown: str, w: int, h: int, max_pixels: float, model, pixel_size_um) -> None:
+def _check_size(shown: str, w: int, h: int, max_pixels: float, model, pixel_size_um, mode: str | None = None) -> None:
     """Raise :class:`TooLarge` when a ``w`` x ``h`` image, or its largest picture at the model's
     scale (the U-Net's, or the helper's in two-stage models), has over ``max_pixels`` pixels."""
     if w * h > max_pixels:
-        raise TooLarge(shown, w, h, max_pixels)
+        raise TooLarge(shown, w, h, max_pixels, mode=mode)
     if model is None:
         return
     cfg = model.config
@@ -238,19 +238,22 @@ def _check_size(shown: str, w: int, h: int, max_pixels: float, model, pixel_size
     for s, px in views:
         rows, cols = max(1, round(h * s)), max(1, round(w * s))  # as eosdetect.training.dataset.resize sizes it
         if rows * cols > max_pixels:
-            raise TooLarge(shown, w, h, max_pixels, at=(cfg.input_pixel_size(pixel_size_um), px, cols, rows))
+            raise TooLarge(shown, w, h, max_pixels, at=(cfg.input_pixel_size(pixel_size_um), px, cols, rows),
+                           mode=mode)
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
-    """Width and height from an image's header, without decoding it; (0, 0) when neither
-    Pillow nor tifffile can tell (read_image_bytes then gives the proper error)."""
+def _header_size(data: bytes) -> tuple[int, int, str | None]:
+    """Width, height and, for a format that must be decoded whole, Pillow's mode, from an image's
+    header without decoding it (a TIFF's mode is None: it is read block by block); (0, 0, None)
+    when neither Pillow nor tifffile can tell (read_image_bytes then gives the proper error)."""
     import io
 
-    from eosdetect.io import pillow_open  # Pillow's own (process-wide) pixel limit left alone
+    from eosdetect.io import TIFF_MAGIC, pillow_open  # Pillow's own (process-wide) pixel limit left alone
 
+    tiff = data[:4] in TIFF_MAGIC
     try:
         with pillow_open(io.BytesIO(data)) as im:
-            return im.size
+            return im.width, im.height, None if tiff else im.mode
     except (OSError, ValueError):
         pass
     try:
@@ -258,26 +261,30 @@ def _header_size(data: bytes) -> tuple[int, int]:
 
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             shape = dict(zip(tif.series[0].axes, tif.series[0].shape))
-            return int(shape.get("X", 0)), int(shape.get("Y", 0))
+            return int(shape.get("X", 0)), int(shape.get("Y", 0)), None
     except Exception:  # noqa: BLE001 - not a TIFF either
-        return 0, 0
+        return 0, 0, None
 
 
 class TooLarge(EosdetectError):
     """An image over the server's megapixel limit; ``at`` is ``(input um/px, model um/px,
     columns, rows)`` when it is only too large once rescaled to the model's pixel size."""
 
-    def __init__(self, name, w, h, max_pixels, at=None):
+    def __init__(self, name, w, h, max_pixels, at=None, mode=None):
         if at is None:
             size = f"image of {w}x{h} px ({w * h / 1e6:.1f} MP) is over"
         else:
             px, model_px, cols, rows = at
             size = (f"image of {w}x{h} px at {px:g} um/px is {cols}x{rows} px ({cols * rows / 1e6:.1f} MP) at the "
                     f"model's {model_px:g} um/px, over")
-        super().__init__(
-            f"{name}: {size} this server's limit of {max_pixels / 1e6:g} MP; "
-            "count it with the command line (eosdetect count), which tiles large images"
-        )
+        from eosdetect.slideio import MAX_DECODED_BYTES, decoded_bytes
+
+        if mode is not None and decoded_bytes(w, h, mode) > MAX_DECODED_BYTES:  # the command line refuses it too
+            advice = ("save it as a tiled TIFF (e.g. vips tiffsave in.png out.tif --tile --pyramid) and count that "
+                      "with the command line (eosdetect count), which reads it block by block")
+        else:
+            advice = "count it with the command line (eosdetect count), which counts large images block by block"
+        super().__init__(f"{name}: {size} this server's limit of {max_pixels / 1e6:g} MP; {advice}")
 
 
 def thresholds_with(model, overrides: dict):
@@ -304,7 +311,7 @@ def count_upload(
     """Everything ``POST /api/v1/count`` answers, as a dict (runs in a worker thread)."""
     from eosdetect.analysis.image import analyse
     from eosdetect.annotations.voc import voc_bytes
-    from eosdetect.apps.batch.tables import image_row
+    from eosdetect.apps.batch.tables import image_row, significant
     from eosdetect.apps.prelabel import PrelabelSettings, prelabel_annotation
 
     t0 = time.perf_counter()
@@ -335,12 +342,16 @@ def count_upload(
         out["clinical"] = {
             "area_mm2": row.area_mm2,
             "density_per_mm2": row.density_per_mm2,
+            "per_hpf": row.per_hpf,
+            "hpf_basis": row.hpf_basis,
+            "n_hpf": significant(a.hpf.n_hpf, 3),
             "peak_hpf_count": row.peak_hpf_count,
             "hpf_flag": a.hpf.flag,
             "hpf_area_mm2": a.hpf.hpf_area_mm2,
             "threshold": a.hpf.threshold,
-            "whole_image_is_one_hpf": bool(a.hpf.whole_image_is_one_hpf),
         }
+        if a.hpf.caveat:  # a photo smaller than a field: its per-HPF figure is an estimate
+            out["warnings"].append(a.hpf.caveat)
     if a.differential is not None:
         out["differential"] = a.differential.to_dict()
     if overlay:
@@ -433,11 +444,15 @@ class DifferentialOut(BaseModel):
 class ClinicalOut(BaseModel):
     area_mm2: float
     density_per_mm2: float
-    peak_hpf_count: int
-    hpf_flag: bool | None = Field(description="peak >= threshold; null when the model has no standard threshold")
+    per_hpf: float = Field(description="the per-HPF figure the flag judges: the peak, or for an image smaller "
+                           "than a high-power field an estimate from its density (count x HPF area / image area)")
+    hpf_basis: Literal["peak", "estimate"] = Field(description="what per_hpf is")
+    n_hpf: float = Field(description="high-power fields the image covers (under 1: the fraction of one)")
+    peak_hpf_count: int | None = Field(description="cells in the densest high-power field; null for an image "
+                                       "smaller than a field (it holds no whole field)")
+    hpf_flag: bool | None = Field(description="per_hpf >= threshold; null when the model has no standard threshold")
     hpf_area_mm2: float
     threshold: float | None = Field(description="per-HPF count that raises the flag (15 for eosinophils)")
-    whole_image_is_one_hpf: bool
 
 
 class CountOut(OmitNone):
@@ -449,12 +464,13 @@ class CountOut(OmitNone):
     count: int
     candidates: int = Field(description="objects the U-Net segmented (counted or not)")
     pixel_size_um: float | None
-    clinical: ClinicalOut | None = Field(description="density and per-HPF peak; null without pixel_size")
+    clinical: ClinicalOut | None = Field(description="density and per-HPF figure; null without pixel_size")
     detections: list[DetectionOut]
     thresholds: dict[str, float]
     warnings: list[str] = Field(
         default_factory=list, description="reasons to doubt the count (a grey image for a colour model), "
-        "worded as eosdetect count prints them"
+        "worded as eosdetect count prints them, or its per-HPF figure (an image smaller than a high-power field: "
+        "per_hpf is an estimate)"
     )
     timings: dict[str, float] = Field(description="seconds per stage and in total")
     overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")

@@ -115,7 +115,13 @@ def mark_done(out_dir: Path, name: str, image: Path, fingerprint: str, row: Coun
         "image": str(image), "resolved": str(image.resolve()),  # the path as given, and where it led
         "fingerprint": fingerprint, "mtime": st.st_mtime, "size": st.st_size,
         "row": row.to_dict(), "outputs": outputs,
-    })
+    }, exact_names=True)  # the image's own name, to find it again
+
+
+def withdraw(out_dir: Path, name: str) -> None:
+    """Remove an image's record, before its files are replaced by new ones: until it is marked
+    done again, a re-run counts it again (it never takes the new files for the recorded ones)."""
+    output_paths(out_dir, name)["state"].unlink(missing_ok=True)
 
 
 def discard(out_dir: Path, name: str) -> None:

@@ -18,10 +18,12 @@ analysed (:func:`eosdetect.analysis.image.analyse`,
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from eosdetect.analysis.slide import analyse_slide
 from eosdetect.apps.batch import resume
 from eosdetect.apps.batch.dask import Cluster, WorkerSettings
 from eosdetect.apps.batch.local import default_workers, run_in_order
+from eosdetect.apps.batch.lock import FolderLock
 from eosdetect.apps.batch.naming import output_paths, run_names
 from eosdetect.apps.batch.tables import (
     CountRow,
@@ -45,11 +48,11 @@ from eosdetect.apps.batch.tables import (
     write_counts,
     write_outputs,
 )
-from eosdetect.apps.layout import RUN_RECORD_DIR
+from eosdetect.apps.layout import LOCK_FILE, RUN_RECORD_DIR
 from eosdetect.core.clinical import DEFAULT_HPF_AREA_MM2, default_flag_threshold
 from eosdetect.core.differential import Differential
-from eosdetect.errors import EosdetectError, InputError
-from eosdetect.io import read_image, write_json
+from eosdetect.errors import EosdetectError, InputError, StorageError
+from eosdetect.io import read_image, remove_stale_temp_files, write_json
 from eosdetect.models.config import Thresholds
 from eosdetect.models.slides import SlideStopped
 from eosdetect.slideio import is_slide
@@ -57,6 +60,9 @@ from eosdetect.slideio import is_slide
 #: While a folder is counted, counts.csv and summary.json are rewritten at most this often
 #: (each image's own files and resume record are written as soon as it is done).
 TABLES_EVERY_S = 2.0
+#: Write failures that are the machine's whatever file they hit (the run stops at the first), in words.
+STORAGE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EFBIG: "file too large for its file system"}
 
 
 @dataclass
@@ -67,8 +73,8 @@ class CountSettings:
     thresholds: Thresholds | None = None  # None: the model's own
     overlay: bool = True
     overwrite: bool = False
-    #: Whole-slide images: block side at the model's scale, and the pyramidal-TIFF size
-    #: from which a TIFF is counted block by block (see :mod:`eosdetect.models.slides`).
+    #: Whole-slide images: block side at the model's scale, and the size (pixels) from which an
+    #: image of any format is counted block by block (see :mod:`eosdetect.models.slides`).
     slide_block: int = 1024
     slide_min_pixels: int = 64_000_000
     #: Images counted at once in threads (0: :func:`~eosdetect.apps.batch.local.default_workers`).
@@ -123,18 +129,43 @@ class CountRun:
         time, here. Records, ``counts.csv`` and the resume records follow
         the input order.
         """
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / RUN_RECORD_DIR).mkdir(exist_ok=True)
-        fingerprint = resume.settings_fingerprint(self.settings_dict(), self.model.digest())
-        names = self._names(images)
-        self._stop.clear()
-        self.records = []
-        self._tables_at = 0.0
-        started = time.time()
-        jobs = [self._job(path, name, fingerprint) for path, name in zip(images, names)]
-        if self.settings.scheduler:
-            return self._run_on_cluster(jobs, fingerprint, started, progress)
-        return self._run_here(jobs, fingerprint, started, progress)
+        records = self.out_dir / RUN_RECORD_DIR
+        records.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.out_dir, records / LOCK_FILE):  # one run at a time in a folder
+            for folder in (self.out_dir, records):  # what a run killed while writing left
+                remove_stale_temp_files(folder)
+            fingerprint = resume.settings_fingerprint(self.settings_dict(), self.model.digest())
+            self._stop.clear()
+            self.records = []
+            self._tables_at = 0.0
+            started = time.time()
+            try:
+                with self._writing():
+                    names = self._names(images)
+                jobs = [self._job(path, name, fingerprint) for path, name in zip(images, names)]
+                if self.settings.scheduler:
+                    return self._run_on_cluster(jobs, fingerprint, started, progress)
+                return self._run_here(jobs, fingerprint, started, progress)
+            except _OutputFailed as failed:
+                raise StorageError(self._stopped_message(failed.error, len(images))) from None
+
+    @contextmanager
+    def _writing(self):
+        """Around writes into the output folder: a failure that is the machine's (a full disk, a quota,
+        a read-only folder) becomes :class:`_OutputFailed`, which stops the run."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS or _inside(exc.filename, self.out_dir):
+                raise _OutputFailed(exc) from None
+            raise
+
+    def _stopped_message(self, exc: OSError, total: int) -> str:
+        """The one line of a run stopped by a write failure."""
+        what = STORAGE_ERRNOS.get(exc.errno) or f"cannot write {exc.filename or 'the results'} ({exc.strerror})"
+        fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "put that right"
+        return (f"{self.out_dir}: {what} after {len(self.records)} of {total} images; nothing earlier was lost; "
+                f"{fix} and re-run to resume")
 
     def _names(self, images: list[Path]) -> list[str]:
         """Output names of ``images`` (:func:`~eosdetect.apps.batch.naming.run_names`); files of an
@@ -177,7 +208,7 @@ class CountRun:
         try:
             run_in_order(tasks(), finish, workers=self.settings.workers or default_workers(), stop=self._stop)
         except BaseException:  # interrupted: the tables list the images counted (and marked done)
-            self._write_tables(started, partial=True)
+            self._write_tables_if_possible(started)
             raise
         self._write_tables(started, partial=False)
         return self.records
@@ -215,16 +246,20 @@ class CountRun:
             settings = WorkerSettings(pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
                                       hpf_area_mm2=s.hpf_area_mm2, flag_threshold=self.flag_threshold,
                                       overlay=s.overlay)
-            cluster.count([(i, Path(jobs[i].image)) for i in remote], settings, done)
-            for i in here:
-                self._settle(jobs[i], fingerprint, partial(self.count_image, Path(jobs[i].image), jobs[i].name))
-                record(i)
+            try:
+                cluster.count([(i, Path(jobs[i].image)) for i in remote], settings, done)
+                for i in here:
+                    self._settle(jobs[i], fingerprint, partial(self.count_image, Path(jobs[i].image), jobs[i].name))
+                    record(i)
+            except BaseException:
+                self._write_tables_if_possible(started)
+                raise
         self._write_tables(started, partial=False)
         return self.records
 
     def _finished(self, rec: ImageRecord, started: float, progress) -> None:
         """An image is done: the tables now and then, and the caller's progress."""
-        if time.time() - self._tables_at >= TABLES_EVERY_S:
+        if time.time() - self._tables_at >= TABLES_EVERY_S:  # a write failure here stops the run
             self._write_tables(started, partial=True)
             self._tables_at = time.time()
         if progress is not None:
@@ -240,7 +275,8 @@ class CountRun:
         s = self.settings
         a = analyse(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
                     hpf_area_mm2=s.hpf_area_mm2, flag_threshold=self.flag_threshold)
-        write_outputs(output_paths(self.out_dir, name), a.detections.rows(), overlay=a.overlay() if s.overlay else None)
+        write_outputs(output_paths(self.out_dir, name), a.detections.rows(), overlay=a.overlay() if s.overlay else None,
+                      before_replacing=partial(resume.withdraw, self.out_dir, name))
         return image_row(str(image_path), a, seconds=time.perf_counter() - t0)
 
     def count_slide(self, path: Path, name: str) -> CountRow:
@@ -266,20 +302,27 @@ class CountRun:
         finally:
             bar.close()
         write_outputs(output_paths(self.out_dir, name), sa.detections.rows(),
-                      overlay=sa.overlay() if s.overlay else None, heatmap=sa.heatmap() if s.overlay else None)
+                      overlay=sa.overlay() if s.overlay else None, heatmap=sa.heatmap() if s.overlay else None,
+                      before_replacing=partial(resume.withdraw, self.out_dir, name))
         return slide_row(str(path), sa, seconds=time.perf_counter() - t0)
 
     def _write_remote(self, rec: ImageRecord, res) -> CountRow:
         """Write the files of an image a cluster worker counted; returns its counts.csv row."""
-        write_outputs(output_paths(self.out_dir, rec.name), res.detections, overlay=res.overlay_png)
+        write_outputs(output_paths(self.out_dir, rec.name), res.detections, overlay=res.overlay_png,
+                      before_replacing=partial(resume.withdraw, self.out_dir, rec.name))
         return replace(res.row, image=rec.image)
 
     def _settle(self, rec: ImageRecord, fingerprint: str, work: Callable[[], CountRow]) -> None:
         """``work()`` writes one image's files and returns its counts.csv row; then the image is
-        marked done. Any failure is recorded on this image alone, and the run goes on."""
+        marked done. A failure is recorded on this image alone, and the run goes on, unless it is
+        the machine's (a full disk: :meth:`_writing`), which stops the run and keeps the files of
+        earlier runs."""
         try:
-            rec.row = work()
-            self._mark_done(rec, fingerprint)
+            with self._writing():
+                rec.row = work()
+                self._mark_done(rec, fingerprint)
+        except _OutputFailed:
+            raise
         except EosdetectError as exc:
             self._fail(rec, exc)
         except MemoryError:
@@ -308,13 +351,40 @@ class CountRun:
     # ------------------------------------------------------------------ tables
     def _write_tables(self, started: float, *, partial: bool) -> None:
         """``counts.csv`` and ``summary.json`` of the records so far (sets :attr:`summary`, :attr:`differential`)."""
-        write_counts(self.out_dir / "counts.csv", self.records, self.columns)
         self.differential = run_differential(self.records, self.model.config)
         self.summary = run_summary(self.records, model=self.model, settings=self.settings_dict(),
                                    differential=self.differential, hpf_area_mm2=self.settings.hpf_area_mm2,
                                    flag_threshold=self.flag_threshold, complete=not partial,
                                    seconds=time.time() - started)
-        write_json(self.out_dir / "summary.json", self.summary)
+        with self._writing():
+            write_counts(self.out_dir / "counts.csv", self.records, self.columns)
+            write_json(self.out_dir / "summary.json", self.summary)
+
+    def _write_tables_if_possible(self, started: float) -> None:
+        """The tables of a run that is stopping: a table that cannot be written now (the disk that
+        stopped the run is full) stays as it was."""
+        try:
+            self._write_tables(started, partial=True)
+        except _OutputFailed:
+            pass
+
+
+class _OutputFailed(Exception):
+    """A write into the output folder failed for a reason of the machine (see :meth:`CountRun._writing`)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _inside(filename, folder: Path) -> bool:
+    """Whether the file an error names lies in ``folder``."""
+    if not filename:
+        return False
+    try:
+        return Path(os.fsdecode(filename)).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _unexpected_reason(exc: Exception) -> str:

@@ -15,18 +15,19 @@ in ``summary.json``'s ``differential``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from eosdetect import __version__
-from eosdetect.core.clinical import ClinicalAggregate, ImageFigures, clinical_aggregate
+from eosdetect.core.clinical import ESTIMATE, ClinicalAggregate, ImageFigures, clinical_aggregate, per_hpf_text
 from eosdetect.core.differential import COLUMN_PREFIX, Differential, class_column, class_columns
 from eosdetect.core.postprocess import DETECTION_COLUMNS
-from eosdetect.io import atomic_write_bytes, write_csv, write_image
+from eosdetect.io import StagedFiles, csv_text, image_bytes, printable, write_csv
 
 COUNT_COLUMNS = (
-    "image", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
-    "peak_hpf_count", "hpf_flag", "candidates", "seconds", "error",
+    "image", "output_name", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
+    "peak_hpf_count", "hpf_flag", "per_hpf", "hpf_basis", "candidates", "seconds", "error",
 )
 
 
@@ -43,9 +44,13 @@ def count_columns(config) -> tuple[str, ...]:
 class CountRow:
     """One image's line of ``counts.csv`` (as its resume record keeps it).
 
-    Figures are rounded as the table shows them; ``classes`` are a
-    multi-class helper's counts per class (its ``n_<class>`` columns);
-    ``error`` is the reason a failed image failed, without its path.
+    Figures are rounded as the table shows them; ``per_hpf`` is the figure
+    ``hpf_flag`` judges, the peak (``hpf_basis`` ``"peak"``, the same as
+    ``peak_hpf_count``) or, in an image smaller than a high-power field, an
+    estimate from its density (``"estimate"``, and no ``peak_hpf_count``);
+    ``classes`` are a multi-class helper's counts per class (its
+    ``n_<class>`` columns); ``error`` is the reason a failed image failed,
+    without its path.
     """
 
     image: str
@@ -58,6 +63,8 @@ class CountRow:
     density_per_mm2: float | None = None
     peak_hpf_count: int | None = None
     hpf_flag: bool | None = None
+    per_hpf: float | None = None
+    hpf_basis: str = ""
     candidates: int | None = None
     error: str = ""
     classes: dict[str, int] | None = None
@@ -72,7 +79,8 @@ class CountRow:
             "image": self.image, "status": self.status, "count": self.count, "width": self.width,
             "height": self.height, "pixel_size_um": self.pixel_size_um, "area_mm2": self.area_mm2,
             "density_per_mm2": self.density_per_mm2, "peak_hpf_count": self.peak_hpf_count,
-            "hpf_flag": self.hpf_flag, "candidates": self.candidates, "error": self.error,
+            "hpf_flag": self.hpf_flag, "per_hpf": self.per_hpf, "hpf_basis": self.hpf_basis or None,
+            "candidates": self.candidates, "error": self.error,
         }
         out.update({class_column(k): v for k, v in (self.classes or {}).items()})
         if self.warning:
@@ -82,16 +90,20 @@ class CountRow:
 
     @classmethod
     def from_dict(cls, d: dict) -> CountRow:
-        """A row from :meth:`to_dict`'s object (a resume record)."""
+        """A row from :meth:`to_dict`'s object (a resume record; one of an older version, without
+        ``per_hpf``, loads too: the run's summary takes its figure from the peak, see
+        :meth:`eosdetect.core.clinical.ImageFigures.figure`)."""
         classes = {k[len(COLUMN_PREFIX):]: int(v) for k, v in d.items() if k.startswith(COLUMN_PREFIX)}
         plain = {k: d[k] for k in ("status", "count", "width", "height", "pixel_size_um", "area_mm2",
-                                   "density_per_mm2", "peak_hpf_count", "hpf_flag", "candidates", "error",
-                                   "warning", "seconds") if d.get(k) is not None}
+                                   "density_per_mm2", "peak_hpf_count", "hpf_flag", "per_hpf", "hpf_basis",
+                                   "candidates", "error", "warning", "seconds") if d.get(k) is not None}
         return cls(image=str(d.get("image", "")), classes=classes or None, **plain)
 
-    def cells(self, columns) -> list:
-        """The row's cells of counts.csv, in ``columns`` order."""
+    def cells(self, columns, output_name: str = "") -> list:
+        """The row's cells of counts.csv, in ``columns`` order; ``output_name`` is the stem of the
+        image's output files (``<output_name>_detections.csv``)."""
         d = self.to_dict()
+        d["output_name"] = output_name
         return [_csv_value(d.get(k)) for k in columns]
 
     def differential(self, config) -> Differential | None:
@@ -108,7 +120,7 @@ def image_row(image: str, analysis, seconds: float | None = None) -> CountRow:
         area_mm2=None if hpf is None else significant(hpf.area_mm2),
         density_per_mm2=None if hpf is None else round(hpf.density_per_mm2, 2),
         peak_hpf_count=None if hpf is None else hpf.peak_count, hpf_flag=None if hpf is None else hpf.flag,
-        candidates=len(analysis.candidates), classes=_classes(analysis.differential),
+        **_per_hpf(hpf), candidates=len(analysis.candidates), classes=_classes(analysis.differential),
         warning="; ".join(analysis.warnings), seconds=_seconds(seconds),
     )
 
@@ -121,8 +133,9 @@ def slide_row(image: str, analysis, seconds: float | None = None) -> CountRow:
         pixel_size_um=analysis.pixel_size_um,
         area_mm2=significant(analysis.area_mm2) if known else None,
         density_per_mm2=round(analysis.density_per_mm2, 2) if known else None,
-        peak_hpf_count=analysis.peak_hpf_count, hpf_flag=analysis.hpf_flag, candidates=analysis.candidates,
-        classes=_classes(analysis.differential), warning="; ".join(analysis.warnings), seconds=_seconds(seconds),
+        peak_hpf_count=analysis.peak_hpf_count, hpf_flag=analysis.hpf_flag, **_per_hpf(analysis.hpf),
+        candidates=analysis.candidates, classes=_classes(analysis.differential), warning="; ".join(analysis.warnings),
+        seconds=_seconds(seconds),
     )
 
 
@@ -138,6 +151,11 @@ def significant(value: float, digits: int = 6) -> float:
     0.000101235
     """
     return float(f"{value:.{digits}g}")
+
+
+def _per_hpf(hpf) -> dict:
+    """A row's ``per_hpf`` and ``hpf_basis`` from an :class:`~eosdetect.core.clinical.HpfSummary` (none without)."""
+    return {} if hpf is None else {"per_hpf": hpf.per_hpf, "hpf_basis": hpf.per_hpf_basis}
 
 
 def _classes(diff: Differential | None) -> dict[str, int] | None:
@@ -157,18 +175,23 @@ def _csv_value(v):
 # --------------------------------------------------------------------------- one image's files
 
 
-def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None) -> None:
-    """Write one image's ``<name>_detections.csv`` and pictures (arrays, or PNG bytes); remove the
-    pictures of an earlier run that this one does not draw (an overlay of other thresholds must not
-    sit beside the new detections)."""
-    write_csv(paths["detections"], DETECTION_COLUMNS, detection_rows)
+def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None, before_replacing=None) -> None:
+    """Write one image's ``<name>_detections.csv`` and pictures (arrays, or PNG bytes) together
+    (:class:`~eosdetect.io.StagedFiles`): all are written whole before any earlier file is replaced,
+    so a full disk leaves an earlier run's files as they were. ``before_replacing()`` is called
+    then (the resume record of the earlier files is withdrawn). The pictures of an earlier run
+    that this one does not draw are removed (an overlay of other thresholds must not sit beside
+    the new detections)."""
+    with StagedFiles() as staged:
+        staged.add(paths["detections"], printable(csv_text(DETECTION_COLUMNS, detection_rows)).encode("utf-8"))
+        for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
+            if picture is not None:
+                staged.add(paths[key], picture if isinstance(picture, bytes) else image_bytes(paths[key], picture))
+        if before_replacing is not None:
+            before_replacing()
     for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
         if picture is None:
             paths[key].unlink(missing_ok=True)
-        elif isinstance(picture, bytes):
-            atomic_write_bytes(paths[key], picture)
-        else:
-            write_image(paths[key], picture)
 
 
 # --------------------------------------------------------------------------- the run
@@ -187,8 +210,8 @@ class ImageRecord:
 
 
 def write_counts(path, records: list[ImageRecord], columns) -> None:
-    """``counts.csv``: one row per record, in ``columns``."""
-    write_csv(path, columns, [r.row.cells(columns) for r in records])
+    """``counts.csv``: one row per record, in ``columns``, with the stem of its output files."""
+    write_csv(path, columns, [r.row.cells(columns, r.name) for r in records])
 
 
 def run_differential(records: list[ImageRecord], config) -> Differential | None:
@@ -238,28 +261,57 @@ def run_summary(records: list[ImageRecord], *, model, settings: dict, differenti
 
 
 def clinical_entry(agg: ClinicalAggregate) -> dict:
-    """summary.json's ``clinical``, with a note when every image is smaller than half a field."""
+    """summary.json's ``clinical``: ``per_hpf``, the highest per-HPF figure of any image (the one
+    ``flag`` judges), ``per_hpf_basis`` (``"peak"``, or ``"estimate"`` from the density of an image
+    smaller than a field), its image and the fields that image covers; ``peak_hpf_count``, the
+    highest peak of the images of at least one field (None when there are none); a note when every
+    image is smaller than a field."""
     hpf = agg.hpf_area_mm2
     d = agg.density_per_mm2
+    fields = agg.per_hpf_image_fields
     out = {
         "total_area_mm2": significant(agg.total_area_mm2),
         "density_per_mm2": round(d, 2) if d is not None else None,
         "density_per_hpf": round(agg.density_per_hpf, 2) if d is not None else None,
         "images_with_area": agg.images_with_area,
+        "per_hpf": agg.per_hpf,
+        "per_hpf_basis": agg.per_hpf_basis,
+        "per_hpf_image": agg.per_hpf_image,
+        "per_hpf_image_fields": None if fields is None else significant(fields, 3),
         "peak_hpf_count": agg.peak_hpf_count,
         "peak_hpf_image": agg.peak_hpf_image,
+        "images_smaller_than_field": agg.images_estimated,
         "hpf_area_mm2": hpf,
         "threshold": agg.threshold,
         "flag": agg.flag,
     }
-    if agg.every_image_under_half_hpf:
+    if agg.every_image_smaller_than_field:
+        largest = "" if agg.largest_frame_mm2 is None else f"; the largest covers {agg.largest_frame_mm2 / hpf:.2g} of one"
         out["note"] = (
-            "every image is smaller than half a high-power field "
-            f"({hpf:g} mm2; the largest covers {agg.largest_frame_mm2 / hpf:.2g} of one): the peak is a count per "
-            "image" + ("" if agg.threshold is None else " and the flag judges each image as if it were a whole field")
-            + "; density_per_hpf (the density times the HPF area) is the per-HPF figure, or set "
-            "--hpf-area to your field's area")
+            f"every image is smaller than a high-power field ({hpf:g} mm2{largest}): none holds a whole field, so "
+            "none has a peak; each image's per-HPF figure is estimated from its density (count x field area / "
+            "image area)" + ("" if agg.threshold is None else " and the flag judges that estimate")
+            + "; set --hpf-area if your microscope's field is not " + f"{hpf:g} mm2")
     return out
+
+
+def clinical_line(clinical: dict) -> str:
+    """The run's clinical summary in one line, as ``eosdetect count`` prints it, from
+    summary.json's ``clinical`` (:func:`clinical_entry`)."""
+    image = Path(str(clinical["per_hpf_image"])).name
+    if clinical["per_hpf_basis"] == ESTIMATE:
+        fields = clinical.get("per_hpf_image_fields")
+        covers = "" if fields is None else f": it covers {fields:.2g} of a field"
+        line = (per_hpf_text(clinical["per_hpf"], ESTIMATE, unit=" per high-power field")
+                + f" ({image}{covers})")
+    else:
+        line = f"Peak {clinical['per_hpf']:g} per high-power field ({image})"
+    by_density = clinical["density_per_hpf"]
+    line += "; " + (f"mean {by_density:.1f} per field by density" if by_density is not None
+                    else "no density (no measured area)")
+    if clinical["flag"] is not None:
+        line += f"; flag: {'YES' if clinical['flag'] else 'no'} (threshold {clinical['threshold']:g} per field)"
+    return line
 
 
 def _ok(records: list[ImageRecord]) -> list[ImageRecord]:
@@ -271,7 +323,8 @@ def _figures(r: ImageRecord) -> ImageFigures:
     row = r.row
     area = float(row.area_mm2) if row.area_mm2 else None
     return ImageFigures(image=r.image, count=int(row.count), peak_hpf_count=row.peak_hpf_count, area_mm2=area,
-                        frame_mm2=_frame_mm2(row) if area else None)
+                        frame_mm2=_frame_mm2(row) if area else None, per_hpf=row.per_hpf,
+                        per_hpf_is_estimate=row.hpf_basis == ESTIMATE)
 
 
 def _frame_mm2(row: CountRow) -> float:
