@@ -663,6 +663,7 @@ def test_an_early_interrupt_or_sigterm_stops_without_a_traceback(tmp_path, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_quiet_tensorflow", interrupted)  # Ctrl-C while TensorFlow loads
+    write_image(tmp_path / "a.png", disc_image())
     assert main(["count", str(tmp_path), "-o", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err.strip() == "eosdetect: interrupted; finished images are kept, re-run to resume"
     old = signal.getsignal(signal.SIGTERM)
@@ -774,3 +775,29 @@ def test_count_rows_keep_the_per_hpf_figure_through_a_resume_record():
     assert row.cells(("peak_hpf_count", "per_hpf", "hpf_basis", "hpf_flag")) == ["", 93.8, "estimate", "yes"]
     old = {"image": "a.png", "status": "ok", "count": 2, "peak_hpf_count": 2, "hpf_flag": False}  # an older record
     assert CountRow.from_dict(old) == CountRow("a.png", count=2, peak_hpf_count=2, hpf_flag=False)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["count", "{tmp}/missing", "-o", "{tmp}/out"], "no such file or folder"),
+    (["count", "{tmp}/a.png", "-m", "no-such-model", "-o", "{tmp}/out"], "unknown model 'no-such-model'"),
+    (["count", "{tmp}/a.png", "--pixel-size", "50", "-o", "{tmp}/out"], "check the pixel size"),
+    (["prelabel", "{tmp}/missing"], "no such file or folder"),
+    (["evaluate", "--images", "{tmp}", "--labels", "{tmp}", "-m", "nuclei"], "unknown model 'nuclei'"),
+])
+def test_a_usage_mistake_is_answered_before_anything_heavy_loads(tmp_path, args, words):
+    """Issue 21: a typo, a missing folder, an unknown model or an impossible --pixel-size was reported
+    only after TensorFlow's import (5-7 s); now before it, and before the image-processing stack.
+    (Times are measured by scripts/bench_startup.py, not here.)"""
+    import subprocess
+
+    code = ("import sys\n"
+            "from eosdetect.apps.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'skimage') if m in sys.modules)\n"
+            "print('heavy', heavy, file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+    write_image(tmp_path / "a.png", disc_image())
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert words in proc.stderr and "heavy []" in proc.stderr, proc.stderr

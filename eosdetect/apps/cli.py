@@ -327,6 +327,9 @@ def _thresholds_from_args(model, args):
 
 
 _TF_COMMANDS = {"count", "prelabel", "evaluate", "train", "train-helper", "adapt", "serve"}
+#: Commands that check their arguments, paths and model before TensorFlow is imported (a usage
+#: mistake answers at once, not after the seconds TensorFlow takes to import).
+_CHECKS_FIRST = {"count", "prelabel", "evaluate"}
 
 
 def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
@@ -368,16 +371,17 @@ def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
 def cmd_count(args) -> int:
     from tqdm import tqdm
 
-    from eosdetect.apps.batch.run import CountRun, CountSettings
     from eosdetect.apps.layout import skip_outputs
     from eosdetect.io import find_images
-    from eosdetect.models.store import load_model
+    from eosdetect.models.store import load_model, read_config
 
     # a missing file is reported with the other failed images; the output folder is not an input
     images = find_images(args.inputs, keep_missing=True, skip=skip_outputs(args.out_dir))
+    _check_pixel_size(read_config(args.model), args.pixel_size)  # one error now, not one per image
     model = load_model(args.model)
-    _check_pixel_size(model, args.pixel_size)  # a wrong --pixel-size: one error now, not one per image
     thresholds = _thresholds_from_args(model, args)
+    _quiet_tensorflow(args.verbose, args.command)  # the settings are checked: now the networks
+    from eosdetect.apps.batch.run import CountRun, CountSettings
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
         thresholds=thresholds, overlay=not args.no_overlay, overwrite=args.overwrite, slide_block=args.block_size,
@@ -445,12 +449,13 @@ def _warn(lines) -> None:
         print(f"eosdetect: warning: {_with_flag(line)}", file=sys.stderr)
 
 
-def _check_pixel_size(model, pixel_size, use: str = "--pixel-size serves densities only") -> None:
-    """One error now for a pixel size the model cannot use, not one per image; a warning when the
-    model's sizes are in pixels, so that the pixel size cannot rescale images (``use`` says what it does)."""
-    model.config.scale_for(pixel_size)
-    if pixel_size is not None and model.config.sizes_in_pixels:
-        _warn([f"model {model.name!r} was trained without a pixel size, so images are not rescaled to it: "
+def _check_pixel_size(config, pixel_size, use: str = "--pixel-size serves densities only") -> None:
+    """One error now for a pixel size the model (its :class:`~eosdetect.ModelConfig`) cannot use, not
+    one per image; a warning when the model's sizes are in pixels, so that the pixel size cannot
+    rescale images (``use`` says what it does)."""
+    config.scale_for(pixel_size)
+    if pixel_size is not None and config.sizes_in_pixels:
+        _warn([f"model {config.name!r} was trained without a pixel size, so images are not rescaled to it: "
                f"they must be at its training images' magnification; {use}"])
 
 
@@ -460,7 +465,7 @@ def cmd_prelabel(args) -> int:
     from eosdetect.apps.layout import skip_outputs
     from eosdetect.apps.prelabel import PrelabelSettings, prelabel_all, score_band
     from eosdetect.io import find_images
-    from eosdetect.models.store import load_model
+    from eosdetect.models.store import load_model, read_config
 
     if args.classical and args.helper:
         raise ConfigError("--classical pre-labels without any network: leave out --helper, or --classical")
@@ -468,13 +473,14 @@ def cmd_prelabel(args) -> int:
     settings = PrelabelSettings(class_name=args.class_name, min_score=args.min_score,
                                 uncertain_below=args.uncertain_below, pixel_size_um=args.pixel_size, yolo=args.yolo,
                                 classical=args.classical)
+    if not args.classical:
+        _check_pixel_size(read_config(args.model), args.pixel_size)
     model = None if args.classical else load_model(args.model)
-    if model is not None:
-        _check_pixel_size(model, args.pixel_size)
     if args.helper and model is not None:
         from eosdetect.models.store import with_helper_of
 
         model = with_helper_of(model, load_model(args.helper))
+    _quiet_tensorflow(args.verbose, args.command)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -508,14 +514,16 @@ def cmd_evaluate(args) -> int:
 
     from eosdetect.apps.layout import skip_outputs
     from eosdetect.core.metrics import fmt_rate
-    from eosdetect.models.store import load_model
+    from eosdetect.models.store import load_model, read_config
+
+    _check_pixel_size(read_config(args.model), args.pixel_size)
+    model = load_model(args.model)
+    cfg = model.config
+    _quiet_tensorflow(args.verbose, args.command)
     from eosdetect.training.evaluation import PredictionCache, evaluate_model
     from eosdetect.training.labelset import eval_item, load_labelled
     from eosdetect.training.report import write_report
 
-    model = load_model(args.model)
-    cfg = model.config
-    _check_pixel_size(model, args.pixel_size)
     items, report = load_labelled(
         args.images, args.labels, args.label_format, class_name=args.class_name,
         allow_unlabelled_as_empty=args.allow_unlabelled_as_empty, verified_only=args.verified_only,
@@ -644,7 +652,7 @@ def cmd_train_helper(args) -> int:
     out = _new_model_folder(args)
     file_cfg = _file_config(args.config)
     base = load_model(args.model)
-    _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
+    _check_pixel_size(base.config, args.pixel_size, use="--pixel-size is not used")
     items, report = _labelled_for(args, base, out, args.class_name)
     command = _command_line("train-helper")
     metrics = train_helper_from_labels(
@@ -671,7 +679,7 @@ def cmd_adapt(args) -> int:
     if args.class_name and args.class_name != base.config.class_name:
         raise ConfigError(f"{base.name} counts {base.config.class_name}: label those (--class "
                           f"{base.config.class_name}), not {args.class_name}")
-    _check_pixel_size(base, args.pixel_size, use="--pixel-size is not used")
+    _check_pixel_size(base.config, args.pixel_size, use="--pixel-size is not used")
     items, report = _labelled_for(args, base, out, base.config.class_name)
     metrics = adapt_model(base, items, out, name=args.name, input_pixel_size_um=args.pixel_size,
                           command=_command_line("adapt"), label_report=report.to_dict(),
@@ -829,7 +837,8 @@ def main(argv=None) -> int:
 
     try:
         _stop_on_sigterm()
-        _quiet_tensorflow(args.verbose, args.command)
+        if args.command not in _CHECKS_FIRST:  # those import TensorFlow once their settings are checked
+            _quiet_tensorflow(args.verbose, args.command)
         with routed_decoder_warnings():  # a decoder's warning names the file, once
             return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into a reader that stopped early (`eosdetect models | head -1`)

@@ -21,11 +21,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eosdetect.errors import ConfigError, InputError, ModelError
 from eosdetect.io import atomic_write_text, read_json, write_json
 from eosdetect.models.config import ModelConfig, Thresholds
-from eosdetect.models.model import HELPER_WEIGHTS, UNET_WEIGHTS, Model
+
+if TYPE_CHECKING:
+    from eosdetect.models.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,25 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
     )
 
 
+def read_config(name_or_path: str | os.PathLike | None = None) -> ModelConfig:
+    """A model's configuration alone (:func:`resolve_model_dir`, then its ``config.json``): what an
+    application checks its settings against before anything heavy is imported or loaded.
+
+    Raises
+    ------
+    ModelError
+        As :func:`load_model`.
+
+    >>> read_config("nuclei-he").class_name
+    'nucleus'
+    """
+    path = resolve_model_dir(name_or_path)
+    try:
+        return ModelConfig.from_dict(read_json(path / "config.json"), source=str(path / "config.json"))
+    except (InputError, ConfigError) as exc:
+        raise ModelError(str(exc)) from None
+
+
 def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     """Load a bundled model by name, or a model folder by path.
 
@@ -101,9 +123,11 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     ...
     eosdetect.errors.ModelError: unknown model 'nuclei'; bundled models: eosinophil-smear, nuclei-he (or give the path of a model folder)
     """
+    from eosdetect.models.model import Model
+
     path = resolve_model_dir(name_or_path)
+    config = read_config(path)
     try:
-        config = ModelConfig.from_dict(read_json(path / "config.json"), source=str(path / "config.json"))
         thr_path = path / "thresholds.json"
         if not thr_path.is_file():  # built-in defaults would count differently, and silently
             raise ModelError(f"{thr_path}: missing; a model folder needs the thresholds fitted with its weights")
@@ -132,6 +156,7 @@ def save_model(
     built networks, so the files stay small and load into :func:`load_model`.
     """
     from eosdetect.models.helper_cnn import build_helper
+    from eosdetect.models.model import HELPER_WEIGHTS, UNET_WEIGHTS
     from eosdetect.models.unet import build_unet
 
     path = Path(path)
@@ -164,6 +189,8 @@ def with_helper_of(base: Model, other: Model) -> Model:
     """``base``'s U-Net and thresholds with ``other``'s helper, its crop
     settings, class name and counting threshold."""
     import dataclasses
+
+    from eosdetect.models.model import Model
 
     if not other.config.helper_enabled:
         raise ModelError(f"{other.path}: has no helper (not a two-stage model)")
