@@ -805,9 +805,14 @@ def _writer_running(pid: int, token: str) -> bool:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`); the odd bytes of a file name
-    that is not UTF-8 are written ``\\xNN`` (:func:`printable`)."""
-    return atomic_write_bytes(path, printable(text).encode("utf-8"))
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`, :func:`text_bytes`)."""
+    return atomic_write_bytes(path, text_bytes(text))
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` as the UTF-8 bytes eosdetect writes: the odd bytes of a file name that is not UTF-8
+    are written ``\\xNN`` (:func:`printable`)."""
+    return printable(text).encode("utf-8")
 
 
 def write_json(path: str | os.PathLike, obj, *, exact_names: bool = False) -> Path:

@@ -143,11 +143,11 @@ def test_interrupted_run_resumes(images, tmp_path, tiny_model_dir, capsys, monke
     real = CountRun.count_image
     calls = []
 
-    def flaky(self, path, name):
+    def flaky(self, path, name, **kw):
         calls.append(name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, path, name)
+        return real(self, path, name, **kw)
 
     monkeypatch.setattr(CountRun, "count_image", flaky)
     code, _, err = _count([images, "-m", tiny_model_dir, "-o", out_dir], capsys)
@@ -165,10 +165,10 @@ def test_an_unexpected_error_on_one_image_does_not_stop_the_others(images, tmp_p
 
     real = CountRun.count_image
 
-    def broken_on_a(self, path, name):
+    def broken_on_a(self, path, name, **kw):
         if name == "a":
             raise ValueError("something of ours went wrong\nsecond line")
-        return real(self, path, name)
+        return real(self, path, name, **kw)
 
     monkeypatch.setattr(CountRun, "count_image", broken_on_a)
     out_dir = tmp_path / "res"

@@ -129,10 +129,10 @@ class CountRun:
         time, here. Records, ``counts.csv`` and the resume records follow
         the input order.
         """
-        records = self.out_dir / RUN_RECORD_DIR
-        records.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.out_dir, records / LOCK_FILE):  # one run at a time in a folder
-            for folder in (self.out_dir, records):  # what a run killed while writing left
+        record_dir = self.out_dir / RUN_RECORD_DIR
+        record_dir.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.out_dir, record_dir / LOCK_FILE):  # one run at a time in a folder
+            for folder in (self.out_dir, record_dir):  # what a run killed while writing left
                 remove_stale_temp_files(folder)
             fingerprint = resume.settings_fingerprint(self.settings_dict(), self.model.digest())
             self._stop.clear()
@@ -196,7 +196,8 @@ class CountRun:
                     yield rec, None, False
                 else:
                     path = Path(rec.image)
-                    yield rec, partial(self.count_image, path, rec.name), is_slide(path, self.settings.slide_min_pixels)
+                    slide = is_slide(path, self.settings.slide_min_pixels)  # its header read once
+                    yield rec, partial(self.count_image, path, rec.name, slide=slide), slide
 
         def finish(rec: ImageRecord, outcome) -> None:
             if outcome is not None:
@@ -249,7 +250,8 @@ class CountRun:
             try:
                 cluster.count([(i, Path(jobs[i].image)) for i in remote], settings, done)
                 for i in here:
-                    self._settle(jobs[i], fingerprint, partial(self.count_image, Path(jobs[i].image), jobs[i].name))
+                    self._settle(jobs[i], fingerprint, partial(self.count_image, Path(jobs[i].image), jobs[i].name,
+                                                               slide=True))
                     record(i)
             except BaseException:
                 self._write_tables_if_possible(started)
@@ -266,9 +268,12 @@ class CountRun:
             progress(rec)
 
     # ------------------------------------------------------------------ one image
-    def count_image(self, image_path: Path, name: str) -> CountRow:
-        """Analyse one image and write its files; returns its counts.csv row."""
-        if is_slide(image_path, self.settings.slide_min_pixels):
+    def count_image(self, image_path: Path, name: str, *, slide: bool | None = None) -> CountRow:
+        """Analyse one image and write its files; returns its counts.csv row. ``slide``: whether it is
+        counted block by block (None: :func:`~eosdetect.slideio.is_slide` tells)."""
+        if slide is None:
+            slide = is_slide(image_path, self.settings.slide_min_pixels)
+        if slide:
             return self.count_slide(image_path, name)
         t0 = time.perf_counter()
         image = read_image(image_path)

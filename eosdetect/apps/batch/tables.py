@@ -23,7 +23,7 @@ from eosdetect import __version__
 from eosdetect.core.clinical import ESTIMATE, ClinicalAggregate, ImageFigures, clinical_aggregate, per_hpf_text
 from eosdetect.core.differential import COLUMN_PREFIX, Differential, class_column, class_columns
 from eosdetect.core.postprocess import DETECTION_COLUMNS
-from eosdetect.io import StagedFiles, csv_text, image_bytes, printable, write_csv
+from eosdetect.io import StagedFiles, csv_text, image_bytes, text_bytes, write_csv
 
 COUNT_COLUMNS = (
     "image", "output_name", "status", "count", "width", "height", "pixel_size_um", "area_mm2", "density_per_mm2",
@@ -183,7 +183,7 @@ def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None, be
     that this one does not draw are removed (an overlay of other thresholds must not sit beside
     the new detections)."""
     with StagedFiles() as staged:
-        staged.add(paths["detections"], printable(csv_text(DETECTION_COLUMNS, detection_rows)).encode("utf-8"))
+        staged.add(paths["detections"], text_bytes(csv_text(DETECTION_COLUMNS, detection_rows)))
         for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
             if picture is not None:
                 staged.add(paths[key], picture if isinstance(picture, bytes) else image_bytes(paths[key], picture))
