@@ -24,6 +24,16 @@ folder of labels in one of these formats (``--label-format``):
     The original EOS-Detection convention: a copy of each image with a green
     dot painted on every cell, ``<stem>.<any image suffix>`` in the labels
     folder; the dots are read back as points.
+``geojson``
+    QuPath GeoJSON, ``<stem>.geojson`` or ``<stem>.json`` (QuPath's export of
+    ``a.ome.tif`` may also be named ``a.geojson`` or ``a.ome.tif.geojson``):
+    the points, polygons, rectangles and ellipses of the annotations,
+    detections and cells of the class chosen with ``--class`` (unclassified
+    objects are a class of their own, ``""``, unless no object of any file
+    has a class: then all are of the class chosen). Points are points,
+    rectangles and ellipses boxes, other outlines masks (pixels whose centre
+    they hold); a file mixing points with outlines is read as points (the
+    outlines' centres).
 
 An image without a label file is an error (a forgotten file must not become
 "no cells here") unless ``allow_unlabelled_as_empty``. Label files without an
@@ -48,7 +58,7 @@ from eosdetect.io import IMAGE_SUFFIXES, find_images, read_image
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("voc", "points", "mask", "monuseg", "painted")
+FORMATS = ("voc", "points", "mask", "monuseg", "painted", "geojson")
 _MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _MASK_NAME_ENDINGS = ("", "_mask", "_masks", "_label", "_labels", "_instances")
 _IMAGE_COLUMNS = ("image", "filename", "file", "image_name")
@@ -103,6 +113,8 @@ class LabelReport:
     difficult_boxes: int = 0
     skipped_unverified: int = 0
     soft_masks: int = 0
+    #: GeoJSON files holding both points and outlines, their outlines read as points.
+    mixed_geojson: int = 0
     classes_found: Counter = field(default_factory=Counter)
     #: The label class the items were made of (None: the format has no classes).
     class_name: str | None = None
@@ -129,6 +141,9 @@ class LabelReport:
         if self.soft_masks:
             out.append(Notice(f"{self.soft_masks} mask(s) with soft (anti-aliased) edges read as binary, cut at "
                               "half their top value"))
+        if self.mixed_geojson:
+            out.append(Notice(f"{self.mixed_geojson} GeoJSON file(s) hold both points and outlines of the class: "
+                              "the outlines are used as points (their centres)"))
         return out
 
     def to_dict(self) -> dict:
@@ -142,6 +157,7 @@ class LabelReport:
             "difficult_boxes": self.difficult_boxes,
             "skipped_unverified": self.skipped_unverified,
             "soft_masks_read_as_binary": self.soft_masks,
+            "geojson_outlines_read_as_points": self.mixed_geojson,
             "classes_found": dict(sorted(self.classes_found.items())),
         }
 
@@ -219,6 +235,8 @@ def load_labelled(
         label_files = {}
     else:
         label_files = _index_label_files(labels, label_format, {p.resolve() for p in image_paths})
+        if label_format == "geojson":
+            label_files = _match_qupath_names(label_files, image_paths)
         if label_format == "points" and len(label_files) == 1 and not set(label_files) & {p.stem for p in image_paths}:
             table = _read_points_table(next(iter(label_files.values())))  # a folder holding the one CSV for all
             label_files = {}
@@ -259,11 +277,15 @@ def load_labelled(
             option="allow_unlabelled_as_empty",
         )
     report.unlabelled_as_empty = missing
-    if label_format in ("voc", "points"):
+    if label_format in ("voc", "points", "geojson"):
         for _lp, content in raw.values():
             if content is None:
                 continue
-            if label_format == "voc":
+            if label_format == "geojson":
+                from eosdetect.annotations.geojson import object_classes
+
+                report.classes_found.update(object_classes(content))
+            elif label_format == "voc":
                 if verified_only and not content.verified:
                     continue
                 report.classes_found.update(o.name for o in content.objects)
@@ -319,6 +341,7 @@ def _without_masks(image_paths: list[Path], labels: Path) -> list[Path]:
 
 _LABEL_SUFFIXES = {
     "voc": (".xml",), "monuseg": (".xml",), "points": (".csv",), "mask": _MASK_SUFFIXES, "painted": IMAGE_SUFFIXES,
+    "geojson": (".geojson", ".json"),
 }
 
 
@@ -337,6 +360,21 @@ def _index_label_files(folder: Path, label_format: str, image_files: set) -> dic
         if stem not in index or p.stem == stem:
             index[stem] = p
     return index
+
+
+def _match_qupath_names(label_files: dict[str, Path], image_paths: list[Path]) -> dict[str, Path]:
+    """GeoJSON files keyed by the stem of their image. QuPath names an export after its image with
+    or without the extension (``a.ome.tif`` -> ``a.geojson``, ``a.ome.tif.geojson``): a file named
+    like no image stem goes to the one image, still unlabelled, whose full name is its name, or
+    whose name up to the first dot is; other files stay as they are (reported as unmatched)."""
+    stems = {p.stem for p in image_paths}
+    out = {k: v for k, v in label_files.items() if k in stems}
+    for key, path in label_files.items():
+        if key in stems:
+            continue
+        hits = [p for p in image_paths if p.stem not in out and key in (p.name, p.name.split(".")[0])]
+        out[hits[0].stem if len(hits) == 1 else key] = path
+    return out
 
 
 def _read_points_table(path: Path) -> dict[str, tuple[np.ndarray, list[str] | None]]:
@@ -385,6 +423,10 @@ def _read_label_file(path: Path, label_format: str):
         from eosdetect.annotations.monuseg import read_monuseg_xml
 
         return read_monuseg_xml(path)
+    if label_format == "geojson":
+        from eosdetect.annotations.geojson import read_geojson
+
+        return read_geojson(path)
     return path  # masks and painted copies are read with the image (their size is checked against it)
 
 
@@ -447,6 +489,8 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         inst = polygons_to_labels(content, (h, w))
         inst = _compact(inst)
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
+    if label_format == "geojson":
+        return _geojson_item(name, path, lp, image, content, class_name, report)
     if label_format == "mask":
         from eosdetect.annotations.masks import centroids, instances_from_binary, is_soft_binary, read_label_image
 
@@ -467,6 +511,40 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
     if painted.shape != image.shape:
         raise InputError(lp, f"painted copy is {painted.shape[1]}x{painted.shape[0]} but the image is {w}x{h}")
     return LabelledImage(name, path, lp, image, points_from_painted(painted, image))
+
+
+def _geojson_item(name, path, lp, image, objects, class_name, report) -> LabelledImage:
+    """The QuPath objects of the class as points, boxes (rectangles and ellipses) or instances (outlines)."""
+    from eosdetect.annotations.geojson import objects_to_labels
+    from eosdetect.annotations.masks import centroids
+
+    h, w = image.shape[:2]
+    if class_name is not None and any(report.classes_found):  # no object classified anywhere: all are of the class
+        objects = [o for o in objects if (o.class_name or "") == class_name]
+    outlines = [o for o in objects if not o.is_point]
+    if len(outlines) < len(objects) or not outlines:  # points (with outlines: their centres)
+        report.mixed_geojson += bool(outlines)
+        xy = np.array([o.xy for o in objects], dtype=float).reshape(-1, 2)
+        outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
+        if outside.any():
+            raise InputError(lp, f"{int(outside.sum())} point(s) lie outside the {w}x{h} image")
+        return LabelledImage(name, path, lp, image, xy)
+    if all(o.is_box_like for o in outlines):
+        boxes = _clipped_boxes(np.array([o.box for o in outlines], dtype=float), w, h, report)
+        pts = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 - 0.5, (boxes[:, 1] + boxes[:, 3]) / 2 - 0.5], axis=1)
+        return LabelledImage(name, path, lp, image, pts.reshape(-1, 2), boxes=boxes)
+    inst = _compact(objects_to_labels(outlines, (h, w)))
+    return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
+
+
+def _clipped_boxes(boxes: np.ndarray, w: int, h: int, report: LabelReport) -> np.ndarray:
+    """Boxes (pixel edges) clipped to a ``w`` x ``h`` image, those left under a pixel wide or high
+    skipped; both counted in ``report``."""
+    c = np.clip(boxes.reshape(-1, 4), 0, [w, h, w, h])
+    keep = ((c[:, 2] - c[:, 0]) >= 1) & ((c[:, 3] - c[:, 1]) >= 1)
+    report.skipped_boxes += int((~keep).sum())
+    report.clipped_boxes += int((keep & (c != boxes.reshape(-1, 4)).any(axis=1)).sum())
+    return c[keep]
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:

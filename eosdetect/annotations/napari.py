@@ -1,0 +1,179 @@
+"""Points as napari's Points layer CSV, which napari opens by dropping the file on its window.
+
+napari writes a Points layer as (``napari_builtins`` ``write_points``)::
+
+    index,axis-0,axis-1,class,score
+    0,40,12.5,eosinophil,0.97
+    1,7,30,neutrophil,0.61
+
+``axis-0`` is the row and ``axis-1`` the column of the point, pixel centres
+at integer values (eosdetect's ``y`` and ``x``); the columns after them are
+the layer's properties, one value per point. On reading, napari takes every
+``axis-*`` column as a coordinate and every other column but a leading
+``index`` as a property.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from eosdetect.errors import InputError
+from eosdetect.io import write_csv
+
+
+@dataclass
+class NapariPoints:
+    """The points of a napari Points CSV: ``xy`` (x, y), and the property columns by name
+    (``class``: strings, ``score``: floats; other columns as napari would read them:
+    numbers where all are numbers, else strings)."""
+
+    xy: np.ndarray
+    properties: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The ``class`` column as strings (None without one)."""
+        values = self.properties.get("class")
+        return None if values is None else [str(v) for v in values]
+
+
+def write_napari_points(path: str | os.PathLike, xy: np.ndarray, *, classes: Sequence[str] | None = None,
+                        scores: Sequence[float] | None = None) -> Path:
+    """Write points as napari's Points layer CSV, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (its folder is created if needed).
+    xy : (n, 2) array_like of float
+        ``x, y`` of each point (pixels, centres at integer values); written
+        as ``axis-0`` (row, ``y``) and ``axis-1`` (column, ``x``).
+    classes : sequence of n str, optional
+        A ``class`` property.
+    scores : sequence of n float, optional
+        A ``score`` property.
+
+    Returns
+    -------
+    Path
+        The file written, header ``index,axis-0,axis-1[,class][,score]``;
+        :func:`read_napari_points` reads it back.
+
+    Raises
+    ------
+    ValueError
+        If ``xy`` is not ``(n, 2)`` finite numbers, or ``classes`` or
+        ``scores`` do not have ``n`` entries.
+    """
+    pts = np.asarray(xy, dtype=np.float64)
+    pts = pts.reshape(0, 2) if pts.size == 0 else pts
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"xy must have shape (n, 2), got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("xy holds NaN or infinite values")
+    header = ["index", "axis-0", "axis-1"]
+    columns = [list(range(len(pts))), pts[:, 1].tolist(), pts[:, 0].tolist()]
+    if classes is not None:
+        if isinstance(classes, str):
+            raise ValueError("classes must be a sequence of names, one per point, not a single string")
+        header.append("class")
+        columns.append(_column("classes", [str(c) for c in classes], len(pts)))
+    if scores is not None:
+        header.append("score")
+        columns.append(_column("scores", [float(s) for s in scores], len(pts)))
+    return write_csv(path, header, zip(*columns))
+
+
+def _column(name: str, values: list, n: int) -> list:
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries for {n} points")
+    return values
+
+
+def read_napari_points(path: str | os.PathLike) -> NapariPoints:
+    """Read a napari Points layer CSV (2-D points).
+
+    Returns
+    -------
+    NapariPoints
+        ``xy`` from ``axis-1`` (x) and ``axis-0`` (y); the property columns.
+
+    Raises
+    ------
+    InputError
+        ``path: problem`` for a missing, empty or non-CSV file, a header
+        without ``axis-0`` and ``axis-1`` (or with more axes: a 3-D layer),
+        or a coordinate that is missing or not a finite number.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     p = write_napari_points(pathlib.Path(folder) / "a.csv", [[12.5, 40]], classes=["eos"], scores=[0.9])
+    ...     pts = read_napari_points(p)
+    >>> pts.xy.tolist(), pts.classes, pts.properties["score"].tolist()
+    ([[12.5, 40.0]], ['eos'], [0.9])
+    """
+    path = Path(path)
+    header, rows = _read_table(path)
+    axes = [h for h in header if h.startswith("axis-")]
+    if not {"axis-0", "axis-1"} <= set(axes):
+        raise InputError(path, f"not a napari Points CSV (header {','.join(header)!r} lacks axis-0 and axis-1)")
+    if len(axes) > 2:
+        raise InputError(path, f"points of {len(axes)} dimensions ({', '.join(axes)}); only 2-D points (an "
+                               "image's rows and columns) can be labels")
+    i0, i1 = header.index("axis-0"), header.index("axis-1")
+    xy = np.array([[_coordinate(path, n, r, i1, "axis-1"), _coordinate(path, n, r, i0, "axis-0")]
+                   for n, r in rows], dtype=np.float64).reshape(-1, 2)
+    skip = {i0, i1} | ({0} if header[0] == "index" else set())
+    props = {h: _property(h, [r[i] if i < len(r) else "" for _, r in rows])
+             for i, h in enumerate(header) if i not in skip and h}
+    return NapariPoints(xy, props)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise InputError(path, "empty file (expected a header row 'index,axis-0,axis-1,...')")
+            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a readable CSV file ({exc})") from None
+    return [h.strip() for h in header], rows
+
+
+def _coordinate(path: Path, line: int, row: list[str], index: int, column: str) -> float:
+    text = row[index].strip() if index < len(row) else ""
+    if not text:
+        raise InputError(path, f"line {line}: no value in column {column!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(path, f"line {line}: {column} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise InputError(path, f"line {line}: {column} is not a finite number: {text!r}")
+    return value
+
+
+def _property(name: str, values: list[str]) -> np.ndarray:
+    """A property column as napari reads it (integers, else floats, else strings); ``class`` stays text."""
+    if name != "class":
+        for kind in (int, float):
+            try:
+                return np.array([kind(v) for v in values])
+            except ValueError:
+                pass
+    return np.array(values, dtype=str)
