@@ -17,25 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from eosdetect.core.geometry import axis_factors
+from eosdetect.core.palette import COUNTED, REJECTED, class_colours  # noqa: F401 (class_colours: part of this API)
 from eosdetect.core.postprocess import Detections
 from eosdetect.io import printable
 
-COUNTED = (0, 230, 64)  # RGB
-REJECTED = (235, 235, 235)
 REJECTED_RIM = (80, 80, 80)  # a light line on a dark rim shows on pale smear background and on dark tissue alike
 RIM = (0, 0, 0)
-#: Okabe & Ito's colour-blind-safe palette (RGB), black left out (it is the outlines' rim).
-OKABE_ITO = {
-    "blue": (0, 114, 178), "orange": (230, 159, 0), "reddish purple": (204, 121, 167),
-    "vermillion": (213, 94, 0), "sky blue": (86, 180, 233), "yellow": (240, 228, 66),
-    "bluish green": (0, 158, 115),
-}
-#: Colours of the usual white-blood-cell classes; other names take the palette's colours left over, in order.
-CLASS_COLOURS = {
-    "neutrophil": OKABE_ITO["blue"], "lymphocyte": OKABE_ITO["orange"], "monocyte": OKABE_ITO["reddish purple"],
-    "basophil": OKABE_ITO["vermillion"], "ig": OKABE_ITO["sky blue"], "erythroblast": OKABE_ITO["yellow"],
-    "platelet": OKABE_ITO["bluish green"], "other": REJECTED,
-}
 LABEL_LIMIT = 300  # number the cells when there are at most this many
 MIN_CAPTION_WIDTH = 400  # narrower images are padded on the right so that the caption stays legible
 
@@ -75,31 +62,6 @@ def _contours(labels: np.ndarray, det: Detections, factor: tuple[float, float]) 
             pts = (pts + 0.5) / up * f + np.array([c0, r0]) * f - 0.5
             polys.append(np.rint(pts).astype(np.int32))
         out.append(polys)
-    return out
-
-
-def class_colours(class_names: Sequence[str], counted: str) -> dict[str, tuple[int, int, int]]:
-    """The outline colour of each class of a multi-class helper.
-
-    The counted class is green (:data:`COUNTED`), ``other`` the grey of cells
-    not counted, the usual white-cell classes have fixed colours
-    (:data:`CLASS_COLOURS`), and any other name takes the Okabe-Ito colours
-    not yet used, in order (then cycles through them).
-
-    >>> class_colours(["eosinophil", "neutrophil", "other", "blast"], "eosinophil")
-    {'eosinophil': (0, 230, 64), 'neutrophil': (0, 114, 178), 'other': (235, 235, 235), 'blast': (230, 159, 0)}
-    """
-    fixed = {name: CLASS_COLOURS[name] for name in class_names if name in CLASS_COLOURS and name != counted}
-    spare = [c for c in OKABE_ITO.values() if c not in fixed.values()] or list(OKABE_ITO.values())
-    out, k = {}, 0
-    for name in class_names:
-        if name == counted:
-            out[name] = COUNTED
-        elif name in fixed:
-            out[name] = fixed[name]
-        else:
-            out[name] = spare[k % len(spare)]
-            k += 1
     return out
 
 

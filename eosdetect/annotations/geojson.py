@@ -240,7 +240,7 @@ def detections_to_geojson(
     prob_names : sequence of k str
     colours : dict, optional
         RGB of each class name; classes without one get the overlay's colours
-        (:func:`eosdetect.analysis.overlay.class_colours`, ``class_name`` the
+        (:func:`eosdetect.core.palette.class_colours`, ``class_name`` the
         counted class, green).
     pixel_size_um : float, optional
         Micrometres per pixel: adds the measurement ``Area µm^2``.
@@ -391,7 +391,7 @@ def _class_probs(n: int, class_probs, prob_names) -> np.ndarray | None:
 
 
 def _palette(names: list[str], counted: str, colours) -> dict[str, list[int]]:
-    from eosdetect.analysis.overlay import class_colours
+    from eosdetect.core.palette import class_colours
 
     wanted = list(dict.fromkeys([counted, *names]))
     palette = {k: list(v) for k, v in class_colours(wanted, counted).items()}
