@@ -4,14 +4,13 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    TF_CPP_MIN_LOG_LEVEL=3
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
 COPY eosdetect ./eosdetect
-# The package with its web extras. TensorFlow's Linux wheel runs on the CPU (CUDA libraries
-# come only with tensorflow[and-cuda]); the bundled models are package data, so they come along.
+# The package with its web extras. The networks run on LiteRT (ai-edge-litert), so TensorFlow is
+# not installed (training needs it: ".[train]"); the bundled models are package data, so they come along.
 RUN pip install ".[serve]" \
  && useradd --create-home --uid 10001 eosdetect
 

@@ -662,13 +662,15 @@ def test_an_early_interrupt_or_sigterm_stops_without_a_traceback(tmp_path, monke
     def interrupted(*a):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_quiet_tensorflow", interrupted)  # Ctrl-C while TensorFlow loads
+    import eosdetect.models.store as store
+
+    monkeypatch.setattr(store, "load_model", interrupted)  # Ctrl-C while the model loads
     write_image(tmp_path / "a.png", disc_image())
     assert main(["count", str(tmp_path), "-o", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err.strip() == "eosdetect: interrupted; finished images are kept, re-run to resume"
     old = signal.getsignal(signal.SIGTERM)
     try:
-        monkeypatch.setattr(cli, "_quiet_tensorflow", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+        monkeypatch.setattr(cli, "_load_tensorflow", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
         assert main(["train-helper", "--images", "i", "--labels", "l", "-o", str(tmp_path / "m")]) == 130
         assert "interrupted; no model was written" in capsys.readouterr().err
     finally:

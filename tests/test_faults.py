@@ -275,7 +275,7 @@ def _wait_for_lock(out: Path, pid: int, proc, limit_s: float = 120) -> bool:
 def test_killed_at_random_moments_the_rerun_gives_the_same_outputs(tmp_path, tiny_model_dir):
     """SIGKILL ``count`` at random moments while it counts, re-run after each kill, and finish: the
     outputs equal an uninterrupted run's, byte for byte (less the timings), every time."""
-    images = _images(tmp_path / "imgs", n=10, shape=(300, 300))
+    images = _images(tmp_path / "imgs", n=10, shape=(800, 800))  # about 5 s of counting
     args = ["count", images, "-m", tiny_model_dir, "--workers", "2"]
     reference = tmp_path / "reference"
     ref = _cli(*args, "-o", reference)

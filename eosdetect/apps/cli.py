@@ -254,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show the full model card of this model (name or folder)")
     p.set_defaults(func=cmd_models)
 
+    # -- export
+    p = sub.add_parser(
+        "export", help="convert a model folder's networks to LiteRT (needs TensorFlow)",
+        description="Write unet.tflite (and helper.tflite) beside a model folder's Keras weights, so that "
+        "counting with it needs no TensorFlow. Training does this itself; this is for a folder whose weights "
+        "were changed or that was trained before. Needs TensorFlow: pip install 'eosdetect[train]'.",
+    )
+    p.add_argument("model", help="the model folder (or a bundled model's name)")
+    p.set_defaults(func=cmd_export)
+
     # -- serve
     p = sub.add_parser(
         "serve", help="web page and REST API: upload images, see the cells and the count",
@@ -326,46 +336,31 @@ def _thresholds_from_args(model, args):
     )
 
 
-_TF_COMMANDS = {"count", "prelabel", "evaluate", "train", "train-helper", "adapt", "serve"}
-#: Commands that check their arguments, paths and model before TensorFlow is imported (a usage
-#: mistake answers at once, not after the seconds TensorFlow takes to import).
-_CHECKS_FIRST = {"count", "prelabel", "evaluate"}
+#: Commands that train, and so need TensorFlow (the others run the networks on LiteRT).
+_TRAIN_COMMANDS = {"train", "train-helper", "adapt", "export"}
 
 
-def _quiet_tensorflow(verbose: int = 0, command: str | None = None) -> None:
-    """Keep TensorFlow's C++ start-up chatter ("Could not find cuda drivers", "failed call to
-    cuInit" on machines without a GPU) off the user's terminal; -v shows its errors, -vv everything.
+def _load_tensorflow(args) -> None:
+    """Import TensorFlow for a command that trains, with its start-up chatter kept off the
+    terminal (-v shows it); a missing TensorFlow is a one-line error saying how to install it."""
+    from eosdetect.models.runtime import import_tensorflow
 
-    Some of those lines are printed before TensorFlow's logging is set up, so the level
-    variable cannot hide them: TensorFlow is imported here with the process's stderr
-    parked in a temporary file, which is printed if the import fails.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", {0: "3", 1: "2"}.get(verbose, "0"))
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if verbose or command not in _TF_COMMANDS or "tensorflow" in sys.modules:
-        return
-    import tempfile
+    def threads():
+        from eosdetect.training.train import reproducible_threads
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as parked:
-        os.dup2(parked.fileno(), 2)
-        try:
-            import tensorflow as tf
+        reproducible_threads()  # must come before TensorFlow starts
 
-            if command in ("train", "train-helper", "adapt"):
-                from eosdetect.training.train import reproducible_threads
+    import_tensorflow(f"eosdetect {args.command}", before_start=None if args.command == "export" else threads)
 
-                reproducible_threads()  # must come before TensorFlow starts
-            tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
-        except BaseException:
-            os.dup2(saved, 2)
-            parked.seek(0)
-            sys.stderr.write(parked.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+
+def cmd_export(args) -> int:
+    from eosdetect.models.export import export_model
+    from eosdetect.models.store import load_model
+
+    manifest = export_model(load_model(args.model, runtime="keras"))
+    print(f"converted to LiteRT: {', '.join(sorted(p.name for p in manifest.parent.glob('*.tflite')))} "
+          f"in {manifest.parent}")
+    return 0
 
 
 def cmd_count(args) -> int:
@@ -380,7 +375,6 @@ def cmd_count(args) -> int:
     _check_pixel_size(read_config(args.model), args.pixel_size)  # one error now, not one per image
     model = load_model(args.model)
     thresholds = _thresholds_from_args(model, args)
-    _quiet_tensorflow(args.verbose, args.command)  # the settings are checked: now the networks
     from eosdetect.apps.batch.run import CountRun, CountSettings
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
@@ -480,7 +474,6 @@ def cmd_prelabel(args) -> int:
         from eosdetect.models.store import with_helper_of
 
         model = with_helper_of(model, load_model(args.helper))
-    _quiet_tensorflow(args.verbose, args.command)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -519,7 +512,6 @@ def cmd_evaluate(args) -> int:
     _check_pixel_size(read_config(args.model), args.pixel_size)
     model = load_model(args.model)
     cfg = model.config
-    _quiet_tensorflow(args.verbose, args.command)
     from eosdetect.training.evaluation import PredictionCache, evaluate_model
     from eosdetect.training.labelset import eval_item, load_labelled
     from eosdetect.training.report import write_report
@@ -833,12 +825,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # TensorFlow's own Python warnings (e.g. graph retracing) are for developers
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from eosdetect.models.runtime import show_native_output
+
+    show_native_output(args.verbose > 0)
     from eosdetect.apps.decoder_warnings import routed_decoder_warnings
 
     try:
         _stop_on_sigterm()
-        if args.command not in _CHECKS_FIRST:  # those import TensorFlow once their settings are checked
-            _quiet_tensorflow(args.verbose, args.command)
+        if args.command in _TRAIN_COMMANDS:
+            _load_tensorflow(args)
         with routed_decoder_warnings():  # a decoder's warning names the file, once
             return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into a reader that stopped early (`eosdetect models | head -1`)

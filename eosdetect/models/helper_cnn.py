@@ -60,28 +60,48 @@ CLASSIFY_BATCH = 256
 
 
 def make_classify_fn(model, kind: str = "cnn"):
-    """Wrap the helper into ``(n, S, S, 3) float32 -> (n, k)`` probabilities (compiled once).
+    """Wrap the Keras helper into ``(n, S, S, 3) float32 -> (n, k)`` probabilities
+    (compiled once; see :func:`classify_in_batches`).
 
-    ``k`` is the helper's number of outputs: 1 for a one-class helper (the
-    sigmoid probability of the counted class), the number of
-    ``helper_classes`` for a multi-class one (softmax; rows sum to 1).
-    ``kind`` is the model's ``helper_kind``; a ``"colour"`` helper is given
-    the crops' :func:`colour_features`.
+    ``kind`` is the model's ``helper_kind``.
     """
     import tensorflow as tf
-
-    n_out = int(model.outputs[0].shape[-1])
 
     @tf.function(reduce_retracing=True)
     def _run(batch):
         return model(batch, training=False)
+
+    return classify_in_batches(lambda batch: _run(tf.convert_to_tensor(batch, dtype=tf.float32)).numpy(),
+                               int(model.outputs[0].shape[-1]), kind)
+
+
+def classify_in_batches(network, n_out: int, kind: str = "cnn"):
+    """``(n, S, S, 3) float32 -> (n, k)`` probabilities from a network's forward pass.
+
+    Parameters
+    ----------
+    network : callable
+        The helper's forward pass on a NumPy batch (Keras or LiteRT).
+    n_out : int
+        ``k``, its number of outputs: 1 for a one-class helper (the sigmoid
+        probability of the counted class), the number of ``helper_classes``
+        for a multi-class one (softmax; rows sum to 1).
+    kind : str
+        The model's ``helper_kind``; a ``"colour"`` helper is given the
+        crops' :func:`colour_features`.
+
+    Returns
+    -------
+    callable
+        Crops are passed on :data:`CLASSIFY_BATCH` at a time.
+    """
 
     def classify(batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, n_out), dtype=np.float32)
         if kind == "colour":
             batch = colour_features(batch)
-        parts = [_run(tf.convert_to_tensor(batch[i : i + CLASSIFY_BATCH], dtype=tf.float32)).numpy()
+        parts = [np.asarray(network(np.asarray(batch[i : i + CLASSIFY_BATCH], dtype=np.float32)))
                  for i in range(0, len(batch), CLASSIFY_BATCH)]
         return np.concatenate(parts).astype(np.float32)
 

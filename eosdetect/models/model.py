@@ -32,11 +32,11 @@ from eosdetect.errors import ModelError
 from eosdetect.io import folder_digest
 from eosdetect.models.config import ModelConfig, Thresholds
 from eosdetect.models.crops import HelperView, helper_crops, helper_view
+from eosdetect.models.runtime import HELPER_LITERT, HELPER_WEIGHTS, MANIFEST, UNET_LITERT, UNET_WEIGHTS
 
-UNET_WEIGHTS = "weights.weights.h5"
-HELPER_WEIGHTS = "helper.weights.h5"
-#: Files of a model folder that do not change what it finds (left out of :meth:`Model.digest`).
-DESCRIPTION_FILES = ("MODEL_CARD.md", "metrics.json")
+#: Files of a model folder that do not change what it finds (left out of :meth:`Model.digest`):
+#: its description, and the LiteRT conversion of its weights (equal results, tested).
+DESCRIPTION_FILES = ("MODEL_CARD.md", "metrics.json", UNET_LITERT, HELPER_LITERT, MANIFEST)
 
 
 @dataclass
@@ -197,20 +197,26 @@ class Model:
         What the model scored (its ``metrics.json``).
     card : str
         Its ``MODEL_CARD.md``.
+    runtime : str
+        What runs its networks: ``"auto"``, ``"litert"`` or ``"keras"`` (see
+        :mod:`eosdetect.models.runtime`); :attr:`runtime_used` says which did.
     """
 
     def __init__(self, path: Path, config: ModelConfig, thresholds: Thresholds,
-                 metrics: dict | None = None, card: str = ""):
+                 metrics: dict | None = None, card: str = "", *, runtime: str = "auto"):
         self.path = Path(path)
         self.config = config
         self.thresholds = thresholds
         self.metrics = metrics or {}
         self.card = card
+        self.runtime = runtime
+        self._runtime_used = None
         self._unet = None
         self._helper = None
         self._predict_fn = None
         self._class_probs_fn = None
         self._digest = None
+        self._unet_of = self._helper_of = None
 
     @classmethod
     def in_memory(cls, config: ModelConfig, thresholds: Thresholds, unet, helper=None) -> Model:
@@ -237,6 +243,14 @@ class Model:
         model._class_probs_fn = class_probs_fn
         return model
 
+    @classmethod
+    def combined(cls, config: ModelConfig, thresholds: Thresholds, unet_of: Model, helper_of: Model) -> Model:
+        """A model that runs the U-Net of ``unet_of`` and the helper of ``helper_of``
+        (each on its own runtime), with ``config`` and ``thresholds``."""
+        model = cls(unet_of.path, config, thresholds, runtime=unet_of.runtime)
+        model._unet_of, model._helper_of = unet_of, helper_of
+        return model
+
     def digest(self) -> str | None:
         """A hash of the model folder's files (weights included; None for a model
         only in memory). Resume records keep it, so that results of other weights
@@ -254,23 +268,45 @@ class Model:
 
     # ------------------------------------------------------------------ networks
     @property
+    def runtime_used(self) -> str:
+        """``"litert"`` or ``"keras"``: what runs this model's networks (decided on first use)."""
+        if self._runtime_used is None:
+            if self._unet_of is not None:
+                self._runtime_used = self._unet_of.runtime_used
+            elif self._unet is not None or self._predict_fn is not None or not self.path.is_dir():
+                self._runtime_used = "keras"  # networks built in this process
+            else:
+                from eosdetect.models.runtime import choose_runtime
+
+                self._runtime_used = choose_runtime(self.path, self.config, self.runtime)
+        return self._runtime_used
+
+    @property
     def unet(self):
-        """The U-Net (a Keras model)."""
+        """The U-Net (a Keras model; needs TensorFlow)."""
         if self._unet is None:
+            if self._unet_of is not None:
+                return self._unet_of.unet
+            from eosdetect.models.runtime import import_tensorflow
             from eosdetect.models.unet import build_unet
 
+            import_tensorflow(f"the Keras networks of {self.path}")
             self._unet = build_unet(self.config)
             load_weights(self._unet, self.path / UNET_WEIGHTS)
         return self._unet
 
     @property
     def helper(self):
-        """The helper classifier (a Keras model), or None for a one-stage model."""
+        """The helper classifier (a Keras model; needs TensorFlow), or None for a one-stage model."""
         if not self.config.helper_enabled:
             return None
         if self._helper is None:
+            if self._helper_of is not None:
+                return self._helper_of.helper
             from eosdetect.models.helper_cnn import build_helper
+            from eosdetect.models.runtime import import_tensorflow
 
+            import_tensorflow(f"the Keras networks of {self.path}")
             self._helper = build_helper(self.config)
             load_weights(self._helper, self.path / HELPER_WEIGHTS)
         return self._helper
@@ -279,9 +315,16 @@ class Model:
     def predict_fn(self):
         """``(n, M, N, 3) float32 -> (n, M, N)`` U-Net probabilities."""
         if self._predict_fn is None:
-            from eosdetect.models.unet import make_predict_fn
+            if self._unet_of is not None:
+                self._predict_fn = self._unet_of.predict_fn
+            elif self.runtime_used == "litert":
+                from eosdetect.models.litert import make_predict_fn
 
-            self._predict_fn = make_predict_fn(self.unet, tta=self.config.unet_tta)
+                self._predict_fn = make_predict_fn(self.path / UNET_LITERT, tta=self.config.unet_tta)
+            else:
+                from eosdetect.models.unet import make_predict_fn
+
+                self._predict_fn = make_predict_fn(self.unet, tta=self.config.unet_tta)
         return self._predict_fn
 
     @property
@@ -289,9 +332,16 @@ class Model:
         """``(n, S, S, 3) float32 -> (n, k)`` helper probabilities (one column per
         ``helper_classes``, or a single one), or None without a helper."""
         if self._class_probs_fn is None and self.config.helper_enabled:
-            from eosdetect.models.helper_cnn import make_classify_fn
+            if self._helper_of is not None:
+                self._class_probs_fn = self._helper_of.class_probs_fn
+            elif self.runtime_used == "litert":
+                from eosdetect.models.litert import make_classify_fn
 
-            self._class_probs_fn = make_classify_fn(self.helper, self.config.helper_kind)
+                self._class_probs_fn = make_classify_fn(self.path / HELPER_LITERT, self.config.helper_kind)
+            else:
+                from eosdetect.models.helper_cnn import make_classify_fn
+
+                self._class_probs_fn = make_classify_fn(self.helper, self.config.helper_kind)
         return self._class_probs_fn
 
     # ------------------------------------------------------------------ pipeline

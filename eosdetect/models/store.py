@@ -5,6 +5,8 @@ A model is a folder::
     config.json          ModelConfig (architecture, pixel size, tiles, classes, version)
     weights.weights.h5   U-Net weights
     helper.weights.h5    helper classifier weights (two-stage models only)
+    unet.tflite, helper.tflite, litert.json
+                         the same networks converted to LiteRT (see eosdetect.models.runtime)
     thresholds.json      post-processing parameters fitted on validation data
     metrics.json         what it scored, on what data, how measured
     MODEL_CARD.md        training data, licence, intended use, limits
@@ -93,7 +95,7 @@ def read_config(name_or_path: str | os.PathLike | None = None) -> ModelConfig:
         raise ModelError(str(exc)) from None
 
 
-def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
+def load_model(name_or_path: str | os.PathLike | None = None, *, runtime: str = "auto") -> Model:
     """Load a bundled model by name, or a model folder by path.
 
     Parameters
@@ -101,6 +103,10 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     name_or_path : str or path-like, optional
         A bundled model's name (:func:`bundled_names`) or a model folder;
         default :data:`DEFAULT_MODEL`.
+    runtime : {"auto", "litert", "keras"}
+        What runs its networks (:mod:`eosdetect.models.runtime`): by default
+        LiteRT, which needs no TensorFlow, where the folder has a current
+        conversion.
 
     Returns
     -------
@@ -124,7 +130,10 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     eosdetect.errors.ModelError: unknown model 'nuclei'; bundled models: eosinophil-smear, nuclei-he (or give the path of a model folder)
     """
     from eosdetect.models.model import Model
+    from eosdetect.models.runtime import RUNTIMES
 
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     path = resolve_model_dir(name_or_path)
     config = read_config(path)
     try:
@@ -137,7 +146,7 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
         raise ModelError(str(exc)) from None
     card_path = path / "MODEL_CARD.md"
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
-    return Model(path, config, thresholds, metrics, card)
+    return Model(path, config, thresholds, metrics, card, runtime=runtime)
 
 
 def save_model(
@@ -153,10 +162,12 @@ def save_model(
     """Write a complete model folder. Weights go through a temporary file first.
 
     Only the networks' weights are stored (no optimizer state), in freshly
-    built networks, so the files stay small and load into :func:`load_model`.
+    built networks, so the files stay small and load into :func:`load_model`;
+    then they are converted to LiteRT (:func:`eosdetect.models.export.export_litert`),
+    so that the folder counts without TensorFlow.
     """
     from eosdetect.models.helper_cnn import build_helper
-    from eosdetect.models.model import HELPER_WEIGHTS, UNET_WEIGHTS
+    from eosdetect.models.model import HELPER_LITERT, HELPER_WEIGHTS, UNET_WEIGHTS
     from eosdetect.models.unet import build_unet
 
     path = Path(path)
@@ -164,18 +175,24 @@ def save_model(
     clean = build_unet(config)
     clean.set_weights(unet.get_weights())
     _save_weights(clean, path / UNET_WEIGHTS)
+    clean_helper = None
     if helper is not None:
         clean_helper = build_helper(config)
         clean_helper.set_weights(helper.get_weights())
         _save_weights(clean_helper, path / HELPER_WEIGHTS)
-    elif (path / HELPER_WEIGHTS).is_file():  # left by a two-stage model this one replaces
-        (path / HELPER_WEIGHTS).unlink()
+    else:  # left by a two-stage model this one replaces
+        for stale in (HELPER_WEIGHTS, HELPER_LITERT):
+            if (path / stale).is_file():
+                (path / stale).unlink()
     write_json(path / "config.json", config.to_dict())
     write_json(path / "thresholds.json", thresholds.to_dict())
     if metrics is not None:
         write_json(path / "metrics.json", metrics)
     if card is not None:
         atomic_write_text(path / "MODEL_CARD.md", card)
+    from eosdetect.models.export import export_litert
+
+    export_litert(path, config, clean, clean_helper)
     return path
 
 
@@ -198,8 +215,7 @@ def with_helper_of(base: Model, other: Model) -> Model:
                      if f.name.startswith("helper_")}
     config = dataclasses.replace(base.config, class_name=other.config.class_name, **helper_fields)
     thresholds = base.thresholds.replace(helper_threshold=other.thresholds.helper_threshold)
-    model = Model.in_memory(config, thresholds, base.unet, other.helper)
-    model.path = base.path
+    model = Model.combined(config, thresholds, unet_of=base, helper_of=other)
     digests = (base.digest(), other.digest())
     if None not in digests:
         model._digest = hashlib.sha1(":".join(digests).encode()).hexdigest()[:16]
