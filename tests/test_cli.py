@@ -803,3 +803,38 @@ def test_a_usage_mistake_is_answered_before_anything_heavy_loads(tmp_path, args,
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert words in proc.stderr and "heavy []" in proc.stderr, proc.stderr
+
+
+def test_count_exports_qupath_geojson_that_reads_back_as_the_counted_cells(tmp_path, capsys):
+    """``--export geojson --export napari``: one <name>.geojson and <name>_napari.csv per image, its eosinophil cells those of the
+    detections CSV, the same bytes on a re-count, and a resume that asks for the export it lacks."""
+    from eosdetect.annotations.geojson import read_geojson
+    from eosdetect.annotations.napari import read_napari_points
+    from eosdetect.io import read_csv
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "samples"
+    out = tmp_path / "r"
+    assert main(["count", str(samples), "-o", str(out)]) == 0
+    assert not list(out.glob("*.geojson"))
+    assert main(["count", str(samples), "-o", str(out), "--export", "geojson", "--export", "napari"]) == 0
+    assert json.loads((out / "summary.json").read_text())["images_skipped_as_done"] == 0  # the export was missing
+    capsys.readouterr()
+    rows = {r["output_name"]: r for r in read_csv(out / "counts.csv")}
+    for name, row in rows.items():
+        cells = [o for o in read_geojson(out / f"{name}.geojson") if o.object_type == "detection"]
+        counted = [o for o in cells if o.class_name == "eosinophil"]
+        assert len(counted) == int(row["count"])
+        det = read_csv(out / f"{name}_detections.csv")
+        got = sorted((round(o.xy[0]), round(o.xy[1])) for o in counted)
+        want = sorted((round(float(d["x"])), round(float(d["y"]))) for d in det)
+        assert np.abs(np.array(got, float).reshape(-1, 2) - np.array(want, float).reshape(-1, 2)).max(initial=0) <= 2
+        assert all(len(o.rings) and o.class_name for o in cells)
+    napari = read_napari_points(out / "synthetic_smear_02_napari.csv")  # every white cell, with its class
+    assert napari.classes.count("eosinophil") == int(rows["synthetic_smear_02"]["count"])
+    first = (out / "synthetic_smear_02.geojson").read_bytes()
+    assert main(["count", str(samples), "-o", str(out), "--export", "geojson"]) == 0
+    assert json.loads((out / "summary.json").read_text())["images_skipped_as_done"] == 3  # resumed
+    assert main(["count", str(samples), "-o", str(out), "--export", "geojson", "--overwrite"]) == 0
+    assert (out / "synthetic_smear_02.geojson").read_bytes() == first  # ids drawn from the file name
+    assert main(["count", str(samples), "-o", str(out), "--overwrite"]) == 0
+    assert not list(out.glob("*.geojson")) + list(out.glob("*_napari.csv"))  # no stale export beside new results

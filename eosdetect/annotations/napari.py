@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from eosdetect.errors import InputError
-from eosdetect.io import write_csv
+from eosdetect.io import atomic_write_text, csv_text
 
 
 @dataclass
@@ -46,12 +46,22 @@ class NapariPoints:
 
 def write_napari_points(path: str | os.PathLike, xy: np.ndarray, *, classes: Sequence[str] | None = None,
                         scores: Sequence[float] | None = None) -> Path:
-    """Write points as napari's Points layer CSV, atomically.
+    """Write points as napari's Points layer CSV, atomically (:func:`napari_points_text`).
+
+    Returns
+    -------
+    Path
+        The file written; :func:`read_napari_points` reads it back.
+    """
+    return atomic_write_text(path, napari_points_text(xy, classes=classes, scores=scores))
+
+
+def napari_points_text(xy: np.ndarray, *, classes: Sequence[str] | None = None,
+                       scores: Sequence[float] | None = None) -> str:
+    """Points as the text of napari's Points layer CSV.
 
     Parameters
     ----------
-    path : str or path-like
-        The CSV file (its folder is created if needed).
     xy : (n, 2) array_like of float
         ``x, y`` of each point (pixels, centres at integer values); written
         as ``axis-0`` (row, ``y``) and ``axis-1`` (column, ``x``).
@@ -62,9 +72,8 @@ def write_napari_points(path: str | os.PathLike, xy: np.ndarray, *, classes: Seq
 
     Returns
     -------
-    Path
-        The file written, header ``index,axis-0,axis-1[,class][,score]``;
-        :func:`read_napari_points` reads it back.
+    str
+        The CSV, header ``index,axis-0,axis-1[,class][,score]``.
 
     Raises
     ------
@@ -88,7 +97,7 @@ def write_napari_points(path: str | os.PathLike, xy: np.ndarray, *, classes: Seq
     if scores is not None:
         header.append("score")
         columns.append(_column("scores", [float(s) for s in scores], len(pts)))
-    return write_csv(path, header, zip(*columns))
+    return csv_text(header, zip(*columns))
 
 
 def _column(name: str, values: list, n: int) -> list:

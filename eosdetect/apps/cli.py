@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from eosdetect import __version__
+from eosdetect.apps.batch.naming import EXPORT_FORMATS
 from eosdetect.errors import ConfigError, EosdetectError
 
 log = logging.getLogger("eosdetect")
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "models; other models are not flagged unless N is given)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--export", action="append", choices=EXPORT_FORMATS, default=[], metavar="FORMAT",
+                   help="also write each image's cells in this format (repeatable): geojson, <name>.geojson as "
+                        "QuPath reads it (outlines, classes, scores, the densest high-power field); napari, "
+                        "<name>_napari.csv, a Points layer napari opens as is")
     p.add_argument("--workers", type=_positive_int, metavar="N",
                    help="images counted at once on this machine (default: CPU cores + 1, at most 4)")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -378,8 +383,8 @@ def cmd_count(args) -> int:
     from eosdetect.apps.batch.run import CountRun, CountSettings
     settings = CountSettings(
         pixel_size_um=args.pixel_size, hpf_area_mm2=args.hpf_area, threshold=args.threshold,
-        thresholds=thresholds, overlay=not args.no_overlay, overwrite=args.overwrite, slide_block=args.block_size,
-        scheduler=args.scheduler, workers=args.workers or 0,
+        thresholds=thresholds, overlay=not args.no_overlay, exports=tuple(dict.fromkeys(args.export)),
+        overwrite=args.overwrite, slide_block=args.block_size, scheduler=args.scheduler, workers=args.workers or 0,
     )
     run = CountRun(model, args.out_dir, settings)
     bar = tqdm(total=len(images), unit="image", desc=f"counting ({model.name})", disable=None, file=sys.stderr)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eosdetect.analysis.image import analyse
-from eosdetect.apps.batch.tables import CountRow, image_row
+from eosdetect.apps.batch.tables import CountRow, exports_of, image_row
 from eosdetect.errors import EosdetectError
 from eosdetect.io import encode_png, read_image_bytes
 from eosdetect.models.config import Thresholds
@@ -53,6 +53,7 @@ class WorkerSettings:
     hpf_area_mm2: float
     flag_threshold: float | None
     overlay: bool
+    exports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class WorkerResult:
     row: CountRow | None = None
     detections: list = field(default_factory=list)
     overlay_png: bytes | None = None
+    exports: dict = field(default_factory=dict)
     error: str = ""
 
 
@@ -100,12 +102,13 @@ def count_bytes(key: str, files: dict[str, bytes], data: bytes, filename: str,
                     thresholds=settings.thresholds, hpf_area_mm2=settings.hpf_area_mm2,
                     flag_threshold=settings.flag_threshold)
         png = encode_png(a.overlay()) if settings.overlay else None
+        exports = exports_of(a, filename, settings.exports)
     except EosdetectError as exc:  # the image's problem, reported like a local run's
         return WorkerResult(error=getattr(exc, "problem", str(exc)))
     except MemoryError:
         return WorkerResult(error="out of memory on the worker")
     return WorkerResult(row=image_row(filename, a, seconds=time.perf_counter() - t0),
-                        detections=a.detections.rows(), overlay_png=png)
+                        detections=a.detections.rows(), overlay_png=png, exports=exports)
 
 
 def connect(address: str):

@@ -17,7 +17,11 @@ from eosdetect.apps.layout import RUN_RECORD_DIR
 #: Output names are kept to this many bytes (file systems allow 255, with the suffixes and temporary files).
 MAX_NAME_BYTES = 160
 #: The files of one image's results, by kind (``heatmap``: slides only; ``state``: its resume record).
-OUTPUT_KINDS = ("detections", "overlay", "heatmap", "state")
+#: Formats ``count --export`` writes an image's cells in (each a kind of :func:`output_paths`): QuPath
+#: GeoJSON (``<name>.geojson``: outlines, classes, scores, the densest high-power field) and napari's
+#: Points CSV (``<name>_napari.csv``).
+EXPORT_FORMATS = ("geojson", "napari")
+OUTPUT_KINDS = ("detections", "overlay", "heatmap", *EXPORT_FORMATS, "state")
 
 
 def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
@@ -26,6 +30,8 @@ def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
         "detections": out_dir / f"{name}_detections.csv",
         "overlay": out_dir / f"{name}_overlay.png",
         "heatmap": out_dir / f"{name}_heatmap.png",
+        "geojson": out_dir / f"{name}.geojson",
+        "napari": out_dir / f"{name}_napari.csv",
         "state": out_dir / RUN_RECORD_DIR / f"{name}.json",
     }
 

@@ -17,14 +17,14 @@ import os
 import shutil
 from pathlib import Path
 
-from eosdetect.apps.batch.naming import output_paths
+from eosdetect.apps.batch.naming import EXPORT_FORMATS, output_paths
 from eosdetect.apps.batch.tables import CountRow
 from eosdetect.apps.layout import RUN_RECORD_DIR
 from eosdetect.errors import InputError
 from eosdetect.io import read_json, write_json
 
 #: The outputs a record lists, when they were written.
-RECORDED_OUTPUTS = ("detections", "overlay", "heatmap")
+RECORDED_OUTPUTS = ("detections", "overlay", "heatmap", *EXPORT_FORMATS)
 
 
 def settings_fingerprint(settings: dict, model_files: str | None) -> str:
@@ -74,9 +74,12 @@ def follow_renames(out_dir: Path, images: list[Path], names: list[str], recorded
     shutil.rmtree(side, ignore_errors=True)
 
 
-def done_row(out_dir: Path, image: Path, name: str, fingerprint: str, *, overlay: bool) -> CountRow | None:
+def done_row(out_dir: Path, image: Path, name: str, fingerprint: str, *, overlay: bool,
+             exports: tuple[str, ...] = ()) -> CountRow | None:
     """The row of ``image`` when an earlier run counted it with these settings and its outputs
-    are all still there (``overlay``: this run draws overlays); None when it must be counted."""
+    are all still there (``overlay``: this run draws overlays; ``exports``: the formats it writes
+    the cells in, see :data:`~eosdetect.apps.batch.tables.EXPORT_FORMATS`); None when it must be
+    counted."""
     p = output_paths(out_dir, name)
     if not p["state"].is_file() or not p["detections"].is_file():
         return None
@@ -88,6 +91,8 @@ def done_row(out_dir: Path, image: Path, name: str, fingerprint: str, *, overlay
         return None
     if overlay and "overlay" not in state.get("outputs", ["overlay"]):
         return None  # counted without an overlay: the one there is older than these results
+    if not set(exports) <= set(state.get("outputs", [])):
+        return None  # counted without an export this run makes
     if (state.get("fingerprint") != fingerprint
             or Path(str(state.get("resolved") or state.get("image"))).resolve() != image.resolve()):
         return None

@@ -41,6 +41,7 @@ from eosdetect.apps.batch.tables import (
     ImageRecord,
     count_columns,
     error_row,
+    exports_of,
     image_row,
     run_differential,
     run_summary,
@@ -72,6 +73,9 @@ class CountSettings:
     threshold: float | None = None  # per-HPF flag; None: the model's default (15 for eosinophils, else none)
     thresholds: Thresholds | None = None  # None: the model's own
     overlay: bool = True
+    #: Formats to also write each image's cells in (``count --export``; see
+    #: :data:`~eosdetect.apps.batch.tables.EXPORT_FORMATS`).
+    exports: tuple[str, ...] = ()
     overwrite: bool = False
     #: Whole-slide images: block side at the model's scale, and the size (pixels) from which an
     #: image of any format is counted block by block (see :mod:`eosdetect.models.slides`).
@@ -179,7 +183,8 @@ class CountRun:
         """The record of an image about to be counted; ``skipped``, with its row, when it is done."""
         rec = ImageRecord(image=str(path), name=name)
         cached = None if self.settings.overwrite else resume.done_row(self.out_dir, path, name, fingerprint,
-                                                                      overlay=self.settings.overlay)
+                                                                      overlay=self.settings.overlay,
+                                                                      exports=self.settings.exports)
         if cached is not None:
             rec.row, rec.status = replace(cached, image=str(path)), "skipped"
         return rec
@@ -246,7 +251,7 @@ class CountRun:
                     remote.append(i)
             settings = WorkerSettings(pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
                                       hpf_area_mm2=s.hpf_area_mm2, flag_threshold=self.flag_threshold,
-                                      overlay=s.overlay)
+                                      overlay=s.overlay, exports=s.exports)
             try:
                 cluster.count([(i, Path(jobs[i].image)) for i in remote], settings, done)
                 for i in here:
@@ -281,6 +286,7 @@ class CountRun:
         a = analyse(self.model, image, source=image_path, pixel_size_um=s.pixel_size_um, thresholds=self.thresholds,
                     hpf_area_mm2=s.hpf_area_mm2, flag_threshold=self.flag_threshold)
         write_outputs(output_paths(self.out_dir, name), a.detections.rows(), overlay=a.overlay() if s.overlay else None,
+                      exports=exports_of(a, image_path, s.exports),
                       before_replacing=partial(resume.withdraw, self.out_dir, name))
         return image_row(str(image_path), a, seconds=time.perf_counter() - t0)
 
@@ -308,13 +314,14 @@ class CountRun:
             bar.close()
         write_outputs(output_paths(self.out_dir, name), sa.detections.rows(),
                       overlay=sa.overlay() if s.overlay else None, heatmap=sa.heatmap() if s.overlay else None,
+                      exports=exports_of(sa, path, s.exports),
                       before_replacing=partial(resume.withdraw, self.out_dir, name))
         return slide_row(str(path), sa, seconds=time.perf_counter() - t0)
 
     def _write_remote(self, rec: ImageRecord, res) -> CountRow:
         """Write the files of an image a cluster worker counted; returns its counts.csv row."""
         write_outputs(output_paths(self.out_dir, rec.name), res.detections, overlay=res.overlay_png,
-                      before_replacing=partial(resume.withdraw, self.out_dir, rec.name))
+                      exports=res.exports, before_replacing=partial(resume.withdraw, self.out_dir, rec.name))
         return replace(res.row, image=rec.image)
 
     def _settle(self, rec: ImageRecord, fingerprint: str, work: Callable[[], CountRow]) -> None:

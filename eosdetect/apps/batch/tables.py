@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from eosdetect import __version__
+from eosdetect.apps.batch.naming import EXPORT_FORMATS
 from eosdetect.core.clinical import ESTIMATE, ClinicalAggregate, ImageFigures, clinical_aggregate, per_hpf_text
 from eosdetect.core.differential import COLUMN_PREFIX, Differential, class_column, class_columns
 from eosdetect.core.postprocess import DETECTION_COLUMNS
@@ -175,15 +176,45 @@ def _csv_value(v):
 # --------------------------------------------------------------------------- one image's files
 
 
-def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None, before_replacing=None) -> None:
-    """Write one image's ``<name>_detections.csv`` and pictures (arrays, or PNG bytes) together
+def export_bytes(kind: str, analysis, image_path) -> bytes:
+    """An analysed image's or slide's cells in the format ``kind`` (:data:`EXPORT_FORMATS`); the
+    same bytes on every run (GeoJSON feature ids are drawn from the image's file name)."""
+    if kind == "geojson":
+        from eosdetect.annotations.geojson import analysis_to_geojson, geojson_text
+
+        return text_bytes(geojson_text(analysis_to_geojson(analysis, id_seed=Path(str(image_path)).name)))
+    if kind == "napari":
+        from eosdetect.annotations.napari import napari_points_text
+
+        result = getattr(analysis, "result", None)
+        if result is not None and result.class_names:  # every white cell, with its class
+            cells = result.candidates
+            classes = [result.class_names[k] for k in result.candidate_class]
+        else:
+            cells = analysis.detections
+            classes = [analysis.config.class_name] * len(cells)
+        return text_bytes(napari_points_text(cells.xy, classes=classes, scores=cells.score))
+    raise ValueError(f"unknown export format {kind!r}; choose from {', '.join(EXPORT_FORMATS)}")
+
+
+def exports_of(analysis, image_path, kinds) -> dict[str, bytes]:
+    """``{kind: bytes}`` of :func:`export_bytes` for each format in ``kinds``."""
+    return {kind: export_bytes(kind, analysis, image_path) for kind in kinds}
+
+
+def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None, exports: dict | None = None,
+                  before_replacing=None) -> None:
+    """Write one image's ``<name>_detections.csv``, pictures (arrays, or PNG bytes) and exports
+    (``{format: bytes}``, :data:`EXPORT_FORMATS`) together
     (:class:`~eosdetect.io.StagedFiles`): all are written whole before any earlier file is replaced,
     so a full disk leaves an earlier run's files as they were. ``before_replacing()`` is called
     then (the resume record of the earlier files is withdrawn). The pictures of an earlier run
     that this one does not draw are removed (an overlay of other thresholds must not sit beside
-    the new detections)."""
+    the new detections), and so is an earlier export this run does not make."""
     with StagedFiles() as staged:
         staged.add(paths["detections"], text_bytes(csv_text(DETECTION_COLUMNS, detection_rows)))
+        for kind, data in (exports or {}).items():
+            staged.add(paths[kind], data)
         for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
             if picture is not None:
                 staged.add(paths[key], picture if isinstance(picture, bytes) else image_bytes(paths[key], picture))
@@ -192,6 +223,9 @@ def write_outputs(paths: dict, detection_rows, *, overlay=None, heatmap=None, be
     for key, picture in (("overlay", overlay), ("heatmap", heatmap)):
         if picture is None:
             paths[key].unlink(missing_ok=True)
+    for kind in EXPORT_FORMATS:
+        if kind not in (exports or {}):
+            paths[kind].unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the run
