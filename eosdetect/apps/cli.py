@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", type=_nonneg_int, default=16,
                    help="requests that may wait for a worker; more get 503 (default 16)")
     p.set_defaults(func=cmd_serve)
+    # -- labels
+    from eosdetect.apps.labels import add_parser as add_labels_parser
+
+    add_labels_parser(sub, warn=_warn, noun=_noun)
     return parser
 
 
@@ -426,6 +430,7 @@ def cmd_count(args) -> int:
 #: The flag that sets each parameter a library message may name as its ``option``
 #: (:class:`eosdetect.errors.EosdetectError`, :class:`eosdetect.errors.Notice`).
 FLAGS = {
+    "cell_diameter_px": "--cell-diameter",
     "class_name": "--class",
     "labels": "--labels",
     "label_format": "--label-format",
@@ -791,6 +796,7 @@ def cmd_serve(args) -> int:
 
 #: What an interrupted command keeps, by command.
 INTERRUPTED = {
+    "labels": "nothing was written",
     "count": "finished images are kept, re-run to resume",
     "prelabel": "finished label files are kept, re-run to go on",
     "evaluate": "no report was written; re-run it",

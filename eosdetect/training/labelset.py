@@ -34,6 +34,24 @@ folder of labels in one of these formats (``--label-format``):
     rectangles and ellipses boxes, other outlines masks (pixels whose centre
     they hold); a file mixing points with outlines is read as points (the
     outlines' centres).
+``coco``
+    One COCO object-detection JSON file for all images (``--labels`` the
+    file, or a folder where it is the only JSON file), matched by the stem of each image's
+    ``file_name``: the annotations of the category chosen with ``--class``.
+    Segmentations (polygons, run-length masks) are masks, boxes boxes, an
+    annotation with one keypoint and no segmentation a point (as
+    :mod:`eosdetect.annotations.coco` writes points); crowds (``iscrowd``)
+    are regions neither required nor penalised, as VOC's difficult boxes.
+``labelstudio``
+    Label Studio's JSON export (a list of tasks; the file, or a folder where
+    it is the only JSON file), matched by the stem of each task's image file name,
+    less the prefix Label Studio gives uploaded files (``8f3a2b1c-a.jpg`` is
+    ``a.jpg``): rectangles are boxes, key points points, polygons and
+    rotated rectangles masks, of the label chosen with ``--class``. A task
+    nobody annotated is an image without labels.
+
+In the last two, an image holding both points and boxes or outlines of the
+class is read as points (the others' centres).
 
 An image without a label file is an error (a forgotten file must not become
 "no cells here") unless ``allow_unlabelled_as_empty``. Label files without an
@@ -58,7 +76,9 @@ from eosdetect.io import IMAGE_SUFFIXES, find_images, read_image
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("voc", "points", "mask", "monuseg", "painted", "geojson")
+FORMATS = ("voc", "points", "mask", "monuseg", "painted", "geojson", "coco", "labelstudio")
+#: Formats whose one JSON file holds the labels of every image.
+ONE_FILE_FORMATS = ("coco", "labelstudio")
 _MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _MASK_NAME_ENDINGS = ("", "_mask", "_masks", "_label", "_labels", "_instances")
 _IMAGE_COLUMNS = ("image", "filename", "file", "image_name")
@@ -115,6 +135,8 @@ class LabelReport:
     soft_masks: int = 0
     #: GeoJSON files holding both points and outlines, their outlines read as points.
     mixed_geojson: int = 0
+    #: COCO or Label Studio images holding both points and boxes or outlines of the class, read as points.
+    mixed_shapes: int = 0
     classes_found: Counter = field(default_factory=Counter)
     #: The label class the items were made of (None: the format has no classes).
     class_name: str | None = None
@@ -144,6 +166,9 @@ class LabelReport:
         if self.mixed_geojson:
             out.append(Notice(f"{self.mixed_geojson} GeoJSON file(s) hold both points and outlines of the class: "
                               "the outlines are used as points (their centres)"))
+        if self.mixed_shapes:
+            out.append(Notice(f"{self.mixed_shapes} image(s) have both points and boxes or outlines of the class: "
+                              "the boxes and outlines are used as points (their centres)"))
         return out
 
     def to_dict(self) -> dict:
@@ -158,6 +183,7 @@ class LabelReport:
             "skipped_unverified": self.skipped_unverified,
             "soft_masks_read_as_binary": self.soft_masks,
             "geojson_outlines_read_as_points": self.mixed_geojson,
+            "outlines_read_as_points": self.mixed_shapes,
             "classes_found": dict(sorted(self.classes_found.items())),
         }
 
@@ -179,7 +205,8 @@ def load_labelled(
     Parameters
     ----------
     images : folder, file, or list of them
-    labels : folder (or, for ``points``, one CSV file with an ``image`` column)
+    labels : folder (or, for ``points``, one CSV file with an ``image`` column; for ``coco`` and
+        ``labelstudio``, their JSON file)
     label_format : one of :data:`FORMATS`
     class_name : str, optional
         The class to keep (VOC names, point CSV ``class`` column). Required when
@@ -210,6 +237,7 @@ def load_labelled(
     image_paths = find_images(images if isinstance(images, list) else [images], skip=skip)
     if label_format == "mask" and Path(labels).is_dir():
         image_paths = _without_masks(image_paths, Path(labels))
+    all_image_paths = image_paths
     if subset is not None:
         wanted = set(subset)
         image_paths = [p for p in image_paths if p.stem in wanted or p.name in wanted]
@@ -228,7 +256,12 @@ def load_labelled(
         raise InputError(labels, "no such label file or folder")
     report = LabelReport()
     table = None
-    if labels.is_file():
+    one_file = None
+    if label_format in ONE_FILE_FORMATS:
+        one_file = _one_label_file(labels, label_format)
+        table, unmatched = _read_one_file(one_file, label_format, all_image_paths)
+        label_files = {}
+    elif labels.is_file():
         if label_format != "points":
             raise InputError(labels, f"must be a folder for the {label_format} format", option="labels")
         table = _read_points_table(labels)
@@ -241,7 +274,9 @@ def load_labelled(
             table = _read_points_table(next(iter(label_files.values())))  # a folder holding the one CSV for all
             label_files = {}
     by_stem = {p.stem: p for p in image_paths}
-    if table is not None:
+    if one_file is not None:
+        report.unmatched_labels = [Path(n) for n in unmatched]
+    elif table is not None:
         report.unmatched_labels = [Path(k) for k in sorted(set(table) - set(by_stem))]
     else:
         report.unmatched_labels = sorted(v for k, v in label_files.items() if k not in by_stem)
@@ -255,7 +290,7 @@ def load_labelled(
     missing = []
     for p in image_paths:
         if table is not None:
-            raw[p.stem] = (None, table.get(p.stem))
+            raw[p.stem] = (one_file, table.get(p.stem))
             if p.stem not in table:
                 missing.append(p)
             continue
@@ -270,18 +305,23 @@ def load_labelled(
             raise InputError(labels, f"holds no label files of the {label_format} format "
                                      f"({'/'.join(_LABEL_SUFFIXES[label_format])} named like the images); "
                                      "choose the labels' format", option="label_format")
+        what = f"no labels for this image in {one_file.name}" if one_file is not None else "no label file for this image"
         raise InputError(
             missing[0],
-            f"no label file for this image ({len(missing)} image(s) without labels); they may be taken as "
+            f"{what} ({len(missing)} image(s) without labels); they may be taken as "
             "having no objects if they truly have none",
             option="allow_unlabelled_as_empty",
         )
     report.unlabelled_as_empty = missing
-    if label_format in ("voc", "points", "geojson"):
+    if label_format in ("voc", "points", "geojson", *ONE_FILE_FORMATS):
         for _lp, content in raw.values():
             if content is None:
                 continue
-            if label_format == "geojson":
+            if label_format == "coco":
+                report.classes_found.update(s.class_name or "" for s in content.shapes)
+            elif label_format == "labelstudio":
+                report.classes_found.update(r.label or "" for r in content.regions)
+            elif label_format == "geojson":
                 from eosdetect.annotations.geojson import object_classes
 
                 report.classes_found.update(object_classes(content))
@@ -341,7 +381,7 @@ def _without_masks(image_paths: list[Path], labels: Path) -> list[Path]:
 
 _LABEL_SUFFIXES = {
     "voc": (".xml",), "monuseg": (".xml",), "points": (".csv",), "mask": _MASK_SUFFIXES, "painted": IMAGE_SUFFIXES,
-    "geojson": (".geojson", ".json"),
+    "geojson": (".geojson", ".json"), "coco": (".json",), "labelstudio": (".json",),
 }
 
 
@@ -375,6 +415,61 @@ def _match_qupath_names(label_files: dict[str, Path], image_paths: list[Path]) -
         hits = [p for p in image_paths if p.stem not in out and key in (p.name, p.name.split(".")[0])]
         out[hits[0].stem if len(hits) == 1 else key] = path
     return out
+
+
+def _one_label_file(labels: Path, label_format: str) -> Path:
+    """The JSON file of a one-file format: ``labels`` itself, or the one JSON file in that folder."""
+    if labels.is_file():
+        return labels
+    found = sorted(p for p in labels.iterdir() if p.is_file() and p.suffix.lower() == ".json"
+                   and not p.name.startswith("."))
+    if len(found) == 1:
+        return found[0]
+    what = {"coco": "COCO", "labelstudio": "Label Studio export"}[label_format]
+    if not found:
+        raise InputError(labels, f"holds no JSON file (the {label_format} format is one {what} file for all images)",
+                         option="labels")
+    names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
+    raise InputError(labels, f"holds {len(found)} JSON files ({names}); name the {what} file to read", option="labels")
+
+
+def _read_one_file(path: Path, label_format: str, image_paths: list[Path]) -> tuple[dict, list[str]]:
+    """The entries of a COCO file or Label Studio export keyed by the stem of the image each is of,
+    and the names of those of no image. An entry is of the image whose stem is that of its file
+    name, or of that name less Label Studio's upload prefix. A Label Studio task nobody annotated is
+    of its image but holds no labels (left out of the table)."""
+    from eosdetect.annotations.shapes import file_name_of, without_upload_prefix
+
+    if label_format == "coco":
+        from eosdetect.annotations.coco import read_coco
+
+        entries = [(file_name_of(im.file_name), im, True) for im in read_coco(path)]
+    else:
+        from eosdetect.annotations.labelstudio import read_labelstudio
+
+        entries = [(t.file_name, t, t.annotated) for t in read_labelstudio(path)]
+    stems = {p.stem for p in image_paths}
+    table: dict = {}
+    owner: dict[str, str] = {}
+    unmatched: list[str] = []
+    for name, content, labelled in entries:
+        stem = Path(name).stem
+        if stem not in stems:
+            bare = without_upload_prefix(name)
+            if bare is None or Path(bare).stem not in stems:
+                unmatched.append(name)
+                continue
+            stem = Path(bare).stem
+        if stem in owner:
+            raise InputError(path, f"two entries for image {stem!r} ({owner[stem]} and {name}); labels are matched "
+                                   "by name")
+        owner[stem] = name
+        if labelled:
+            table[stem] = content
+    if entries and not owner:
+        names = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+        raise InputError(path, f"names none of the images ({len(entries)} image(s) in it: {names})", option="labels")
+    return table, unmatched
 
 
 def _read_points_table(path: Path) -> dict[str, tuple[np.ndarray, list[str] | None]]:
@@ -491,6 +586,21 @@ def _make_item(path, lp, image, content, label_format, class_name, report) -> La
         return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
     if label_format == "geojson":
         return _geojson_item(name, path, lp, image, content, class_name, report)
+    if label_format == "coco":
+        if content.width and content.height and (content.width, content.height) != (w, h):
+            raise InputError(lp, f"{content.file_name}: the file says {content.width}x{content.height} but the "
+                                 f"image is {w}x{h}")
+        for s in content.shapes:
+            if s.rle is not None and (s.rle[1], s.rle[2]) != (h, w):
+                raise InputError(lp, f"{content.file_name}: a run-length mask is {s.rle[2]}x{s.rle[1]} but the "
+                                     f"image is {w}x{h}")
+        return _shapes_item(name, path, lp, image, content.shapes, content.file_name, class_name, report)
+    if label_format == "labelstudio":
+        size = content.original_size
+        if size is not None and size != (w, h):
+            raise InputError(lp, f"task of {content.file_name}: Label Studio says {size[0]}x{size[1]} but the "
+                                 f"image is {w}x{h}")
+        return _shapes_item(name, path, lp, image, content.shapes(w, h), content.file_name, class_name, report)
     if label_format == "mask":
         from eosdetect.annotations.masks import centroids, instances_from_binary, is_soft_binary, read_label_image
 
@@ -535,6 +645,38 @@ def _geojson_item(name, path, lp, image, objects, class_name, report) -> Labelle
         return LabelledImage(name, path, lp, image, pts.reshape(-1, 2), boxes=boxes)
     inst = _compact(objects_to_labels(outlines, (h, w)))
     return LabelledImage(name, path, lp, image, centroids(inst), instances=inst)
+
+
+def _shapes_item(name, path, lp, image, shapes, entry, class_name, report) -> LabelledImage:
+    """The shapes (:class:`~eosdetect.annotations.shapes.Shape`) of the class as points, boxes or
+    instances, and its regions to ignore; ``entry`` names the image in the label file, for messages."""
+    from eosdetect.annotations.masks import centroids
+    from eosdetect.annotations.shapes import shapes_to_labels
+
+    h, w = image.shape[:2]
+    if class_name is not None and any(report.classes_found):  # nothing has a class anywhere: all are of it
+        shapes = [s for s in shapes if (s.class_name or "") == class_name]
+    empty = [s for s in shapes if not np.isfinite(s.xy).all()]  # outlines holding no pixel
+    report.skipped_boxes += len(empty)
+    shapes = [s for s in shapes if np.isfinite(s.xy).all()]
+    ignore = np.array([s.box for s in shapes if s.ignore and s.box is not None], dtype=float).reshape(-1, 4)
+    ignore = np.clip(ignore, 0, [w, h, w, h])
+    ignore = ignore[(ignore[:, 2] > ignore[:, 0]) & (ignore[:, 3] > ignore[:, 1])]
+    shapes = [s for s in shapes if not s.ignore]
+    outlines = [s for s in shapes if s.kind != "point"]
+    if len(outlines) < len(shapes) or not outlines:  # points (with boxes or outlines: their centres)
+        report.mixed_shapes += bool(outlines)
+        xy = np.array([s.xy for s in shapes], dtype=float).reshape(-1, 2)
+        outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
+        if outside.any():
+            raise InputError(lp, f"{entry}: {int(outside.sum())} point(s) lie outside the {w}x{h} image")
+        return LabelledImage(name, path, lp, image, xy, ignore_boxes=ignore)
+    if all(s.kind == "box" for s in outlines):
+        boxes = _clipped_boxes(np.array([s.box for s in outlines], dtype=float), w, h, report)
+        pts = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 - 0.5, (boxes[:, 1] + boxes[:, 3]) / 2 - 0.5], axis=1)
+        return LabelledImage(name, path, lp, image, pts.reshape(-1, 2), boxes=boxes, ignore_boxes=ignore)
+    inst = _compact(shapes_to_labels(outlines, (h, w)))
+    return LabelledImage(name, path, lp, image, centroids(inst), instances=inst, ignore_boxes=ignore)
 
 
 def _clipped_boxes(boxes: np.ndarray, w: int, h: int, report: LabelReport) -> np.ndarray:
