@@ -85,11 +85,14 @@ def test_a_full_disk_keeps_earlier_results_and_stops_at_once(tmp_path, tiny_mode
                                  "lost; free some space and re-run to resume"], err
     assert _snapshot(out) == before  # no earlier file lost or changed, no temporary file left
 
-    # other settings, room for one image's files and record: that image is replaced, the others kept
-    one_image = sum(len(before[k]) for k in before if k.startswith(("im0_", ".eosdetect/im0")))
+    # other settings, room for one image's files and record (as large as a run with those settings
+    # makes them): that image is replaced, the others kept
+    other = ["--prob-threshold", "0.9", "--workers", "1"]
+    assert _count([images, "-m", tiny_model_dir, "-o", tmp_path / "sizes", *other], capsys)[0] == 0
+    sizes = _snapshot(tmp_path / "sizes")
+    one_image = sum(len(sizes[k]) for k in sizes if k.startswith(("im0_", ".eosdetect/im0")))
     monkeypatch.setattr(os, "write", _DiskFills(out, budget=one_image + 400))  # and the lock's few bytes
-    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out, "--prob-threshold", "0.9", "--workers", "1"],
-                          capsys)
+    code, _, err = _count([images, "-m", tiny_model_dir, "-o", out, *other], capsys)
     assert code == 1 and len(_error_lines(err)) == 1 and "after 1 of 3 images" in err, err
     after = _snapshot(out)
     for name in ("im1_detections.csv", "im1_overlay.png", "im2_detections.csv", "im2_overlay.png"):

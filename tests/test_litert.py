@@ -163,3 +163,17 @@ def test_count_needs_no_tensorflow_and_training_says_how_to_get_it(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == ('eosdetect: error: eosdetect train needs TensorFlow, which is not installed: '
                                    'pip install "eosdetect[train]"')
+
+
+def test_large_inputs_run_on_the_lean_kernels_with_the_same_maps(tiny_model_dir):
+    """Above ``fast_max_pixels`` the U-Net runs on LiteRT's built-in kernels (less memory), to float rounding."""
+    from eosdetect.models.litert import LiteRTNetwork
+
+    batch = np.random.default_rng(2).random((2, 64, 96, 3), dtype=np.float32)
+    fast = LiteRTNetwork(tiny_model_dir / runtime.UNET_LITERT)
+    lean = LiteRTNetwork(tiny_model_dir / runtime.UNET_LITERT, fast_max_pixels=64 * 96)
+    keras = load_model(tiny_model_dir, runtime="keras").predict_fn(batch)
+    np.testing.assert_allclose(lean(batch), keras, atol=TOLERANCE)
+    np.testing.assert_allclose(fast(batch), keras, atol=TOLERANCE)
+    assert lean._lean is not None and fast._lean is None
+    np.testing.assert_allclose(lean(batch[:1]), keras[:1], atol=TOLERANCE)  # small enough: the fast kernels
