@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -457,3 +458,20 @@ def test_api_conforms_to_its_schema(case):
     Not checked: that every schema-valid request is accepted. The schema cannot
     say "a decodable image", so random bytes are rightly refused with 400."""
     case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+def test_count_answers_with_qupath_geojson_when_asked(client, tmp_path):
+    """``?geojson=true``: the FeatureCollection `count --export geojson` writes, whose eosinophils are the count."""
+    from eosdetect.annotations.geojson import read_geojson
+
+    r = post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name, url="/api/v1/count?geojson=true")
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["geojson"]["type"] == "FeatureCollection"
+    path = tmp_path / "x.geojson"
+    path.write_text(json.dumps(d["geojson"]), encoding="utf-8")
+    cells = [o for o in read_geojson(path) if o.object_type == "detection" and o.class_name == "eosinophil"]
+    assert len(cells) == d["count"] > 0
+    got = sorted((round(o.xy[0]), round(o.xy[1])) for o in cells)
+    assert got == sorted((round(c["x"]), round(c["y"])) for c in d["detections"])
+    assert post_image(client, SAMPLE.read_bytes(), name=SAMPLE.name).json().get("geojson") is None

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import File, Form, Query, UploadFile
 from pydantic import BaseModel, Field, model_serializer
@@ -307,6 +307,7 @@ def count_upload(
     max_pixels: float,
     overlay: bool = False,
     voc: bool = False,
+    geojson: bool = False,
 ) -> dict:
     """Everything ``POST /api/v1/count`` answers, as a dict (runs in a worker thread)."""
     from eosdetect.analysis.image import analyse
@@ -358,6 +359,10 @@ def count_upload(
         t = time.perf_counter()
         out["overlay_png"] = base64.b64encode(encode_png(a.overlay())).decode("ascii")
         a.result.timings["overlay"] = time.perf_counter() - t  # drawn and encoded
+    if geojson:  # what count --export geojson writes, as a JSON object
+        from eosdetect.annotations.geojson import analysis_to_geojson
+
+        out["geojson"] = analysis_to_geojson(a, id_seed=name)
     if voc:
         settings = PrelabelSettings(pixel_size_um=pixel_size_um, thresholds=thresholds)  # the boxes follow the count
         ann, _, _ = prelabel_annotation(model, image, settings, filename=name, path=name, result=a.result)
@@ -475,6 +480,9 @@ class CountOut(OmitNone):
     timings: dict[str, float] = Field(description="seconds per stage and in total")
     overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
     voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
+    geojson: dict[str, Any] | None = Field(
+        None, description="the cells as a QuPath GeoJSON FeatureCollection, as `eosdetect count --export geojson` "
+        "writes it (with ?geojson=true); save it as a .geojson file and import it in QuPath")
     differential: DifferentialOut | None = Field(
         None, description="the white-cell differential of this image (models with a multi-class helper only)")
 
@@ -691,6 +699,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
         max_area_um2: Um2 = None,
         overlay: Annotated[bool, Query(description="add the overlay PNG (base64)")] = False,
         voc: Annotated[bool, Query(description="add LabelImg Pascal VOC pre-labels")] = False,
+        geojson: Annotated[bool, Query(description="add the cells as QuPath GeoJSON")] = False,
     ):
         """Count the cells in one uploaded image."""
         m = await model_or_404(model)
@@ -719,6 +728,7 @@ def create_app(settings: ServeSettings | None = None, registry: ModelRegistry | 
                 max_pixels=max_pixels,
                 overlay=overlay,
                 voc=voc,
+                geojson=geojson,
             )
 
         return await run(job)
