@@ -478,11 +478,11 @@ class CountOut(OmitNone):
         "per_hpf is an estimate)"
     )
     timings: dict[str, float] = Field(description="seconds per stage and in total")
-    overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
-    voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
     geojson: dict[str, Any] | None = Field(
         None, description="the cells as a QuPath GeoJSON FeatureCollection, as `eosdetect count --export geojson` "
         "writes it (with ?geojson=true); save it as a .geojson file and import it in QuPath")
+    overlay_png: str | None = Field(None, description="overlay PNG, base64 (with ?overlay=true)")
+    voc_xml: str | None = Field(None, description="LabelImg Pascal VOC pre-labels (with ?voc=true)")
     differential: DifferentialOut | None = Field(
         None, description="the white-cell differential of this image (models with a multi-class helper only)")
 
