@@ -15,8 +15,6 @@ the layer's properties, one value per point. On reading, napari takes every
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from eosdetect.annotations.points import csv_table, table_number
 from eosdetect.errors import InputError
 from eosdetect.io import atomic_write_text, csv_text
 
@@ -131,7 +130,7 @@ def read_napari_points(path: str | os.PathLike) -> NapariPoints:
     ([[12.5, 40.0]], ['eos'], [0.9])
     """
     path = Path(path)
-    header, rows = _read_table(path)
+    header, rows = csv_table(path, "'index,axis-0,axis-1,...'")
     axes = [h for h in header if h.startswith("axis-")]
     if not {"axis-0", "axis-1"} <= set(axes):
         raise InputError(path, f"not a napari Points CSV (header {','.join(header)!r} lacks axis-0 and axis-1)")
@@ -139,42 +138,12 @@ def read_napari_points(path: str | os.PathLike) -> NapariPoints:
         raise InputError(path, f"points of {len(axes)} dimensions ({', '.join(axes)}); only 2-D points (an "
                                "image's rows and columns) can be labels")
     i0, i1 = header.index("axis-0"), header.index("axis-1")
-    xy = np.array([[_coordinate(path, n, r, i1, "axis-1"), _coordinate(path, n, r, i0, "axis-0")]
+    xy = np.array([[table_number(path, n, "axis-1", r, i1), table_number(path, n, "axis-0", r, i0)]
                    for n, r in rows], dtype=np.float64).reshape(-1, 2)
     skip = {i0, i1} | ({0} if header[0] == "index" else set())
     props = {h: _property(h, [r[i] if i < len(r) else "" for _, r in rows])
              for i, h in enumerate(header) if i not in skip and h}
     return NapariPoints(xy, props)
-
-
-def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    if path.is_dir():
-        raise InputError(path, "is a folder, not a CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise InputError(path, "empty file (expected a header row 'index,axis-0,axis-1,...')")
-            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"not a readable CSV file ({exc})") from None
-    return [h.strip() for h in header], rows
-
-
-def _coordinate(path: Path, line: int, row: list[str], index: int, column: str) -> float:
-    text = row[index].strip() if index < len(row) else ""
-    if not text:
-        raise InputError(path, f"line {line}: no value in column {column!r}")
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(path, f"line {line}: {column} is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise InputError(path, f"line {line}: {column} is not a finite number: {text!r}")
-    return value
 
 
 def _property(name: str, values: list[str]) -> np.ndarray:

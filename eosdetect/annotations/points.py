@@ -80,8 +80,10 @@ def read_points_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | 
     return np.asarray(points, dtype=np.float64).reshape(-1, 2), classes
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[float, float]], list[str] | None]:
-    """Points (and classes when there is a class column) of a point CSV file."""
+def csv_table(path: Path, expected: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header (stripped) and the non-blank rows, each with its line number, of a CSV label
+    file; a missing, empty or unreadable file is an :class:`InputError` (``expected`` names the
+    header wanted, for the message: ``"'x,y' or 'x,y,class'"``)."""
     if path.is_dir():
         raise InputError(path, "is a folder, not a CSV file")
     try:
@@ -89,34 +91,36 @@ def _read_rows(path: Path) -> tuple[list[tuple[float, float]], list[str] | None]
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None or not any(h.strip() for h in header):
-                raise InputError(path, "empty file (expected a header row 'x,y' or 'x,y,class')")
-            names = [h.strip().lower() for h in header]
-            missing = [c for c in ("x", "y") if c not in names]
-            if missing:
-                raise InputError(
-                    path,
-                    f"missing column {' and '.join(repr(c) for c in missing)} "
-                    f"(header is {','.join(header)!r}; expected 'x,y' or 'x,y,class')",
-                )
-            ix, iy = names.index("x"), names.index("y")
-            ic = names.index("class") if "class" in names else None
-            points: list[tuple[float, float]] = []
-            classes: list[str] | None = [] if ic is not None else None
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue  # blank line
-                line = reader.line_num
-                points.append((_number(path, line, "x", row, ix), _number(path, line, "y", row, iy)))
-                if classes is not None:
-                    classes.append(row[ic].strip() if ic < len(row) else "")
+                raise InputError(path, f"empty file (expected a header row {expected})")
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"not a readable CSV file ({exc})") from None
+    return [h.strip() for h in header], rows
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[float, float]], list[str] | None]:
+    """Points (and classes when there is a class column) of a point CSV file."""
+    header, rows = csv_table(path, "'x,y' or 'x,y,class'")
+    names = [h.lower() for h in header]
+    missing = [c for c in ("x", "y") if c not in names]
+    if missing:
+        raise InputError(
+            path,
+            f"missing column {' and '.join(repr(c) for c in missing)} "
+            f"(header is {','.join(header)!r}; expected 'x,y' or 'x,y,class')",
+        )
+    ix, iy = names.index("x"), names.index("y")
+    ic = names.index("class") if "class" in names else None
+    points = [(table_number(path, line, "x", row, ix), table_number(path, line, "y", row, iy))
+              for line, row in rows]
+    classes = None if ic is None else [row[ic].strip() if ic < len(row) else "" for _, row in rows]
     return points, classes
 
 
-def _number(path: Path, line: int, column: str, row: list[str], index: int) -> float:
+def table_number(path: Path, line: int, column: str, row: list[str], index: int) -> float:
+    """The finite number in ``row[index]`` (column ``column`` of line ``line``), or a one-line :class:`InputError`."""
     if index >= len(row) or not row[index].strip():
         raise InputError(path, f"line {line}: no value in column {column!r}")
     text = row[index].strip()
